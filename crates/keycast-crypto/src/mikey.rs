@@ -77,10 +77,11 @@ fn p_xor(s: &HmacSha1, label: &[&[u8]], out: &mut [u8]) {
 /// empty piece.
 fn pieces(inkey: &[u8]) -> impl Iterator<Item = HmacSha1> + '_ {
     let empty: &[u8] = &[];
-    let chunks = inkey.chunks(PIECE);
-    let first = inkey.is_empty().then_some(empty);
-    // HMAC accepts keys of any length; `new_from_slice` cannot fail.
-    first.into_iter().chain(chunks).map(|piece| HmacSha1::new_from_slice(piece).expect("HMAC takes any key length"))
+    inkey
+        .chunks(PIECE)
+        .chain(inkey.is_empty().then_some(empty))
+        // HMAC accepts keys of any length; `new_from_slice` cannot fail.
+        .map(|piece| HmacSha1::new_from_slice(piece).expect("HMAC takes any key length"))
 }
 
 fn prf_parts(inkey: &[u8], label: &[&[u8]], out: &mut [u8]) {
@@ -122,8 +123,7 @@ impl MessageKeys {
     #[must_use]
     pub fn derive(psk: &[u8], csb_id: u32, rand: &[u8]) -> Self {
         let csb = csb_id.to_be_bytes();
-        let label = |c: u32| c.to_be_bytes();
-        let (encr_c, auth_c, salt_c) = (label(PSK_ENCR), label(PSK_AUTH), label(PSK_SALT));
+        let (encr_c, auth_c, salt_c) = (PSK_ENCR.to_be_bytes(), PSK_AUTH.to_be_bytes(), PSK_SALT.to_be_bytes());
         let mut encr = Zeroizing::new([0u8; ENCR_KEY_LEN]);
         let mut auth = Zeroizing::new([0u8; AUTH_KEY_LEN]);
         let mut salt = Zeroizing::new([0u8; SALT_LEN]);

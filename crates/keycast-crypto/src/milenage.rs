@@ -14,7 +14,8 @@ use zeroize::Zeroizing;
 use crate::keys::{Ck, Ik, Op, Opc, Res, SubscriberKey};
 use crate::{AutnError, AutsError};
 
-/// AMF used for MAC-S in AUTS (TS 33.102 §6.3.3: "a dummy value of all zeros").
+/// AMF used for MAC-S in AUTS: all zeros (TS 33.102 §6.3.3; facts-3gpp.md §7 has it from
+/// hostapd, and it reproduces the AUTS of vectors.md §2).
 const RESYNC_AMF: [u8; 2] = [0, 0];
 
 /// Rotation amounts r1..r5 in bytes and the last byte of constants c1..c5 (TS 35.206 §4.1).
@@ -194,13 +195,15 @@ impl Milenage {
         in1[14..].copy_from_slice(&amf);
         let t_opc = Zeroizing::new(xor16(&temp, opc));
         let x1 = rot_xor_c(&xor16(&in1, opc), R[0], C[0]);
-        let mut blocks = Zeroizing::new([Block::<Aes128>::default(); 5]);
-        blocks[0] = xor16(&x1, &temp).into();
+        let mut out = Zeroizing::new([[0u8; 16]; 5]);
+        out[0] = xor16(&x1, &temp);
         for i in 1..5 {
-            blocks[i] = rot_xor_c(&t_opc, R[i], C[i]).into();
+            out[i] = rot_xor_c(&t_opc, R[i], C[i]);
         }
-        self.aes.encrypt_blocks(&mut blocks[..]);
-        let out: Zeroizing<[[u8; 16]; 5]> = Zeroizing::new(core::array::from_fn(|i| xor16(&blocks[i].into(), opc)));
+        self.aes.encrypt_blocks(Block::<Aes128>::cast_slice_from_core_mut(&mut out[..]));
+        for block in out.iter_mut() {
+            *block = xor16(block, opc);
+        }
         MilenageOutput {
             mac_a: first::<8>(&out[0][..8]),
             mac_s: first::<8>(&out[0][8..]),

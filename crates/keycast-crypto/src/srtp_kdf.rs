@@ -1,5 +1,5 @@
 //! SRTP/SRTCP key derivation (RFC 3711 §4.3) with key derivation rate 0, the only rate
-//! TS 33.246 allows (§6.6, "must be 0 or absent").
+//! TS 33.246 allows in its SRTP policy ("0 or absent").
 
 use core::fmt;
 
