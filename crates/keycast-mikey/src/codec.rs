@@ -12,9 +12,17 @@ pub const MAX_MESSAGE_LEN: usize = 16 * 1024;
 pub const MAX_PAYLOADS: usize = 64;
 
 /// Why a message could not be decoded: where (payload and byte offset), which field, and what.
+///
+/// The details sit behind a box so that every `Result` on the decoding hot path stays two words
+/// wide; read them through `Deref` (`err.offset`, `err.kind`, …).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct DecodeError(Box<DecodeErrorDetail>);
+
+/// The details of a [`DecodeError`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{payload} payload at offset {offset}, field `{field}`: {kind}")]
-pub struct DecodeError {
+pub struct DecodeErrorDetail {
     /// The payload being read (its spec name, e.g. "KEMAC").
     pub payload: &'static str,
     /// The field being read.
@@ -23,6 +31,23 @@ pub struct DecodeError {
     pub offset: usize,
     /// What went wrong.
     pub kind: DecodeErrorKind,
+}
+
+impl DecodeError {
+    /// A decoding error at `offset` in `payload`, field `field`.
+    #[cold]
+    #[inline(never)]
+    pub fn new(payload: &'static str, field: &'static str, offset: usize, kind: DecodeErrorKind) -> Self {
+        Self(Box::new(DecodeErrorDetail { payload, field, offset, kind }))
+    }
+}
+
+impl core::ops::Deref for DecodeError {
+    type Target = DecodeErrorDetail;
+
+    fn deref(&self) -> &DecodeErrorDetail {
+        &self.0
+    }
 }
 
 /// The kinds of decoding failure.
@@ -125,7 +150,7 @@ impl<'a> Reader<'a> {
 
     /// An error at the current offset.
     pub(crate) fn error(&self, field: &'static str, kind: DecodeErrorKind) -> DecodeError {
-        DecodeError { payload: self.payload, field, offset: self.base, kind }
+        DecodeError::new(self.payload, field, self.base, kind)
     }
 
     /// An error for a bad value at the current offset.
@@ -134,6 +159,7 @@ impl<'a> Reader<'a> {
     }
 
     /// Takes `n` bytes.
+    #[inline]
     pub(crate) fn take(&mut self, n: usize, field: &'static str) -> Result<&'a [u8], DecodeError> {
         if n > self.buf.len() {
             return Err(self.error(field, DecodeErrorKind::Truncated { needed: n, left: self.buf.len() }));
@@ -145,6 +171,7 @@ impl<'a> Reader<'a> {
     }
 
     /// Takes exactly `N` bytes as an array.
+    #[inline]
     pub(crate) fn array<const N: usize>(&mut self, field: &'static str) -> Result<[u8; N], DecodeError> {
         let bytes = self.take(N, field)?;
         let mut out = [0u8; N];
@@ -152,19 +179,23 @@ impl<'a> Reader<'a> {
         Ok(out)
     }
 
+    #[inline]
     pub(crate) fn u8(&mut self, field: &'static str) -> Result<u8, DecodeError> {
         Ok(self.array::<1>(field)?[0])
     }
 
+    #[inline]
     pub(crate) fn u16(&mut self, field: &'static str) -> Result<u16, DecodeError> {
         Ok(u16::from_be_bytes(self.array(field)?))
     }
 
+    #[inline]
     pub(crate) fn u32(&mut self, field: &'static str) -> Result<u32, DecodeError> {
         Ok(u32::from_be_bytes(self.array(field)?))
     }
 
     /// A child reader over the next `n` bytes (a length-delimited region).
+    #[inline]
     pub(crate) fn sub(&mut self, n: usize, field: &'static str) -> Result<Reader<'a>, DecodeError> {
         let base = self.base;
         let buf = self.take(n, field)?;
@@ -172,6 +203,7 @@ impl<'a> Reader<'a> {
     }
 
     /// Fails when bytes are left over.
+    #[inline]
     pub(crate) fn expect_empty(&self, field: &'static str) -> Result<(), DecodeError> {
         if self.buf.is_empty() {
             Ok(())

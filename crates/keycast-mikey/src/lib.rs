@@ -47,7 +47,7 @@ mod typed;
 mod verification;
 pub mod wire;
 
-pub use codec::{DecodeError, DecodeErrorKind, EncodeError, MAX_MESSAGE_LEN, MAX_PAYLOADS};
+pub use codec::{DecodeError, DecodeErrorDetail, DecodeErrorKind, EncodeError, MAX_MESSAGE_LEN, MAX_PAYLOADS};
 pub use ext::{
     AccessDescriptor, KeyDomainId, KeyIdExt, LtkmExt, ProtectionAfterReception, SecurityPolicy, SecurityPolicyExt, SekPekId,
     StkmExt, TekId, TrafficProtectionProtocol, split_oma_bcast,

@@ -88,7 +88,8 @@ fn rejects_trailing_bytes() {
     let mut wire = stkm().seal(&sek(), &RAND).unwrap();
     wire.push(0);
     let err = Stkm::decode(&wire).unwrap_err();
-    assert!(matches!(err, MikeyError::Decode { source: DecodeError { kind: DecodeErrorKind::TrailingData { len: 1 }, .. }, .. }), "{err}");
+    let MikeyError::Decode { source, .. } = &err else { panic!("expected a decode error, got {err}") };
+    assert_eq!(source.kind, DecodeErrorKind::TrailingData { len: 1 });
 }
 
 #[test]
