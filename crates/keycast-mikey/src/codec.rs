@@ -107,6 +107,9 @@ pub(crate) struct Reader<'a> {
     buf: &'a [u8],
     /// Offset of `buf[0]` within the whole message.
     base: usize,
+    /// Offset where the most recent read started, so a value judged bad after reading is
+    /// reported where it sits.
+    last: usize,
     /// The payload being read, for error messages.
     payload: &'static str,
 }
@@ -120,12 +123,12 @@ impl fmt::Debug for Reader<'_> {
 impl<'a> Reader<'a> {
     /// A reader over a whole message.
     pub(crate) fn new(buf: &'a [u8], payload: &'static str) -> Self {
-        Self { buf, base: 0, payload }
+        Self { buf, base: 0, last: 0, payload }
     }
 
     /// A reader over `buf`, which starts at `base` in the message.
     pub(crate) fn at(buf: &'a [u8], base: usize, payload: &'static str) -> Self {
-        Self { buf, base, payload }
+        Self { buf, base, last: base, payload }
     }
 
     /// Names the payload that following reads belong to.
@@ -153,9 +156,9 @@ impl<'a> Reader<'a> {
         DecodeError::new(self.payload, field, self.base, kind)
     }
 
-    /// An error for a bad value at the current offset.
+    /// An error for a bad value, at the offset where the value was read.
     pub(crate) fn bad_value(&self, field: &'static str, value: u64, why: &'static str) -> DecodeError {
-        self.error(field, DecodeErrorKind::BadValue { value, why })
+        DecodeError::new(self.payload, field, self.last, DecodeErrorKind::BadValue { value, why })
     }
 
     /// Takes `n` bytes.
@@ -166,6 +169,7 @@ impl<'a> Reader<'a> {
         }
         let (head, tail) = self.buf.split_at(n);
         self.buf = tail;
+        self.last = self.base;
         self.base += n;
         Ok(head)
     }
@@ -199,7 +203,7 @@ impl<'a> Reader<'a> {
     pub(crate) fn sub(&mut self, n: usize, field: &'static str) -> Result<Reader<'a>, DecodeError> {
         let base = self.base;
         let buf = self.take(n, field)?;
-        Ok(Reader { buf, base, payload: self.payload })
+        Ok(Reader { buf, base, last: base, payload: self.payload })
     }
 
     /// Fails when bytes are left over.
@@ -262,7 +266,12 @@ pub(crate) fn with_len_prefix(
 }
 
 /// Appends a length-prefixed byte string.
-pub(crate) fn put_prefixed(out: &mut Vec<u8>, width: usize, field: &'static str, data: &[u8]) -> Result<(), EncodeError> {
+pub(crate) fn put_prefixed(
+    out: &mut Vec<u8>,
+    width: usize,
+    field: &'static str,
+    data: &[u8],
+) -> Result<(), EncodeError> {
     with_len_prefix(out, width, field, |out| {
         out.extend_from_slice(data);
         Ok(())
@@ -278,6 +287,7 @@ mod tests {
         let mut r = Reader::new(&[1, 2, 3], "T");
         r.take(2, "a").unwrap();
         let e = r.u16("b").unwrap_err();
+        assert_eq!(r.bad_value("a", 1, "test").offset, 0, "a bad value is reported where it was read");
         assert_eq!(e.offset, 2);
         assert_eq!(e.field, "b");
         assert_eq!(e.kind, DecodeErrorKind::Truncated { needed: 2, left: 1 });

@@ -41,7 +41,9 @@ impl KeyDomainId {
 impl fmt::Debug for KeyDomainId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.mcc_mnc() {
-            Some((mcc, mnc)) => write!(f, "KeyDomainId({:02x}{:02x}{:02x}: MCC {mcc}, MNC {mnc})", self.0[0], self.0[1], self.0[2]),
+            Some((mcc, mnc)) => {
+                write!(f, "KeyDomainId({:02x}{:02x}{:02x}: MCC {mcc}, MNC {mnc})", self.0[0], self.0[1], self.0[2])
+            }
             None => write!(f, "KeyDomainId({:02x}{:02x}{:02x})", self.0[0], self.0[1], self.0[2]),
         }
     }
@@ -110,12 +112,19 @@ impl KeyIdExt {
                 ));
             }
             let dup = match KeyIdType::from(raw) {
-                KeyIdType::KeyDomainId => ext.key_domain_id.replace(KeyDomainId([value[0], value[1], value[2]])).is_some(),
-                KeyIdType::MskId => ext.sek_pek_id.replace(SekPekId::from_bytes([value[0], value[1], value[2], value[3]])).is_some(),
+                KeyIdType::KeyDomainId => {
+                    ext.key_domain_id.replace(KeyDomainId([value[0], value[1], value[2]])).is_some()
+                }
+                KeyIdType::MskId => {
+                    ext.sek_pek_id.replace(SekPekId::from_bytes([value[0], value[1], value[2], value[3]])).is_some()
+                }
                 _ => ext.tek_id.replace(u16::from_be_bytes([value[0], value[1]])).is_some(),
             };
             if dup {
-                return Err(at.bad_value("Key ID Type", raw.into(), "each Key ID type may appear once"));
+                return Err(at.error(
+                    "Key ID Type",
+                    crate::DecodeErrorKind::BadValue { value: raw.into(), why: "each Key ID type may appear once" },
+                ));
             }
         }
         Ok(ext)
@@ -413,7 +422,8 @@ impl StkmExt {
                 let tag = r.u8("descriptor tag")?;
                 let len = r.u8("descriptor length")?;
                 let value = r.take(len.into(), "descriptor value")?;
-                let bad_len = |why| at.error("descriptor length", crate::DecodeErrorKind::BadLength { len: value.len(), why });
+                let bad_len =
+                    |why| at.error("descriptor length", crate::DecodeErrorKind::BadLength { len: value.len(), why });
                 all.push(match tag {
                     DESCRIPTOR_PARENTAL_RATING => match value {
                         [system, min_age] => AccessDescriptor::ParentalRating { system: *system, min_age: *min_age },
@@ -461,7 +471,11 @@ impl StkmExt {
             out.extend_from_slice(&id.to_be_bytes());
         }
         if let Some(all) = &self.access_criteria {
-            let n = u8::try_from(all.len()).map_err(|_| EncodeError::TooLong { field: "descriptors", len: all.len(), max: 255 })?;
+            let n = u8::try_from(all.len()).map_err(|_| EncodeError::TooLong {
+                field: "descriptors",
+                len: all.len(),
+                max: 255,
+            })?;
             out.push(n);
             for d in all {
                 match d {
@@ -474,7 +488,10 @@ impl StkmExt {
                     }
                     AccessDescriptor::Unknown { tag, value } => {
                         if matches!(*tag, DESCRIPTOR_PARENTAL_RATING | DESCRIPTOR_PROGRAM_ID) {
-                            return Err(EncodeError::Invalid { field: "descriptor tag", why: "tags 1 and 2 have typed forms" });
+                            return Err(EncodeError::Invalid {
+                                field: "descriptor tag",
+                                why: "tags 1 and 2 have typed forms",
+                            });
                         }
                         out.push(*tag);
                         crate::codec::put_prefixed(out, 1, "descriptor value", value)?;

@@ -49,13 +49,13 @@ pub mod wire;
 
 pub use codec::{DecodeError, DecodeErrorDetail, DecodeErrorKind, EncodeError, MAX_MESSAGE_LEN, MAX_PAYLOADS};
 pub use ext::{
-    AccessDescriptor, KeyDomainId, KeyIdExt, LtkmExt, ProtectionAfterReception, SecurityPolicy, SecurityPolicyExt, SekPekId,
-    StkmExt, TekId, TrafficProtectionProtocol, split_oma_bcast,
+    AccessDescriptor, KeyDomainId, KeyIdExt, LtkmExt, ProtectionAfterReception, SecurityPolicy, SecurityPolicyExt,
+    SekPekId, StkmExt, TekId, TrafficProtectionProtocol, split_oma_bcast,
 };
 pub use ltkm::{KeyValidity, Ltkm, LtkmContent, OpenedLtkm, SolicitedPull};
 pub use payload::{
-    Cert, Chash, CsIdMap, Dh, ErrPayload, GeneralExt, Hdr, Id, KeyData, KeyValidityData, Kemac, Located, Message, Payload,
-    PayloadIter, Pke, Sign, Sp, SrtpCs, Timestamp, Verification, encode_sp_params, encode_srtp_map,
+    Cert, Chash, CsIdMap, Dh, ErrPayload, GeneralExt, Hdr, Id, Kemac, KeyData, KeyValidityData, Located, Message,
+    Payload, PayloadIter, Pke, Sign, Sp, SrtpCs, Timestamp, Verification, encode_sp_params, encode_srtp_map,
 };
 pub use policy::SrtpPolicy;
 pub use stkm::{Stkm, StkmContent, TekField, WRAPPED_TEK_LEN};

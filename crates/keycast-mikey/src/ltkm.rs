@@ -140,7 +140,14 @@ impl<'a> Ltkm<'a> {
         }
         match (hdr.cs_count, hdr.map.map_type()) {
             (1, CsIdMapType::SrtpId) | (0, CsIdMapType::Empty) => {}
-            _ => return Err(refuse(NAME, "HDR", 8, "#CS 1 with an SRTP-ID map (streaming) or #CS 0 with an empty map (download)")),
+            _ => {
+                return Err(refuse(
+                    NAME,
+                    "HDR",
+                    8,
+                    "#CS 1 with an SRTP-ID map (streaming) or #CS 0 with an empty map (download)",
+                ));
+            }
         }
         let streaming = hdr.cs_count == 1;
         let (ts, _) = c.require_t(Kind::Ltkm)?;
@@ -150,25 +157,44 @@ impl<'a> Ltkm<'a> {
         }
         let (key_id, kid_at) = c.require_key_id(Kind::Ltkm)?;
         let (Some(_), Some(sek_pek_id), None) = (key_id.key_domain_id, key_id.sek_pek_id, key_id.tek_id) else {
-            return Err(refuse(NAME, "Key ID extension", kid_at, "must carry a Key Domain ID and a SEK/PEK ID, and no TEK ID"));
+            return Err(refuse(
+                NAME,
+                "Key ID extension",
+                kid_at,
+                "must carry a Key Domain ID and a SEK/PEK ID, and no TEK ID",
+            ));
         };
         if sek_pek_id.key_group == 0 {
             return Err(refuse(NAME, "Key ID extension", kid_at, "Key Group 0 is not allowed"));
         }
-        if let Some((_, at)) = c.sp {
-            if !streaming {
-                return Err(refuse(NAME, "SP", at, "an SP payload belongs to streaming LTKMs only"));
-            }
+        if let Some((_, at)) = c.sp
+            && !streaming
+        {
+            return Err(refuse(NAME, "SP", at, "an SP payload belongs to streaming LTKMs only"));
         }
-        let ext = c.bcast.map(|(body, at)| LtkmExt::read(body, at)).transpose().map_err(|source| MikeyError::Decode { message: NAME, source })?;
+        let ext = c
+            .bcast
+            .map(|(body, at)| LtkmExt::read(body, at))
+            .transpose()
+            .map_err(|source| MikeyError::Decode { message: NAME, source })?;
         let (kemac, kemac_at) = c.kemac.clone().expect("collector guarantees a KEMAC");
         if sek_pek_id.key_number == 0 {
             // Key Number 0 appears only in a solicited pull (P-11.11), which has exactly this form.
             if !kemac.encr_data.is_empty() || hdr.v || streaming || c.sp.is_some() || ext.is_some() {
-                return Err(refuse(NAME, "Key ID extension", kid_at, "Key Number 0 only in a solicited pull (no key, V 0, download form, no SP or extension)"));
+                return Err(refuse(
+                    NAME,
+                    "Key ID extension",
+                    kid_at,
+                    "Key Number 0 only in a solicited pull (no key, V 0, download form, no SP or extension)",
+                ));
             }
         } else if kemac.encr_data.is_empty() {
-            return Err(refuse(NAME, "KEMAC", kemac_at, "no key data: allowed only in a solicited pull (Key Number 0)"));
+            return Err(refuse(
+                NAME,
+                "KEMAC",
+                kemac_at,
+                "no key data: allowed only in a solicited pull (Key Number 0)",
+            ));
         }
         let mut r16 = [0u8; 16];
         r16.copy_from_slice(rand);
@@ -299,12 +325,20 @@ impl<'a> Ltkm<'a> {
         };
         let ts_form = self.ext.is_some_and(|e| e.security_policy.is_some());
         let validity = match (ts_form, vf, vt) {
-            (true, &[a, b, c, d], &[e, f, g, h]) => {
-                KeyValidity::TsWindow { ts_low: u32::from_be_bytes([a, b, c, d]), ts_high: u32::from_be_bytes([e, f, g, h]) }
+            (true, &[a, b, c, d], &[e, f, g, h]) => KeyValidity::TsWindow {
+                ts_low: u32::from_be_bytes([a, b, c, d]),
+                ts_high: u32::from_be_bytes([e, f, g, h]),
+            },
+            (false, &[a, b], &[c, d]) => {
+                KeyValidity::TekIdWindow { seq_l: u16::from_be_bytes([a, b]), seq_u: u16::from_be_bytes([c, d]) }
             }
-            (false, &[a, b], &[c, d]) => KeyValidity::TekIdWindow { seq_l: u16::from_be_bytes([a, b]), seq_u: u16::from_be_bytes([c, d]) },
             _ => {
-                return Err(refuse(NAME, "Key data", data_at, "VF/VT are 4 bytes with a security policy extension, otherwise 2 (P-11.8)"));
+                return Err(refuse(
+                    NAME,
+                    "Key data",
+                    data_at,
+                    "VF/VT are 4 bytes with a security policy extension, otherwise 2 (P-11.8)",
+                ));
             }
         };
         if let KeyValidity::TekIdWindow { seq_u: 0xffff, .. } = validity {
@@ -374,19 +408,29 @@ impl LtkmContent {
     pub fn seal_with_keys(&self, keys: &MessageKeys) -> Result<Vec<u8>, MikeyError> {
         let invalid = |field, why| encode_err(EncodeError::Invalid { field, why });
         if self.sek_pek_id.key_group == 0 || self.sek_pek_id.key_number == 0 {
-            return Err(invalid("SEK/PEK ID", "Key Group and Key Number must be non-zero (Key Number 0: use SolicitedPull)"));
+            return Err(invalid(
+                "SEK/PEK ID",
+                "Key Group and Key Number must be non-zero (Key Number 0: use SolicitedPull)",
+            ));
         }
         let ts_form = self.ext.is_some_and(|e| e.security_policy.is_some());
         match self.validity {
-            KeyValidity::TsWindow { .. } if !ts_form => return Err(invalid("key validity", "a TS window needs the security policy extension")),
-            KeyValidity::TekIdWindow { .. } if ts_form => return Err(invalid("key validity", "with a security policy extension the window is in TS")),
-            KeyValidity::TekIdWindow { seq_u: 0xffff, .. } => return Err(invalid("key validity", "SEQu 0xFFFF is never used")),
+            KeyValidity::TsWindow { .. } if !ts_form => {
+                return Err(invalid("key validity", "a TS window needs the security policy extension"));
+            }
+            KeyValidity::TekIdWindow { .. } if ts_form => {
+                return Err(invalid("key validity", "with a security policy extension the window is in TS"));
+            }
+            KeyValidity::TekIdWindow { seq_u: 0xffff, .. } => {
+                return Err(invalid("key validity", "SEQu 0xFFFF is never used"));
+            }
             _ => {}
         }
         if self.srtp_policy.is_some() && self.srtp_cs.is_none() {
             return Err(invalid("SP", "an SP payload belongs to streaming LTKMs only"));
         }
-        let key_id = KeyIdExt { key_domain_id: Some(self.key_domain_id), sek_pek_id: Some(self.sek_pek_id), tek_id: None };
+        let key_id =
+            KeyIdExt { key_domain_id: Some(self.key_domain_id), sek_pek_id: Some(self.sek_pek_id), tek_id: None };
         let after_ids = match (&self.srtp_policy, &self.ext) {
             (Some(_), _) => PayloadType::Sp,
             (None, Some(_)) => PayloadType::GeneralExt,
@@ -459,7 +503,17 @@ impl SolicitedPull {
         };
         let mut out = Vec::with_capacity(128);
         (|| {
-            write_ltkm_head(&mut out, self.csb_id, false, None, key_id, self.ts, &self.rand, [&self.idi, &self.idr], PayloadType::Kemac)?;
+            write_ltkm_head(
+                &mut out,
+                self.csb_id,
+                false,
+                None,
+                key_id,
+                self.ts,
+                &self.rand,
+                [&self.idi, &self.idr],
+                PayloadType::Kemac,
+            )?;
             append_kemac(&mut out, &keys, self.csb_id, self.ts, &mut [])
         })()
         .map_err(encode_err)?;

@@ -8,8 +8,8 @@ use core::ops::Range;
 
 use crate::codec::{DecodeError, DecodeErrorKind, EncodeError, MAX_MESSAGE_LEN, MAX_PAYLOADS, Reader, put_prefixed};
 use crate::wire::{
-    CsIdMapType, DataType, DhGroup, EncrAlg, ErrorNo, ExtType, HashFunc, IdType, KeyDataType, KvType, MIKEY_VERSION, MacAlg,
-    PayloadType, ProtType, TsType,
+    CsIdMapType, DataType, DhGroup, EncrAlg, ErrorNo, ExtType, HashFunc, IdType, KeyDataType, KvType, MIKEY_VERSION,
+    MacAlg, PayloadType, ProtType, TsType,
 };
 
 /// One crypto session of an SRTP-ID map (RFC 3830 §6.1.1).
@@ -123,7 +123,10 @@ impl<'a> Hdr<'a> {
         out.push(self.map.map_type().into());
         if let CsIdMap::SrtpId(raw) = self.map {
             if raw.len() != usize::from(self.cs_count) * SrtpCs::LEN {
-                return Err(EncodeError::Invalid { field: "CS ID map info", why: "SRTP-ID map needs 9 bytes per crypto session" });
+                return Err(EncodeError::Invalid {
+                    field: "CS ID map info",
+                    why: "SRTP-ID map needs 9 bytes per crypto session",
+                });
             }
             out.extend_from_slice(raw);
         }
@@ -178,7 +181,9 @@ impl<'a> KeyValidityData<'a> {
                 let vt = r.take(len.into(), "valid to")?;
                 Self::Interval { vf, vt }
             }
-            KvType::Unknown(_) => return Err(r.bad_value("KV type", kv.into(), "known: 0 Null, 1 SPI/MKI, 2 Interval")),
+            KvType::Unknown(_) => {
+                return Err(r.bad_value("KV type", kv.into(), "known: 0 Null, 1 SPI/MKI, 2 Interval"));
+            }
         })
     }
 
@@ -237,7 +242,10 @@ impl<'a> KeyData<'a> {
     /// Appends the sub-payload; `more` says whether another key data sub-payload follows.
     pub fn encode(&self, more: bool, out: &mut Vec<u8>) -> Result<(), EncodeError> {
         if self.key_type.has_salt() != self.salt.is_some() {
-            return Err(EncodeError::Invalid { field: "salt", why: "a salt is present exactly for TGK+SALT and TEK+SALT" });
+            return Err(EncodeError::Invalid {
+                field: "salt",
+                why: "a salt is present exactly for TGK+SALT and TEK+SALT",
+            });
         }
         let next = if more { PayloadType::KeyData } else { PayloadType::Last };
         let kt: u8 = self.key_type.into();
@@ -507,7 +515,9 @@ impl<'a> Payload<'a> {
                 let encr_data = r.take(len.into(), "encr data")?;
                 let raw = r.u8("MAC alg")?;
                 let mac_alg = MacAlg::from(raw);
-                let mac_len = mac_alg.mac_len().ok_or_else(|| r.bad_value("MAC alg", raw.into(), "known: 0 NULL, 1 HMAC-SHA-1-160"))?;
+                let mac_len = mac_alg
+                    .mac_len()
+                    .ok_or_else(|| r.bad_value("MAC alg", raw.into(), "known: 0 NULL, 1 HMAC-SHA-1-160"))?;
                 let mac = r.take(mac_len, "MAC")?;
                 Self::Kemac(Kemac { encr_alg, encr_data, mac_alg, mac })
             }
@@ -559,7 +569,9 @@ impl<'a> Payload<'a> {
             PayloadType::V => {
                 let raw = r.u8("Auth alg")?;
                 let auth_alg = MacAlg::from(raw);
-                let len = auth_alg.mac_len().ok_or_else(|| r.bad_value("Auth alg", raw.into(), "known: 0 NULL, 1 HMAC-SHA-1-160"))?;
+                let len = auth_alg
+                    .mac_len()
+                    .ok_or_else(|| r.bad_value("Auth alg", raw.into(), "known: 0 NULL, 1 HMAC-SHA-1-160"))?;
                 Self::V(Verification { auth_alg, mac: r.take(len, "Ver data")? })
             }
             PayloadType::Sp => {
@@ -610,7 +622,10 @@ impl<'a> Payload<'a> {
         match self {
             Self::Kemac(k) => {
                 if k.mac_alg.mac_len() != Some(k.mac.len()) {
-                    return Err(EncodeError::Invalid { field: "MAC", why: "MAC length does not match the MAC algorithm" });
+                    return Err(EncodeError::Invalid {
+                        field: "MAC",
+                        why: "MAC length does not match the MAC algorithm",
+                    });
                 }
                 out.push(k.encr_alg.into());
                 put_prefixed(out, 2, "encr data", k.encr_data)?;
@@ -634,9 +649,13 @@ impl<'a> Payload<'a> {
                 d.kv.encode(out)?;
             }
             Self::T(t) => {
-                let len = t.ts_type.value_len().ok_or(EncodeError::Invalid { field: "TS type", why: "unknown TS type" })?;
+                let len =
+                    t.ts_type.value_len().ok_or(EncodeError::Invalid { field: "TS type", why: "unknown TS type" })?;
                 if len == 4 && t.value > u64::from(u32::MAX) {
-                    return Err(EncodeError::Invalid { field: "TS value", why: "a 32-bit timestamp holds at most 2^32-1" });
+                    return Err(EncodeError::Invalid {
+                        field: "TS value",
+                        why: "a 32-bit timestamp holds at most 2^32-1",
+                    });
                 }
                 out.push(t.ts_type.into());
                 out.extend_from_slice(&t.value.to_be_bytes()[8 - len..]);

@@ -95,7 +95,9 @@ impl<'a> Stkm<'a> {
         }
         let (ts, _) = c.require_t(Kind::Stkm)?;
         let (key_id, kid_at) = c.require_key_id(Kind::Stkm)?;
-        let (Some(key_domain_id), Some(sek_pek_id), Some(tek_id)) = (key_id.key_domain_id, key_id.sek_pek_id, key_id.tek_id) else {
+        let (Some(key_domain_id), Some(sek_pek_id), Some(tek_id)) =
+            (key_id.key_domain_id, key_id.sek_pek_id, key_id.tek_id)
+        else {
             return Err(refuse(NAME, "Key ID extension", kid_at, "must carry Key Domain ID, SEK/PEK ID and TEK ID"));
         };
         if sek_pek_id.key_group == 0 || sek_pek_id.key_number == 0 {
@@ -104,12 +106,26 @@ impl<'a> Stkm<'a> {
         if tek_id == 0 || tek_id == 0xffff {
             return Err(refuse(NAME, "Key ID extension", kid_at, "TEK ID 0 and 0xFFFF are not allowed"));
         }
-        let ext = c.bcast.map(|(body, at)| StkmExt::read(body, at)).transpose().map_err(|source| MikeyError::Decode { message: NAME, source })?;
+        let ext = c
+            .bcast
+            .map(|(body, at)| StkmExt::read(body, at))
+            .transpose()
+            .map_err(|source| MikeyError::Decode { message: NAME, source })?;
         let (kemac, kemac_at) = c.kemac.expect("collector guarantees a KEMAC");
         if kemac.encr_data.is_empty() {
             return Err(refuse(NAME, "KEMAC", kemac_at, "an STKM must carry a TEK"));
         }
-        Ok(Self { bytes, csb_id: hdr.csb_id, key_domain_id, sek_pek_id, tek_id, ts, ext, encr_data: kemac.encr_data, kemac_at })
+        Ok(Self {
+            bytes,
+            csb_id: hdr.csb_id,
+            key_domain_id,
+            sek_pek_id,
+            tek_id,
+            ts,
+            ext,
+            encr_data: kemac.encr_data,
+            kemac_at,
+        })
     }
 
     /// The raw message.
@@ -166,11 +182,21 @@ impl<'a> Stkm<'a> {
             return Err(refuse(NAME, "Key data", data_at, "KV type must be 0 (Null)"));
         }
         let salt = match (kd.key_type, kd.salt) {
-            (KeyDataType::TekSalt, Some(salt)) if salt.len() == 14 => Some(TekSalt::from_slice(salt).expect("length checked")),
+            (KeyDataType::TekSalt, Some(salt)) if salt.len() == 14 => {
+                Some(TekSalt::from_slice(salt).expect("length checked"))
+            }
             (KeyDataType::Tgk, None) => None,
-            _ => return Err(refuse(NAME, "Key data", data_at, "type 3 (TEK+SALT, 14-byte salt) for streaming or 0 (TGK) for download")),
+            _ => {
+                return Err(refuse(
+                    NAME,
+                    "Key data",
+                    data_at,
+                    "type 3 (TEK+SALT, 14-byte salt) for streaming or 0 (TGK) for download",
+                ));
+            }
         };
-        let wrapped = self.ext.as_ref().is_some_and(|e| e.protection_after_reception == ProtectionAfterReception::TerminalBound);
+        let wrapped =
+            self.ext.as_ref().is_some_and(|e| e.protection_after_reception == ProtectionAfterReception::TerminalBound);
         let tek = match (wrapped, kd.key.len()) {
             (false, 16) => TekField::Clear(Tek::from_slice(kd.key).expect("length checked")),
             (true, WRAPPED_TEK_LEN) => {
@@ -178,7 +204,9 @@ impl<'a> Stkm<'a> {
                 w.copy_from_slice(kd.key);
                 TekField::WrappedByTbk(w)
             }
-            _ => return Err(refuse(NAME, "Key data", data_at, "TEK is 16 bytes, or 24 when wrapped by a TBK (P-11.5)")),
+            _ => {
+                return Err(refuse(NAME, "Key data", data_at, "TEK is 16 bytes, or 24 when wrapped by a TBK (P-11.5)"));
+            }
         };
         Ok(StkmContent {
             csb_id: self.csb_id,
@@ -214,15 +242,27 @@ impl StkmContent {
         if self.tek_id == 0 || self.tek_id == 0xffff {
             return Err(invalid("TEK ID", "TEK ID 0 and 0xFFFF are not allowed"));
         }
-        let bound = self.ext.as_ref().is_some_and(|e| e.protection_after_reception == ProtectionAfterReception::TerminalBound);
+        let bound =
+            self.ext.as_ref().is_some_and(|e| e.protection_after_reception == ProtectionAfterReception::TerminalBound);
         if bound != matches!(self.tek, TekField::WrappedByTbk(_)) {
             return Err(invalid("TEK", "the TEK is wrapped exactly when protection_after_reception is 2"));
         }
         let mut out = Vec::with_capacity(128);
         (|| {
-            let hdr = Hdr { data_type: DataType::PskInit, v: false, prf: 0, csb_id: self.csb_id, cs_count: 0, map: CsIdMap::Empty };
+            let hdr = Hdr {
+                data_type: DataType::PskInit,
+                v: false,
+                prf: 0,
+                csb_id: self.csb_id,
+                cs_count: 0,
+                map: CsIdMap::Empty,
+            };
             hdr.encode(PayloadType::GeneralExt, &mut out)?;
-            let key_id = KeyIdExt { key_domain_id: Some(self.key_domain_id), sek_pek_id: Some(self.sek_pek_id), tek_id: Some(self.tek_id) };
+            let key_id = KeyIdExt {
+                key_domain_id: Some(self.key_domain_id),
+                sek_pek_id: Some(self.sek_pek_id),
+                tek_id: Some(self.tek_id),
+            };
             out.extend_from_slice(&[PayloadType::T.into(), ExtType::KeyId.into()]);
             crate::codec::with_len_prefix(&mut out, 2, "Key ID", |out| {
                 key_id.encode(out);

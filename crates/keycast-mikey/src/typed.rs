@@ -153,9 +153,10 @@ impl<'a> Collected<'a> {
                     }
                 }
                 (Payload::Id(Id { role: None, data, .. }), Kind::Ltkm | Kind::Verification) => {
-                    let text = core::str::from_utf8(data).map_err(|_| refuse(name, pname, at, "identity must be UTF-8 text"))?;
+                    let text = core::str::from_utf8(data)
+                        .map_err(|_| refuse(name, pname, at, "identity must be UTF-8 text"))?;
                     let max = if kind == Kind::Ltkm { 2 } else { 1 };
-                    let slot = c.ids.iter_mut().take(max).find(|s| s.is_none()).ok_or_else(|| dup())?;
+                    let slot = c.ids.iter_mut().take(max).find(|s| s.is_none()).ok_or_else(dup)?;
                     *slot = Some((text, located.span));
                 }
                 (Payload::Sp(sp), Kind::Ltkm) => {
@@ -186,7 +187,12 @@ impl<'a> Collected<'a> {
                 }
                 (Payload::Kemac(kemac), Kind::Ltkm | Kind::Stkm) => {
                     if kemac.encr_alg != EncrAlg::AesCm128 {
-                        return Err(refuse(name, pname, at, "encryption must be AES-CM-128 (NULL and others are refused)"));
+                        return Err(refuse(
+                            name,
+                            pname,
+                            at,
+                            "encryption must be AES-CM-128 (NULL and others are refused)",
+                        ));
                     }
                     if kemac.mac_alg != MacAlg::HmacSha1_160 {
                         return Err(refuse(name, pname, at, "MAC must be HMAC-SHA-1-160 (NULL is refused)"));
@@ -223,7 +229,13 @@ impl<'a> Collected<'a> {
 
 /// Encrypts `plain` in place under the message keys and appends the KEMAC (as last payload) and
 /// its MAC over the whole message.
-pub(crate) fn append_kemac(out: &mut Vec<u8>, keys: &MessageKeys, csb_id: u32, ts: u32, plain: &mut [u8]) -> Result<(), EncodeError> {
+pub(crate) fn append_kemac(
+    out: &mut Vec<u8>,
+    keys: &MessageKeys,
+    csb_id: u32,
+    ts: u32,
+    plain: &mut [u8],
+) -> Result<(), EncodeError> {
     let iv = keys.kemac_iv(csb_id, ts.into());
     keys.apply_keystream(&iv, plain);
     out.extend_from_slice(&[PayloadType::Last.into(), EncrAlg::AesCm128.into()]);

@@ -25,7 +25,14 @@ impl<'a> VerificationMessage<'a> {
     pub fn build(ltkm: &Ltkm<'_>, keys: &MessageKeys) -> Result<Vec<u8>, MikeyError> {
         let mut out = Vec::with_capacity(80);
         (|| -> Result<(), EncodeError> {
-            let hdr = Hdr { data_type: DataType::PskVerification, v: false, prf: 0, csb_id: ltkm.csb_id(), cs_count: 0, map: CsIdMap::Empty };
+            let hdr = Hdr {
+                data_type: DataType::PskVerification,
+                v: false,
+                prf: 0,
+                csb_id: ltkm.csb_id(),
+                cs_count: 0,
+                map: CsIdMap::Empty,
+            };
             hdr.encode(PayloadType::T, &mut out)?;
             out.extend_from_slice(&[PayloadType::Id.into(), TsType::Counter.into()]);
             out.extend_from_slice(&ltkm.ts().to_be_bytes());
@@ -75,6 +82,10 @@ impl<'a> VerificationMessage<'a> {
         }
         let (covered, tag) = self.bytes.split_at(self.bytes.len() - MAC_LEN);
         let [idi, idr, t] = ltkm.verification_suffix();
-        if keys.verify_mac(&[covered, idi, idr, t], tag) { Ok(()) } else { Err(MikeyError::MacMismatch { message: NAME }) }
+        if keys.verify_mac(&[covered, idi, idr, t], tag) {
+            Ok(())
+        } else {
+            Err(MikeyError::MacMismatch { message: NAME })
+        }
     }
 }

@@ -36,7 +36,8 @@ fn payload() -> impl Strategy<Value = P> {
         bytes(40).prop_map(P::Rand),
         (proptest::option::of(any::<u8>()), 0u8..3, bytes(60)).prop_map(|(r, t, d)| P::Id(r, t, d)),
         (any::<u8>(), bytes(60)).prop_map(|(t, d)| P::Cert(t, d)),
-        (any::<bool>(), vec(any::<u8>(), 20)).prop_map(|(sha1, h)| P::Chash(sha1, if sha1 { h } else { h[..16].to_vec() })),
+        (any::<bool>(), vec(any::<u8>(), 20))
+            .prop_map(|(sha1, h)| P::Chash(sha1, if sha1 { h } else { h[..16].to_vec() })),
         (any::<bool>(), vec(any::<u8>(), 20)).prop_map(|(mac, m)| P::V(mac, if mac { m } else { vec![] })),
         (any::<u8>(), any::<u8>(), vec((any::<u8>(), bytes(8)), 0..6)).prop_map(|(n, t, p)| P::Sp(n, t, p)),
         any::<u8>().prop_map(P::Err),
@@ -46,8 +47,12 @@ fn payload() -> impl Strategy<Value = P> {
             P::Dh(g, vec![fill; len], kv, a, b)
         }),
         (any::<u8>(), bytes(60)).prop_map(|(t, d)| P::Ext(t, d)),
-        (0u8..3, bytes(60), any::<bool>(), vec(any::<u8>(), 20))
-            .prop_map(|(e, d, mac, m)| P::Kemac(e, d, mac, if mac { m } else { vec![] })),
+        (0u8..3, bytes(60), any::<bool>(), vec(any::<u8>(), 20)).prop_map(|(e, d, mac, m)| P::Kemac(
+            e,
+            d,
+            mac,
+            if mac { m } else { vec![] }
+        )),
     ]
 }
 
@@ -65,7 +70,9 @@ fn view(p: &P) -> Payload<'_> {
         P::Rand(r) => Payload::Rand(r),
         P::Id(role, t, d) => Payload::Id(Id { role: *role, id_type: IdType::from(*t), data: d }),
         P::Cert(t, d) => Payload::Cert(Cert { cert_type: *t, data: d }),
-        P::Chash(sha1, h) => Payload::Chash(Chash { hash_func: if *sha1 { HashFunc::Sha1 } else { HashFunc::Md5 }, hash: h }),
+        P::Chash(sha1, h) => {
+            Payload::Chash(Chash { hash_func: if *sha1 { HashFunc::Sha1 } else { HashFunc::Md5 }, hash: h })
+        }
         P::V(mac, m) => Payload::V(Verification { auth_alg: MacAlg::from(u8::from(*mac)), mac: m }),
         P::Sp(..) => unreachable!("SP needs its parameter bytes; see `views`"),
         P::Err(e) => Payload::Err(ErrPayload { error_no: ErrorNo::from(*e) }),

@@ -119,7 +119,11 @@ fn cases() -> Vec<(&'static str, &'static str, Case)> {
     ppv.ts = 8;
     ppv.sek_pek_id.key_number = 2;
     ppv.ext = Some(LtkmExt {
-        security_policy: Some(SecurityPolicyExt { policy: SecurityPolicy::UserPayPerView, play_back_counter: 0, view_counter: 5 }),
+        security_policy: Some(SecurityPolicyExt {
+            policy: SecurityPolicy::UserPayPerView,
+            play_back_counter: 0,
+            view_counter: 5,
+        }),
         tbk_id: Some(0x0000_0042),
         consumption_reporting: true,
     });
@@ -152,19 +156,60 @@ fn cases() -> Vec<(&'static str, &'static str, Case)> {
         ..stkm()
     };
     vec![
-        ("ltkm-streaming-ppt-playback", "streaming LTKM, V=1, SP with RFC 4771 R=1, pay-per-time with 3 play-backs, TS window", Case::Ltkm(ltkm_streaming())),
-        ("ltkm-download-mbms", "download LTKM without OMA BCAST extension: MBMS TEK ID window", Case::Ltkm(ltkm_download())),
-        ("ltkm-user-ppv-tbk", "streaming LTKM: user pay-per-view with 5 tokens, TBK flag, consumption reporting", Case::Ltkm(ppv)),
-        ("ltkm-validity-update", "key-validity update of the download key (no key, new TEK ID window)", Case::Ltkm(ltkm_download().validity_update(8, KeyValidity::TekIdWindow { seq_l: 0, seq_u: 5000 }))),
-        ("ltkm-invalidation", "invalidation of the streaming key (TS low > TS high, no key)", Case::Ltkm(ltkm_streaming().invalidation(9))),
-        ("stkm-streaming-srtp", "streaming STKM: TEK + 14-byte salt, SRTP, service protection only", Case::Stkm(stkm(), sek(), RAND, None)),
+        (
+            "ltkm-streaming-ppt-playback",
+            "streaming LTKM, V=1, SP with RFC 4771 R=1, pay-per-time with 3 play-backs, TS window",
+            Case::Ltkm(ltkm_streaming()),
+        ),
+        (
+            "ltkm-download-mbms",
+            "download LTKM without OMA BCAST extension: MBMS TEK ID window",
+            Case::Ltkm(ltkm_download()),
+        ),
+        (
+            "ltkm-user-ppv-tbk",
+            "streaming LTKM: user pay-per-view with 5 tokens, TBK flag, consumption reporting",
+            Case::Ltkm(ppv),
+        ),
+        (
+            "ltkm-validity-update",
+            "key-validity update of the download key (no key, new TEK ID window)",
+            Case::Ltkm(ltkm_download().validity_update(8, KeyValidity::TekIdWindow { seq_l: 0, seq_u: 5000 })),
+        ),
+        (
+            "ltkm-invalidation",
+            "invalidation of the streaming key (TS low > TS high, no key)",
+            Case::Ltkm(ltkm_streaming().invalidation(9)),
+        ),
+        (
+            "stkm-streaming-srtp",
+            "streaming STKM: TEK + 14-byte salt, SRTP, service protection only",
+            Case::Stkm(stkm(), sek(), RAND, None),
+        ),
         ("stkm-download-dcf", "download STKM: TGK without salt, DCF", Case::Stkm(download_stkm, sek(), RAND, None)),
-        ("stkm-terminal-bound", "STKM whose TEK is wrapped by a TBK (RFC 3394), with parental rating and program ID", Case::Stkm(bound_stkm, sek(), RAND, Some(tbk))),
-        ("verification-message", "verification message answering ltkm-streaming-ppt-playback", Case::Verification(ltkm_streaming())),
-        ("solicited-pull", "solicited-pull trigger for Key Group 1", Case::Pull(SolicitedPull {
-            csb_id: 0x0badcafe, key_domain_id: key_domain(), key_group: 1, ts: 10, rand: [0x77; 16],
-            idi: "bmsc.example.org".into(), idr: "I1U8vpY3qJ0hiuZNrke/NQ==@bsf.example.org".into(),
-        })),
+        (
+            "stkm-terminal-bound",
+            "STKM whose TEK is wrapped by a TBK (RFC 3394), with parental rating and program ID",
+            Case::Stkm(bound_stkm, sek(), RAND, Some(tbk)),
+        ),
+        (
+            "verification-message",
+            "verification message answering ltkm-streaming-ppt-playback",
+            Case::Verification(ltkm_streaming()),
+        ),
+        (
+            "solicited-pull",
+            "solicited-pull trigger for Key Group 1",
+            Case::Pull(SolicitedPull {
+                csb_id: 0x0badcafe,
+                key_domain_id: key_domain(),
+                key_group: 1,
+                ts: 10,
+                rand: [0x77; 16],
+                idi: "bmsc.example.org".into(),
+                idr: "I1U8vpY3qJ0hiuZNrke/NQ==@bsf.example.org".into(),
+            }),
+        ),
     ]
 }
 
@@ -173,29 +218,45 @@ fn seal(name: &str, about: &str, case: &Case) -> (Vec<u8>, Value) {
     let (wire, kind, body) = match case {
         Case::Ltkm(c) => {
             let wire = c.seal(&smk()).unwrap();
-            (wire, "ltkm", json!({ "smk": h(smk().expose_secret()), "derived": derived(smk().expose_secret(), c.csb_id, &c.rand, c.ts), "fields": describe_ltkm(c) }))
+            (
+                wire,
+                "ltkm",
+                json!({ "smk": h(smk().expose_secret()), "derived": derived(smk().expose_secret(), c.csb_id, &c.rand, c.ts), "fields": describe_ltkm(c) }),
+            )
         }
         Case::Stkm(c, sek, rand, tbk) => {
             let wire = c.seal(sek, rand).unwrap();
             let tek = c.tek.tek(tbk.as_ref()).unwrap();
-            (wire, "stkm", json!({
+            (
+                wire,
+                "stkm",
+                json!({
                 "sek_pek": h(sek.expose_secret()), "rand": h(rand), "tbk": tbk.as_ref().map(|t| h(t.expose_secret())),
                 "derived": derived(sek.expose_secret(), c.csb_id, rand, c.ts), "unwrapped_tek": h(tek.expose_secret()),
-                "fields": describe_stkm(c) }))
+                "fields": describe_stkm(c) }),
+            )
         }
         Case::Verification(c) => {
             let ltkm_wire = c.seal(&smk()).unwrap();
             let ltkm = Ltkm::decode(&ltkm_wire).unwrap();
             let wire = VerificationMessage::build(&ltkm, &ltkm.message_keys(&smk())).unwrap();
-            (wire, "verification", json!({ "smk": h(smk().expose_secret()), "answers_ltkm": h(&ltkm_wire),
+            (
+                wire,
+                "verification",
+                json!({ "smk": h(smk().expose_secret()), "answers_ltkm": h(&ltkm_wire),
                 "derived": derived(smk().expose_secret(), c.csb_id, &c.rand, c.ts),
-                "fields": { "csb_id": format!("{:08x}", c.csb_id), "ts": c.ts, "idr": c.idr } }))
+                "fields": { "csb_id": format!("{:08x}", c.csb_id), "ts": c.ts, "idr": c.idr } }),
+            )
         }
         Case::Pull(p) => {
             let wire = p.seal(&smk()).unwrap();
-            (wire, "solicited_pull", json!({ "smk": h(smk().expose_secret()), "derived": derived(smk().expose_secret(), p.csb_id, &p.rand, p.ts),
+            (
+                wire,
+                "solicited_pull",
+                json!({ "smk": h(smk().expose_secret()), "derived": derived(smk().expose_secret(), p.csb_id, &p.rand, p.ts),
                 "fields": { "csb_id": format!("{:08x}", p.csb_id), "key_id": key_id(p.key_domain_id, SekPekId { key_group: p.key_group, key_number: 0 }),
-                    "ts": p.ts, "rand": h(&p.rand), "idi": p.idi, "idr": p.idr } }))
+                    "ts": p.ts, "rand": h(&p.rand), "idi": p.idi, "idr": p.idr } }),
+            )
         }
     };
     let mut v = json!({ "name": name, "description": about, "kind": kind, "profile": "Keycast wire profile P-1..P-11", "length": wire.len() });
@@ -228,7 +289,9 @@ fn open_committed(kind: &str, wire: &[u8], v: &Value) -> Value {
         }
         "solicited_pull" => {
             let smk = Smk::from_slice(&key_from(v, "smk")).unwrap();
-            let OpenedLtkm::SolicitedPull(p) = Ltkm::decode(wire).unwrap().open(&smk).unwrap() else { panic!("not a pull") };
+            let OpenedLtkm::SolicitedPull(p) = Ltkm::decode(wire).unwrap().open(&smk).unwrap() else {
+                panic!("not a pull")
+            };
             json!({ "csb_id": format!("{:08x}", p.csb_id), "key_id": key_id(p.key_domain_id, SekPekId { key_group: p.key_group, key_number: 0 }),
                 "ts": p.ts, "rand": h(&p.rand), "idi": p.idi, "idr": p.idr })
         }
@@ -257,7 +320,11 @@ fn published_vectors_match() {
         assert_eq!(h(&committed), h(&wire), "{name}: sealing no longer reproduces the published bytes");
         assert_eq!(committed_json, v, "{name}: JSON differs from the case");
         let kind = committed_json["kind"].as_str().unwrap();
-        assert_eq!(open_committed(kind, &committed, &committed_json), committed_json["fields"], "{name}: opened fields differ");
+        assert_eq!(
+            open_committed(kind, &committed, &committed_json),
+            committed_json["fields"],
+            "{name}: opened fields differ"
+        );
     }
     let files = std::fs::read_dir(&dir).unwrap().count();
     assert_eq!(files, all.len() * 2, "every file in vectors/mikey belongs to a case");

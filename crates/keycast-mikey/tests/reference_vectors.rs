@@ -9,7 +9,8 @@ fn unhex(s: &str) -> Vec<u8> {
 }
 
 /// vectors.md §5: an RFC 3830 pre-shared-key init message (SRTP-ID map, NTP-UTC T) [computed].
-const RFC3830_108: &str = "010005000102030401000011223344000000000b00e1d2c3b4a59687780110a0a1a2a3a4a5a6a7a8a9aaabacadaeaf
+const RFC3830_108: &str =
+    "010005000102030401000011223344000000000b00e1d2c3b4a59687780110a0a1a2a3a4a5a6a7a8a9aaabacadaeaf
     0001002431ed10ac96a4b819490e6968662227308ead13c34d717a225d5136bc64814d416f18ad0c01
     b394851721ebbc5648dfefb187d82ed79de01eeb";
 
@@ -131,8 +132,18 @@ fn every_payload_type_round_trips() {
 fn key_data_of_every_type_and_kv_type() {
     let all = [
         KeyData { key_type: KeyDataType::Tgk, key: &[1; 16], salt: None, kv: KeyValidityData::Null },
-        KeyData { key_type: KeyDataType::TgkSalt, key: &[2; 16], salt: Some(&[3; 14]), kv: KeyValidityData::Spi(&[4; 4]) },
-        KeyData { key_type: KeyDataType::Tek, key: &[5; 16], salt: None, kv: KeyValidityData::Interval { vf: &[0, 1], vt: &[0, 9] } },
+        KeyData {
+            key_type: KeyDataType::TgkSalt,
+            key: &[2; 16],
+            salt: Some(&[3; 14]),
+            kv: KeyValidityData::Spi(&[4; 4]),
+        },
+        KeyData {
+            key_type: KeyDataType::Tek,
+            key: &[5; 16],
+            salt: None,
+            kv: KeyValidityData::Interval { vf: &[0, 1], vt: &[0, 9] },
+        },
         KeyData { key_type: KeyDataType::TekSalt, key: &[6; 16], salt: Some(&[7; 14]), kv: KeyValidityData::Null },
     ];
     let mut plain = vec![];

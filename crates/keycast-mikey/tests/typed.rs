@@ -70,10 +70,7 @@ fn every_single_bit_flip_is_refused() {
 
 #[test]
 fn truncation_at_every_byte_is_a_decode_error() {
-    let msgs = [
-        ltkm_streaming().seal(&smk()).unwrap(),
-        stkm().seal(&sek(), &RAND).unwrap(),
-    ];
+    let msgs = [ltkm_streaming().seal(&smk()).unwrap(), stkm().seal(&sek(), &RAND).unwrap()];
     for wire in &msgs {
         for n in 0..wire.len() {
             assert!(Message::decode(&wire[..n]).is_err(), "prefix of {n} bytes decoded");
@@ -130,7 +127,10 @@ fn stkm_without_extension_and_download_form() {
 #[test]
 fn stkm_wrong_rand_fails_mac() {
     let wire = stkm().seal(&sek(), &RAND).unwrap();
-    assert_eq!(Stkm::decode(&wire).unwrap().open(&sek(), &[0; 16]).unwrap_err(), MikeyError::MacMismatch { message: "STKM" });
+    assert_eq!(
+        Stkm::decode(&wire).unwrap().open(&sek(), &[0; 16]).unwrap_err(),
+        MikeyError::MacMismatch { message: "STKM" }
+    );
 }
 
 #[test]

@@ -1,0 +1,25 @@
+//! Keycast's command-line tool as a library: the `keycast` binary is a thin shell over these
+//! modules, and the integration tests use them (the pcap writer above all).
+//!
+//! | module | what |
+//! |---|---|
+//! | [`cli`] | clap definitions and dispatch of `demo`, `inspect`, `derive` |
+//! | [`demo`] | the narrated layer 1–3 scenario, with the card-side checks in [`demo::card_side`] |
+//! | [`inspect`] | field-by-field MIKEY decoding, the typed verdict, verify and decrypt with keys |
+//! | [`derive`](mod@derive) | Milenage, GBA, MIKEY PRF and SRTP derivations with every intermediate value |
+//! | [`pcap`] | pcap/pcapng reader (UDP over Ethernet, SLL, raw IP, loopback), pcap writer |
+//! | [`input`] | hex, base64, files and captures from the command line |
+//! | [`report`] | one tree rendered as `tshark -V`-like text or JSON |
+//!
+//! Errors are `anyhow` here and only here; the library crates below use typed errors.
+
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod cli;
+pub mod demo;
+pub mod derive;
+pub mod input;
+pub mod inspect;
+pub mod pcap;
+pub mod report;

@@ -1,0 +1,62 @@
+//! `keycast demo`.
+
+use assert_cmd::Command;
+use predicates::prelude::*;
+
+#[test]
+fn demo_holds_every_expectation() {
+    Command::cargo_bin("keycast")
+        .unwrap()
+        .arg("demo")
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("FAILED").not())
+        .stdout(predicate::str::contains("[demo key] SMK = Ks_int_NAF (stays in the card) = 5ecf80629e0becb2def8d9b3cb80ae3f99ab18f9c50f49fd5da0e6cfb6d0ee5f"))
+        .stdout(predicate::str::contains("[demo key] SRK = Ks_ext_NAF = 79d8098e4b9ef12c858a0da3471f6b2d29b4cbb549500dcb3c88154562de340d"))
+        .stdout(predicate::str::contains("B-TID = I1U8vpY3qJ0hiuZNrke/NQ==@bsf.example.org"))
+        .stdout(predicate::str::contains("AUTN = 55f328b43577b9b94a9ffac354dfafb3"))
+        .stdout(predicate::str::contains("ok      BSM verifies the card's verification message"))
+        .stdout(predicate::str::contains("ok      card refuses STKM TEK ID 4 with one bit flipped"))
+        .stdout(predicate::str::contains("MAC check failed"))
+        .stdout(predicate::str::contains("ok      card refuses the same STKM bytes again (replay)"))
+        .stdout(predicate::str::contains("outside the key window: refused as expected"))
+        .stdout(predicate::str::contains("under the revoked SEK: refused as expected"))
+        .stdout(predicate::str::contains("ok      card recognises the solicited-pull trigger"))
+        .stdout(predicate::function(|s: &str| {
+            // "summary: N of N expectations held" with both numbers equal.
+            s.lines().filter_map(|l| l.strip_prefix("summary: ")).any(|l| {
+                let w: Vec<&str> = l.split(' ').collect();
+                w.len() == 5 && w[0] == w[2] && w[3] == "expectations"
+            })
+        }))
+        .stdout(predicate::str::ends_with("demo: ok\n"));
+}
+
+#[test]
+fn demo_is_reproducible_and_seedable() {
+    let run = |args: &[&str]| {
+        let out = Command::cargo_bin("keycast").unwrap().args(args).output().unwrap();
+        assert!(out.status.success());
+        String::from_utf8(out.stdout).unwrap()
+    };
+    assert_eq!(run(&["demo"]), run(&["demo", "--seed", "1"]));
+    let other = run(&["demo", "--seed", "42"]);
+    assert_ne!(run(&["demo"]), other);
+    assert!(other.contains("demo: ok"));
+}
+
+#[test]
+fn demo_wire_output_feeds_inspect() {
+    let out = Command::cargo_bin("keycast").unwrap().args(["demo", "--wire"]).output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let mut lines = text.lines();
+    lines.find(|l| l.trim_start().starts_with("LTKM:") && l.contains("bytes on the wire")).unwrap();
+    let ltkm = lines.next().unwrap().trim_start().strip_prefix("hex: ").unwrap().to_owned();
+    Command::cargo_bin("keycast")
+        .unwrap()
+        .args(["inspect", &ltkm, "--smk", "5ecf80629e0becb2def8d9b3cb80ae3f99ab18f9c50f49fd5da0e6cfb6d0ee5f"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("Action: key delivery"));
+}
