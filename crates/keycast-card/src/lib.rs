@@ -1,6 +1,17 @@
-//! The card: secure store, GBA and MBMS security contexts, rights and policy state, the TS 31.102 AUTHENTICATE APDU codec, the `Card` trait with emulator and PC/SC backends.
+//! The card of the OMA BCAST Smartcard Profile: a USIM with the GBA and MBMS security contexts,
+//! the OMA BCAST rights, and the TS 31.102 AUTHENTICATE commands that drive it.
 //!
-//! This crate is a room in the Keycast workspace (DESIGN.md §2) that a later issue fills; it holds
-//! no code yet, so nothing can depend on it by mistake.
+//! This crate does no IO, reads no clock and starts no threads in its core: the emulator takes
+//! command bytes (or typed requests) and returns answers; persistence and PC/SC live at the edge.
 
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod card;
+pub mod error;
+pub mod mbms;
+pub mod sac;
+pub mod usim;
+
+pub use card::{Card, CardOpError, Transport, TransportError};
+pub use error::CardError;
