@@ -12,8 +12,8 @@ use keycast_crypto::key_wrap;
 use keycast_crypto::keys::{SekPek, Smk, Tek, TekSalt};
 use keycast_crypto::mikey::MessageKeys;
 use keycast_mikey::{
-    KeyDomainId, KeyValidity, Ltkm, LtkmExt, MikeyError, OpenedLtkm, ProtectionAfterReception, SecurityPolicy, SekPekId,
-    Stkm, TekField, TekId, VerificationMessage,
+    KeyDomainId, KeyValidity, Ltkm, LtkmExt, MikeyError, OpenedLtkm, ProtectionAfterReception, SecurityPolicy,
+    SekPekId, Stkm, TekField, TekId, VerificationMessage,
 };
 use zeroize::Zeroizing;
 
@@ -367,17 +367,21 @@ impl MbmsStore {
         Ok(MskUpdate { event, verification, evicted })
     }
 
-    fn apply_key(
-        &mut self,
-        c: keycast_mikey::LtkmContent,
-    ) -> Result<(MskUpdateEvent, Option<SekPekId>), CardError> {
+    fn apply_key(&mut self, c: keycast_mikey::LtkmContent) -> Result<(MskUpdateEvent, Option<SekPekId>), CardError> {
         let id = c.sek_pek_id;
         match (c.key, self.find_msk(c.key_domain_id, id)) {
             (None, None) => Err(CardError::KeyNotFound),
             (None, Some((r, k))) => {
                 let entry = &mut self.msks[r].keys[k];
                 entry.validity = c.validity;
-                Ok((if c.validity.is_invalidation() { MskUpdateEvent::Invalidated(id) } else { MskUpdateEvent::ValidityUpdated(id) }, None))
+                Ok((
+                    if c.validity.is_invalidation() {
+                        MskUpdateEvent::Invalidated(id)
+                    } else {
+                        MskUpdateEvent::ValidityUpdated(id)
+                    },
+                    None,
+                ))
             }
             (Some(key), Some((r, k))) => {
                 // Same ID as a stored key: replace key and validity, keep its TS (31.102 step 5).
@@ -392,13 +396,21 @@ impl MbmsStore {
             }
             (Some(key), None) => {
                 let entry = MskEntry::new(id, key, c.rand, c.validity, c.ext);
-                let r = match self.msks.iter().position(|r| r.key_domain_id == c.key_domain_id && r.key_group == id.key_group) {
+                let r = match self
+                    .msks
+                    .iter()
+                    .position(|r| r.key_domain_id == c.key_domain_id && r.key_group == id.key_group)
+                {
                     Some(r) => r,
                     None => {
                         if self.msks.len() >= self.capacity.msk_records {
                             return Err(CardError::NoMemory);
                         }
-                        self.msks.push(MskRecord { key_domain_id: c.key_domain_id, key_group: id.key_group, keys: vec![] });
+                        self.msks.push(MskRecord {
+                            key_domain_id: c.key_domain_id,
+                            key_group: id.key_group,
+                            keys: vec![],
+                        });
                         self.msks.len() - 1
                     }
                 };
@@ -460,18 +472,16 @@ impl MbmsStore {
         let program = ext.and_then(|e| e.program_id());
         let mut take_view = false;
         match policy {
-            Some(SecurityPolicy::PayPerView | SecurityPolicy::PayPerViewWithPlayBack) => {
-                if entry.rights.ppv_program.is_some_and(|p| p != program) {
-                    return Err(CardError::ConditionsOfUse("pay-per-view key is for another program"));
-                }
+            Some(SecurityPolicy::PayPerView | SecurityPolicy::PayPerViewWithPlayBack)
+                if entry.rights.ppv_program.is_some_and(|p| p != program) =>
+            {
+                return Err(CardError::ConditionsOfUse("pay-per-view key is for another program"));
             }
-            Some(SecurityPolicy::UserPayPerView) => {
-                if !entry.rights.paid_programs.contains(&program) {
-                    if entry.rights.views_left == 0 {
-                        return Err(CardError::ConditionsOfUse("no view tokens left"));
-                    }
-                    take_view = true;
+            Some(SecurityPolicy::UserPayPerView) if !entry.rights.paid_programs.contains(&program) => {
+                if entry.rights.views_left == 0 {
+                    return Err(CardError::ConditionsOfUse("no view tokens left"));
                 }
+                take_view = true;
             }
             _ => {}
         }
@@ -481,7 +491,8 @@ impl MbmsStore {
             return Err(CardError::ConditionsOfUse("parental rating above the card's setting"));
         }
         let par = ext.map(|e| e.protection_after_reception);
-        let needs_channel = matches!(par, Some(ProtectionAfterReception::MayRecord | ProtectionAfterReception::MustNotRecord));
+        let needs_channel =
+            matches!(par, Some(ProtectionAfterReception::MayRecord | ProtectionAfterReception::MustNotRecord));
         let tek = match (&content.tek, needs_channel) {
             (TekField::WrappedByTbk(w), _) => TekOut::TbkWrapped { wrapped: *w, salt: content.salt.clone() },
             (TekField::Clear(tek), false) => TekOut::Clear { tek: tek.clone(), salt: content.salt.clone() },

@@ -25,7 +25,10 @@ pub struct SecureChannel {
 
 impl fmt::Debug for SecureChannel {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SecureChannel").field("counter_limit", &self.counter_limit).field("used", &self.used).finish_non_exhaustive()
+        f.debug_struct("SecureChannel")
+            .field("counter_limit", &self.counter_limit)
+            .field("used", &self.used)
+            .finish_non_exhaustive()
     }
 }
 
@@ -63,7 +66,8 @@ impl SecureChannel {
         if let Some(salt) = salt {
             plain[16..30].copy_from_slice(salt.expose_secret());
         }
-        let wrapped = key_wrap::wrap(&self.k_sac, &plain[..]).map_err(|_| CardError::SecurityStatus("TEK wrap failed"))?;
+        let wrapped =
+            key_wrap::wrap(&self.k_sac, &plain[..]).map_err(|_| CardError::SecurityStatus("TEK wrap failed"))?;
         let mut out = [0u8; 40];
         out.copy_from_slice(&wrapped);
         Ok(out)

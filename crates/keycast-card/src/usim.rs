@@ -6,8 +6,8 @@ use core::fmt;
 
 use keycast_crypto::gba::{self, LocalKeyParams, NafId, UA_PROTOCOL_MBMS};
 use keycast_crypto::hmac::{ct_eq, hmac_sha256};
-use keycast_crypto::keys::{Ck, Ik, KsExtNaf, KsIntNaf, Opc, Res, Smk, SubscriberKey};
 use keycast_crypto::keys::Ks;
+use keycast_crypto::keys::{Ck, Ik, KsExtNaf, KsIntNaf, Opc, Res, Smk, SubscriberKey};
 use keycast_crypto::milenage::{Milenage, SqnWindow, flip_res_lsb, sqn_to_u64};
 use keycast_mikey::KeyDomainId;
 
@@ -112,15 +112,30 @@ pub fn local_key_verification(ks_local: &keycast_crypto::keys::KsLocal) -> [u8; 
 }
 
 /// The terminal-side MAC of a [`LocalKeyRequest`] (profile P-10).
-pub fn local_key_request_mac(ks_local: &keycast_crypto::keys::KsLocal, req: &LocalKeyRequest, iccid: &[u8]) -> [u8; 16] {
+pub fn local_key_request_mac(
+    ks_local: &keycast_crypto::keys::KsLocal,
+    req: &LocalKeyRequest,
+    iccid: &[u8],
+) -> [u8; 16] {
     let full = hmac_sha256(
         ks_local.expose_secret(),
-        &[&req.naf_id, &req.terminal_id, iccid, &req.terminal_appli_id, &req.uicc_appli_id, &req.randx, &req.counter_limit],
+        &[
+            &req.naf_id,
+            &req.terminal_id,
+            iccid,
+            &req.terminal_appli_id,
+            &req.uicc_appli_id,
+            &req.randx,
+            &req.counter_limit,
+        ],
     );
     let mut out = [0u8; 16];
     out.copy_from_slice(&full[..16]);
     out
 }
+
+/// RES, CK and IK of a verified AUTN, or AUTS when SQN was not fresh.
+type AkaOutcome = Result<(Res, Ck, Ik), [u8; 14]>;
 
 /// Default number of EF_GBANL records.
 pub const NAF_KEY_RECORDS: usize = 8;
@@ -183,7 +198,7 @@ impl Usim {
     }
 
     /// Checks AUTN (or AUTN* for GBA_U) and SQN; on a stale SQN answers AUTS.
-    fn aka(&mut self, rand: &[u8; 16], autn: &[u8; 16], gba_u: bool) -> Result<Result<(Res, Ck, Ik), [u8; 14]>, CardError> {
+    fn aka(&mut self, rand: &[u8; 16], autn: &[u8; 16], gba_u: bool) -> Result<AkaOutcome, CardError> {
         let m = self.milenage();
         let check = if gba_u { m.check_autn_star(rand, autn) } else { m.check_autn(rand, autn) };
         let check = check.map_err(|_| CardError::Mac)?;
@@ -209,7 +224,8 @@ impl Usim {
         Ok(match self.aka(rand, autn_star, true)? {
             Ok((res, ck, ik)) => {
                 // A new bootstrap replaces Ks, B-TID, lifetime and RAND.
-                self.gba = Some(GbaContext { ks: gba::ks_from_ck_ik(&ck, &ik), rand: *rand, b_tid: None, lifetime: None });
+                self.gba =
+                    Some(GbaContext { ks: gba::ks_from_ck_ik(&ck, &ik), rand: *rand, b_tid: None, lifetime: None });
                 AkaAnswer::SuccessGba { res: flip_res_lsb(&res) }
             }
             Err(auts) => AkaAnswer::SyncFailure { auts },
@@ -275,7 +291,8 @@ impl Usim {
     /// Ks with the same B-TID (TS 31.102 §7.1.1.10, TS 33.246 Annex D.5).
     pub fn muk_deletion(&mut self, idi: &str, idr: &str) -> Result<(), CardError> {
         self.mbms.delete_muk(idi, idr)?;
-        self.naf_keys.retain(|r| !(r.naf_id.starts_with(idi.as_bytes()) && r.naf_id.len() == idi.len() + 5 && r.b_tid == idr));
+        self.naf_keys
+            .retain(|r| !(r.naf_id.starts_with(idi.as_bytes()) && r.naf_id.len() == idi.len() + 5 && r.b_tid == idr));
         if self.gba.as_ref().is_some_and(|g| g.b_tid.as_deref() == Some(idr)) {
             self.gba = None;
         }
@@ -286,11 +303,7 @@ impl Usim {
     /// derives Ks_local from the Ks_int_NAF of the key center, checks the terminal's MAC, and
     /// establishes the secure channel. Answers the 16-byte verification value.
     pub fn local_key_establishment(&mut self, req: &LocalKeyRequest) -> Result<[u8; 16], CardError> {
-        let record = self
-            .naf_keys
-            .iter()
-            .find(|r| r.naf_id == req.naf_id)
-            .ok_or(CardError::KeyNotFound)?;
+        let record = self.naf_keys.iter().find(|r| r.naf_id == req.naf_id).ok_or(CardError::KeyNotFound)?;
         let iccid = self.identity.iccid.as_bytes();
         let params = LocalKeyParams {
             b_tid: &record.b_tid,
@@ -301,7 +314,8 @@ impl Usim {
             randx: &req.randx,
             counter_limit: &req.counter_limit,
         };
-        let ks_local = gba::ks_local(&record.ks_int_naf, &params).map_err(|_| CardError::ConditionsOfUse("parameters too long"))?;
+        let ks_local = gba::ks_local(&record.ks_int_naf, &params)
+            .map_err(|_| CardError::ConditionsOfUse("parameters too long"))?;
         if !ct_eq(&local_key_request_mac(&ks_local, req, iccid), &req.mac) {
             return Err(CardError::Mac);
         }
