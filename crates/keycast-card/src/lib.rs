@@ -9,6 +9,7 @@
 
 pub mod card;
 pub mod error;
+pub mod gba_me;
 pub mod mbms;
 pub mod sac;
 pub mod usim;
