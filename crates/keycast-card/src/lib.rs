@@ -7,12 +7,22 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod apdu;
+pub mod apdu_card;
 pub mod card;
+pub mod emulator;
 pub mod error;
 pub mod gba_me;
 pub mod mbms;
+#[cfg(feature = "pcsc")]
+pub mod pcsc_backend;
+pub mod persist;
 pub mod sac;
 pub mod usim;
+pub mod vpcd;
 
+pub use apdu::{CommandApdu, ResponseApdu, StatusWord};
+pub use apdu_card::ApduCard;
 pub use card::{Card, CardOpError, Transport, TransportError};
+pub use emulator::Emulator;
 pub use error::CardError;

@@ -659,14 +659,20 @@ fn usim_msk_deletion_removes_the_group() {
 #[test]
 fn gba_me_store_uses_ks_naf_as_smk_and_mrk_as_srk_with_the_same_rules() {
     // GBA worked example (reference vectors §2): Ks from test set 1, GBA_ME keys.
-    let ck = keycast_crypto::keys::Ck::from_bytes(hex::decode("b40ba9a3c58b2a05bbf0d987b21bf8cb").unwrap().try_into().unwrap());
-    let ik = keycast_crypto::keys::Ik::from_bytes(hex::decode("f769bcd751044604127672711c6d3441").unwrap().try_into().unwrap());
+    let ck = keycast_crypto::keys::Ck::from_bytes(
+        hex::decode("b40ba9a3c58b2a05bbf0d987b21bf8cb").unwrap().try_into().unwrap(),
+    );
+    let ik = keycast_crypto::keys::Ik::from_bytes(
+        hex::decode("f769bcd751044604127672711c6d3441").unwrap().try_into().unwrap(),
+    );
     let rand: [u8; 16] = hex::decode("23553cbe9637a89d218ae64dae47bf35").unwrap().try_into().unwrap();
     let mut me = keycast_card::gba_me::GbaMeStore::default();
     me.bootstrap(&ck, &ik, rand, BTID);
     let srk = me.mbms_naf_keys(IDI, "001010000000001@ims.mnc001.mcc001.3gppnetwork.org").unwrap();
     assert_eq!(hex::encode(srk.expose_secret()), "06e4f3af25528d00c8739a646ea497dce1d98a7eb6f55f80b7b6a20e62e53623");
-    let smk = Smk::from_bytes(hex::decode("79d8098e4b9ef12c858a0da3471f6b2d29b4cbb549500dcb3c88154562de340d").unwrap().try_into().unwrap());
+    let smk = Smk::from_bytes(
+        hex::decode("79d8098e4b9ef12c858a0da3471f6b2d29b4cbb549500dcb3c88154562de340d").unwrap().try_into().unwrap(),
+    );
     me.msk_update(&ltkm(1, 1, 1, None).seal(&smk).unwrap()).unwrap();
     let wire = stkm_bytes(&Stk { n: 1, tek_id: 1, ts: T0, ext: None });
     let TekOut::Clear { tek, .. } = me.mtk_generation(&wire).unwrap().tek else { panic!() };
