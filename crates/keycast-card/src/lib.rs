@@ -26,3 +26,35 @@ pub use apdu_card::ApduCard;
 pub use card::{Card, CardOpError, Transport, TransportError};
 pub use emulator::Emulator;
 pub use error::CardError;
+
+/// Entry points for the fuzz targets under `fuzz/` (not a stable API).
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing {
+    use keycast_crypto::keys::{Opc, SubscriberKey};
+
+    use crate::usim::{Usim, UsimIdentity};
+
+    /// A session of command APDUs: the input is split into length-prefixed commands and fed to
+    /// one emulator, so chaining and file state are exercised; every command gets an answer.
+    pub fn apdu_session(data: &[u8]) {
+        let id = UsimIdentity { imsi: "001010000000001".into(), impi: "user@ims".into(), iccid: "89001".into() };
+        let mut emulator =
+            crate::Emulator::new(Usim::new(id, SubscriberKey::from_bytes([1; 16]), Opc::from_bytes([2; 16])));
+        let mut rest = data;
+        while let Some((&len, tail)) = rest.split_first() {
+            let (cmd, tail) = tail.split_at(usize::from(len).min(tail.len()));
+            let answer = emulator.transmit_bytes(cmd);
+            assert!(answer.len() >= 2, "every command gets a status word");
+            rest = tail;
+        }
+    }
+
+    /// The card-file decoder; whatever decodes must encode back to the same bytes' meaning.
+    pub fn card_file(data: &[u8]) {
+        if let Ok(usim) = crate::persist::decode(data) {
+            let again = crate::persist::encode(&usim);
+            assert_eq!(crate::persist::decode(&again).expect("re-encoded card file decodes"), usim);
+        }
+    }
+}

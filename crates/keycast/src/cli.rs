@@ -38,6 +38,8 @@ pub enum Command {
     Inspect(InspectArgs),
     /// Key derivations, printing every intermediate value.
     Derive(DeriveArgs),
+    /// Emulated cards in card files: new, show, apdu, reset-counters.
+    Card(crate::card_cmd::CardArgs),
 }
 
 /// Options of `keycast demo`.
@@ -230,6 +232,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             Ok(if r.failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
         }
         Command::Inspect(a) => run_inspect(&a),
+        Command::Card(a) => crate::card_cmd::run(&a),
         Command::Derive(a) => {
             let node = match &a.what {
                 DeriveCommand::Milenage(m) => derive::milenage(&derive::MilenageInput {

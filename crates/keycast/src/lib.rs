@@ -16,6 +16,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod card_cmd;
 pub mod cli;
 pub mod demo;
 pub mod derive;
