@@ -73,7 +73,7 @@ pub enum VpcdExit {
 #[non_exhaustive]
 pub enum VpcdError {
     /// The address did not resolve, or nothing accepted the connection.
-    #[error("cannot connect to vpcd at {addr}: {source}")]
+    #[error("cannot connect to vpcd at {addr}")]
     Connect {
         /// The address as given.
         addr: String,
@@ -102,8 +102,8 @@ pub fn serve_vpcd<T: Transport>(
 }
 
 /// Connects to the vpcd reader at `addr` and serves `card` until the reader closes the
-/// connection or `stop` is set; `after_apdu` runs after every command APDU was answered (the
-/// place to save a card file).
+/// connection or `stop` is set; `after_apdu` runs after the card processed each command APDU and
+/// before its answer is sent (the place to save a card file, so no answer outruns its state).
 ///
 /// The card sees only command APDUs. Power on, power off and reset are acknowledged by the
 /// protocol's silence and do not reach `card`; a card whose state depends on them must be
@@ -160,8 +160,10 @@ where
                     Ok(answer) if !answer.is_empty() && answer.len() <= usize::from(u16::MAX) => answer,
                     _ => SW_NO_DIAGNOSIS.to_vec(),
                 };
-                send(&mut stream, &answer)?;
+                // The shell persists before the answer leaves, so a crash never releases an
+                // answer whose state change was lost.
                 after_apdu(card);
+                send(&mut stream, &answer)?;
             }
         }
     }

@@ -8,6 +8,9 @@
 //! - `apdu`: one command APDU to the emulator loaded from the file; the state is saved back.
 //! - `reset-counters`: test labs only: every key's TS, TEK ID, play-back and view counters back
 //!   to what its LTKM granted.
+//! - `serve-vpcd`: the card file as a virtual card behind pcscd (vsmartcard's vpcd driver), so
+//!   every PC/SC application — and Keycast built with `--features keycast-card/pcsc` — drives it
+//!   like a card in a reader.
 
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
@@ -50,6 +53,23 @@ pub enum CardCommand {
     /// Test labs: reset every key's TS, TEK ID and play-back/view counters to fresh. Card files
     /// only: a card behind a PC/SC reader keeps its counters where nobody may reset them.
     ResetCounters(ResetArgs),
+    /// Serve the card file as a virtual card to pcscd through the vsmartcard `vpcd` reader
+    /// driver; every command that changes the card is saved before its answer goes out.
+    ServeVpcd(ServeVpcdArgs),
+}
+
+/// Options of `card serve-vpcd`.
+#[derive(Debug, Args)]
+pub struct ServeVpcdArgs {
+    /// The card file.
+    #[arg(long, value_name = "PATH")]
+    pub file: PathBuf,
+    /// Where the vpcd driver listens (loopback; vpcd's first slot is port 35963).
+    #[arg(long, value_name = "HOST:PORT", default_value = keycast_card::vpcd::DEFAULT_VPCD_ADDR)]
+    pub addr: String,
+    /// Keep serving: reconnect (every second) when pcscd goes away, instead of exiting.
+    #[arg(long)]
+    pub retry: bool,
 }
 
 /// Options of `card new`.
@@ -130,6 +150,48 @@ pub fn run(args: &CardArgs) -> Result<ExitCode> {
         CardCommand::Show(a) => show(a),
         CardCommand::Apdu(a) => apdu(a),
         CardCommand::ResetCounters(a) => reset_counters(a),
+        CardCommand::ServeVpcd(a) => serve_vpcd(a),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// serve-vpcd
+
+fn serve_vpcd(a: &ServeVpcdArgs) -> Result<ExitCode> {
+    use keycast_card::vpcd::{DEFAULT_ATR, VpcdError, VpcdExit, serve_vpcd_with};
+    use std::sync::atomic::AtomicBool;
+
+    let file = CardFile::new(&a.file);
+    let mut card = Emulator::new(file.load()?);
+    // Nothing sets the flag: Ctrl-C ends the process, and every change is already on disk.
+    let stop = AtomicBool::new(false);
+    let mut save_error = None;
+    loop {
+        eprintln!("serving {} to vpcd at {}", a.file.display(), a.addr);
+        let outcome = serve_vpcd_with(&mut card, &a.addr, DEFAULT_ATR, &stop, |card: &mut Emulator| {
+            if card.take_dirty()
+                && let Err(e) = file.save(card.usim())
+            {
+                save_error.get_or_insert(e);
+            }
+        });
+        if let Some(e) = save_error.take() {
+            return Err(anyhow!(e).context("saving the card file failed; stopped serving"));
+        }
+        match outcome {
+            Ok(VpcdExit::Stopped) => return Ok(ExitCode::SUCCESS),
+            Ok(VpcdExit::Closed) if !a.retry => {
+                eprintln!("vpcd closed the connection");
+                return Ok(ExitCode::SUCCESS);
+            }
+            Err(e @ VpcdError::Connect { .. }) if !a.retry => return Err(anyhow!(e)),
+            Err(e @ (VpcdError::InvalidAtr(_) | VpcdError::Io(_))) if !a.retry => return Err(anyhow!(e)),
+            other => {
+                eprintln!("{}; reconnecting in 1 s", other.map_or_else(|e| e.to_string(), |_| "vpcd closed".into()))
+            }
+        }
+        std::thread::sleep(std::time::Duration::from_secs(1));
+        card.reset();
     }
 }
 

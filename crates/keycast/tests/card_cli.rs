@@ -364,3 +364,25 @@ fn apdu_drives_the_emulator_and_saves_changes() {
     // Malformed hex is refused before the card is touched.
     keycast().args(["card", "apdu", "--file", file, "00A4zz"]).assert().failure().stderr(contains("APDU 1"));
 }
+
+#[test]
+fn serve_vpcd_without_a_reader_fails_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("card");
+    Command::cargo_bin("keycast")
+        .unwrap()
+        .args(["card", "new", "--file"])
+        .arg(&file)
+        .args(["--imsi", "001010000000001", "--impi", "u@ims.example.org", "--iccid", "8900100000000000001"])
+        .write_stdin("K=465b5ce8b199b49faa5f0a2ee238a6bc\nOPC=cd63cb71954a9f4e48a5994e37a02baf\n")
+        .assert()
+        .success();
+    // Port 1 on loopback: nothing listens there.
+    Command::cargo_bin("keycast")
+        .unwrap()
+        .args(["card", "serve-vpcd", "--addr", "127.0.0.1:1", "--file"])
+        .arg(&file)
+        .assert()
+        .code(1)
+        .stderr(predicates::str::contains("cannot connect to vpcd at 127.0.0.1:1"));
+}
