@@ -432,8 +432,8 @@ pub struct ErrPayload {
     pub error_no: ErrorNo,
 }
 
-/// General Extension payload (RFC 3830 §6.15). Typed bodies: [`crate::KeyIdExt`],
-/// [`crate::OmaBcastExt`].
+/// General Extension payload (RFC 3830 §6.15). Typed bodies: [`crate::KeyIdExt`] and, after
+/// [`crate::split_oma_bcast`], [`crate::LtkmExt`] / [`crate::StkmExt`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GeneralExt<'a> {
     /// Extension type.

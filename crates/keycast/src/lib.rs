@@ -3,8 +3,9 @@
 //!
 //! | module | what |
 //! |---|---|
-//! | [`cli`] | clap definitions and dispatch of `demo`, `inspect`, `derive` |
-//! | [`demo`] | the narrated layer 1–3 scenario, with the card-side checks in [`demo::card_side`] |
+//! | [`cli`] | clap definitions and dispatch of `demo`, `inspect`, `derive`, `card` |
+//! | [`demo`] | the narrated layer 1–3 scenario: the keycast-card emulator driven over TS 31.102 APDUs, and a GBA_ME terminal |
+//! | [`card_cmd`] | `keycast card new|show|apdu|reset-counters|serve-vpcd` over card files |
 //! | [`inspect`] | field-by-field MIKEY decoding, the typed verdict, verify and decrypt with keys |
 //! | [`derive`](mod@derive) | Milenage, GBA, MIKEY PRF and SRTP derivations with every intermediate value |
 //! | [`pcap`] | pcap/pcapng reader (UDP over Ethernet, SLL, raw IP, loopback), pcap writer |

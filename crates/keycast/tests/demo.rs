@@ -17,11 +17,21 @@ fn demo_holds_every_expectation() {
         .stdout(predicate::str::contains("AUTN = 55f328b43577b9b94a9ffac354dfafb3"))
         .stdout(predicate::str::contains("ok      BSM verifies the card's verification message"))
         .stdout(predicate::str::contains("ok      card refuses STKM TEK ID 4 with one bit flipped"))
-        .stdout(predicate::str::contains("MAC check failed"))
+        .stdout(predicate::str::contains("with one bit flipped at byte 72: refused as expected — SW 9862"))
+        .stdout(predicate::str::contains("ok      card refuses an AUTN* with one bit flipped: refused as expected — SW 9862"))
+        .stdout(predicate::str::contains("[demo key] RES (GBA_U, LSB flipped) = a54211d5e3ba50be"))
+        .stdout(predicate::str::contains("the BSF recovers SQN_MS = ff9bb4d0b607 from AUTS"))
+        .stdout(predicate::str::contains("(P-10): refused as expected — SW 6982"))
+        .stdout(predicate::str::contains("Local Key Establishment"))
         .stdout(predicate::str::contains("ok      card refuses the same STKM bytes again (replay)"))
-        .stdout(predicate::str::contains("outside the key window: refused as expected"))
-        .stdout(predicate::str::contains("under the revoked SEK: refused as expected"))
+        .stdout(predicate::str::contains("outside the key window: refused as expected — SW 9865"))
+        .stdout(predicate::str::contains("under SEK 00020001: refused as expected — SW 6A88"))
+        .stdout(predicate::str::contains("under the revoked SEK: refused as expected — SW 6985"))
         .stdout(predicate::str::contains("ok      card recognises the solicited-pull trigger"))
+        // (f) GBA_ME: test set 2 through the card's 3G context, then the same TEK on both terminals.
+        .stdout(predicate::str::contains("RES 8011c48c0c214ed2 = XRES"))
+        .stdout(predicate::str::contains("ok      GBA_ME store and BSM derive the same SRK = MRK(Ks_NAF)"))
+        .stdout(predicate::str::contains("ok      GBA_ME terminal: the store opens the same STKM: the same TEK ‖ salt on both terminals"))
         .stdout(predicate::function(|s: &str| {
             // "summary: N of N expectations held" with both numbers equal.
             s.lines().filter_map(|l| l.strip_prefix("summary: ")).any(|l| {
@@ -50,6 +60,9 @@ fn demo_wire_output_feeds_inspect() {
     let out = Command::cargo_bin("keycast").unwrap().args(["demo", "--wire"]).output().unwrap();
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
+    // Every card operation is an APDU exchange: SELECT of the USIM, then AUTHENTICATE.
+    assert!(text.contains("apdu > 00a4040c07a0000000871002"));
+    assert!(text.contains("apdu < 9000"));
     let mut lines = text.lines();
     lines.find(|l| l.trim_start().starts_with("LTKM:") && l.contains("bytes on the wire")).unwrap();
     let ltkm = lines.next().unwrap().trim_start().strip_prefix("hex: ").unwrap().to_owned();

@@ -1,32 +1,43 @@
 //! `keycast demo`: layers 1–3 of the Smartcard Profile in one process, narrated.
 //!
-//! (a) GBA_U bootstrapping with an MBMS card (Milenage test set 1), SMK and SRK on both sides;
+//! The card is the `keycast-card` emulator ([`keycast_card::Emulator`]), driven over TS 31.102
+//! APDUs by [`keycast_card::ApduCard`] exactly as a terminal drives a real USIM: SELECT,
+//! AUTHENTICATE in the 3G, GBA and MBMS contexts, UPDATE BINARY of EF_GBABP and READ of EF_MUK and
+//! EF_MSK. The demo sees only the card's answers and status words, never its state.
+//!
+//! (a) GBA_U bootstrapping with an MBMS card (Milenage test set 1): the card checks AUTN*, answers
+//!     RES, keeps Ks and SMK = Ks_int_NAF, and releases SRK = Ks_ext_NAF;
 //! (b) the BSM seals an LTKM, the card opens it and answers a verification message;
-//! (c) the broadcaster seals STKMs, the card answers TEK ‖ salt;
-//! (d) tampered, replayed and out-of-window STKMs, a replayed LTKM, an invalidation;
-//! (e) a solicited-pull trigger.
+//! (c) the broadcaster seals STKMs, the card answers TEK ‖ salt (a resend gives the same TEK, a
+//!     lower TEK ID is refused);
+//! (d) a content-protected TEK without a secure channel (P-10), tampered, replayed, unknown-key and
+//!     out-of-window STKMs, a replayed LTKM, an invalidation;
+//! (e) a solicited-pull trigger, and the LTKM that answers the terminal's LTKM Request;
+//! (f) a GBA_ME terminal (Milenage test set 2, the card used only through its 3G context) whose
+//!     store receives the same SEK, so one STKM gives the same TEK on both terminals.
 //!
 //! Every expectation is checked and printed as `ok` or `FAILED`. No randomness: every value
-//! comes from the Milenage test set or from a seeded generator, so the output is reproducible.
-
-pub mod card_side;
+//! comes from the Milenage test sets or from a seeded generator, so the output is reproducible.
 
 use std::fmt::Write as _;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
+use keycast_card::apdu::{EfGbabp, EfMskRecord, EfMukRecord};
+use keycast_card::gba_me::GbaMeStore;
+use keycast_card::mbms::{MskUpdate, MskUpdateEvent, MtkAnswer, TekOut};
+use keycast_card::usim::{AkaAnswer, Usim, UsimIdentity};
+use keycast_card::{ApduCard, Card, CardOpError, Emulator, Transport, TransportError};
 use keycast_crypto::gba::{self, GbaMode, NafId};
 use keycast_crypto::keys::{Op, Opc, SekPek, Smk, SubscriberKey, Tek, TekSalt};
-use keycast_crypto::milenage::{self, Milenage, SqnWindow};
+use keycast_crypto::milenage::{self, Milenage};
 use keycast_mikey::{
     KeyDomainId, KeyValidity, Ltkm, LtkmContent, LtkmExt, ProtectionAfterReception, SecurityPolicy, SecurityPolicyExt,
     SekPekId, SolicitedPull, SrtpCs, SrtpPolicy, StkmContent, StkmExt, TekField, TrafficProtectionProtocol,
     VerificationMessage,
 };
 
-use card_side::{CardError, DemoCard, LtkmOutcome};
-
-/// Milenage test set 1 (TS 35.208 §4.3, vectors.md §1).
+/// Milenage test set 1 (TS 35.208 §4.3, vectors.md §1): the GBA_U subscriber.
 mod set1 {
     pub const K: &str = "465b5ce8b199b49faa5f0a2ee238a6bc";
     pub const RAND: &str = "23553cbe9637a89d218ae64dae47bf35";
@@ -36,10 +47,26 @@ mod set1 {
     pub const OPC: &str = "cd63cb71954a9f4e48a5994e37a02baf";
 }
 
+/// Milenage test set 2 (TS 35.208 §4.3, vectors.md §1): the GBA_ME subscriber.
+mod set2 {
+    pub const K: &str = "fec86ba6eb707ed08905757b1bb44b8f";
+    pub const RAND: &str = "9f7c8d021accf4db213ccff0c7f71a6a";
+    pub const SQN: &str = "9d0277595ffc";
+    pub const AMF: &str = "725c";
+    pub const OPC: &str = "1006020f0a478bf6b699f15c062e42b3";
+    pub const RES: &str = "8011c48c0c214ed2";
+    pub const CK: &str = "5dbdbb2954e8f3cde665b046179a5098";
+    pub const IK: &str = "59a92d3b476a0443487055cf88b2307b";
+}
+
 /// Names of the GBA worked example (vectors.md §2).
 const IMPI: &str = "001010000000001@ims.mnc001.mcc001.3gppnetwork.org";
+/// The GBA_ME subscriber's IMPI (a demo choice in the same form).
+const IMPI_ME: &str = "001010000000002@ims.mnc001.mcc001.3gppnetwork.org";
 const BSF: &str = "bsf.example.org";
 const BSM_FQDN: &str = "bmsc.example.org";
+/// Key lifetime the BSF sends with the B-TID (the demo's T0 plus one day).
+const LIFETIME: &str = "2025-03-04T14:13:20Z";
 /// Start of the demo's key window, in NTP seconds (profile P-6: STKM TS = NTP seconds).
 const T0: u32 = 3_950_000_000;
 /// Length of the SEK's TS window.
@@ -48,9 +75,9 @@ const WINDOW: u32 = 3600;
 /// Options of `keycast demo`.
 #[derive(Debug, Clone, Copy)]
 pub struct DemoOptions {
-    /// Seed of the generator for CSB IDs, RANDs, SEK, TEKs and salts.
+    /// Seed of the generator for CSB IDs, RANDs, SEKs, TEKs and salts.
     pub seed: u64,
-    /// Print every message on the wire in hex.
+    /// Print every message on the wire, and every APDU exchanged with the cards, in hex.
     pub show_wire: bool,
 }
 
@@ -91,6 +118,31 @@ impl DemoRng {
     }
 }
 
+/// The emulator behind a link that records every APDU exchange, so `--wire` can show them.
+struct TracedLink {
+    card: Emulator,
+    log: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+impl Transport for TracedLink {
+    fn transmit(&mut self, command: &[u8]) -> Result<Vec<u8>, TransportError> {
+        let answer = self.card.transmit(command)?;
+        self.log.push((command.to_vec(), answer.clone()));
+        Ok(answer)
+    }
+}
+
+/// A terminal's view of its card: nothing but APDUs.
+type CardReader = ApduCard<TracedLink>;
+
+/// A card for a subscriber whose SQN_MS sits just below `sqn`, so `sqn` is fresh.
+fn insert_card(imsi: &str, impi: &str, iccid: &str, k: SubscriberKey, opc: Opc, sqn: [u8; 6]) -> CardReader {
+    let identity = UsimIdentity { imsi: imsi.to_owned(), impi: impi.to_owned(), iccid: iccid.to_owned() };
+    let mut usim = Usim::new(identity, k, opc);
+    usim.sqn_ms = milenage::sqn_from_u64(milenage::sqn_to_u64(sqn) - 32);
+    ApduCard::new(TracedLink { card: Emulator::new(usim), log: Vec::new() })
+}
+
 struct Narrator {
     out: String,
     passed: usize,
@@ -124,6 +176,32 @@ impl Narrator {
         }
     }
 
+    /// Runs one terminal operation on the card; with `--wire`, prints the APDUs it took.
+    fn on_card<R>(&mut self, card: &mut CardReader, op: impl FnOnce(&mut CardReader) -> R) -> R {
+        let r = op(card);
+        let log = core::mem::take(&mut card.transport_mut().log);
+        if self.show_wire {
+            for (command, answer) in log {
+                self.info(format!("  apdu > {}", hex::encode(command)));
+                self.info(format!("  apdu < {}", hex::encode(answer)));
+            }
+        }
+        r
+    }
+
+    /// Runs one card operation that must be refused with status word `want`.
+    fn expect_refusal<T>(
+        &mut self,
+        card: &mut CardReader,
+        what: &str,
+        op: impl FnOnce(&mut CardReader) -> Result<T, CardOpError>,
+        want: u16,
+        why: &str,
+    ) {
+        let r = self.on_card(card, op);
+        self.check(what, refused(r, want, why));
+    }
+
     /// Records one expectation: `Ok(detail)` if it held, `Err(what happened)` if not.
     fn check(&mut self, what: &str, result: Result<String, String>) {
         match result {
@@ -145,44 +223,133 @@ fn unhex<const N: usize>(s: &str) -> [u8; N] {
     v.try_into().expect("constant length")
 }
 
-/// Expects a refusal of a given kind.
-fn refused(r: Result<impl std::fmt::Debug, CardError>, want: impl Fn(&CardError) -> bool) -> Result<String, String> {
-    match r {
-        Err(e) if want(&e) => Ok(format!("refused as expected — {e}")),
-        Err(e) => Err(format!("refused for the wrong reason — {e}")),
-        Ok(v) => Err(format!("accepted ({v:?}), expected a refusal")),
+/// What a status word of the card means (TS 31.102 §7.3; ISO 7816-4).
+fn sw_meaning(sw: u16) -> &'static str {
+    match sw {
+        0x9862 => "authentication error, incorrect MAC",
+        0x9864 => "security context not supported",
+        0x9865 => "key freshness failure",
+        0x9866 => "no memory space available",
+        0x9867 => "no memory space available in EF_MUK",
+        0x6982 => "security status not satisfied",
+        0x6985 => "conditions of use not satisfied",
+        0x6a88 => "referenced data not found",
+        0x6700 => "wrong length",
+        _ => "unexpected status word",
     }
 }
 
-/// Runs the scenario.
-#[must_use]
-pub fn run(opts: DemoOptions) -> DemoReport {
-    let mut n = Narrator { out: String::new(), passed: 0, failed: 0, show_wire: opts.show_wire };
-    let mut rng = DemoRng::new(opts.seed);
-    n.line(format!("Keycast demo: OMA BCAST Smartcard Profile, layers 1-3 in one process (seed {})", opts.seed));
-    n.line("Keys marked [demo key] are public test values (Milenage test set 1 and seeded values), never real keys.");
-    let Some(keys) = layer1(&mut n) else {
-        return finish(n);
-    };
-    let Layer1 { smk_bsm, smk_card, b_tid } = keys;
-    let mut card = DemoCard::new(smk_card);
-    let kd = KeyDomainId::from_mcc_mnc("001", "01").expect("constant MCC/MNC");
-    let sek_id = SekPekId { key_group: 1, key_number: 1 };
+fn sw_text(sw: u16) -> String {
+    format!("SW {sw:04X} ({})", sw_meaning(sw))
+}
 
-    // (b) LTKM.
-    n.heading("(b) Layer 2: the BSM delivers a SEK in an LTKM; the card stores it and verifies back");
-    let sek = SekPek::from_bytes(rng.bytes("SEK"));
-    let ltkm_rand: [u8; 16] = rng.bytes("LTKM RAND");
-    let ltkm_content = LtkmContent {
-        csb_id: rng.u32("LTKM CSB ID"),
+/// Describes an operation that failed where success was expected.
+fn op_failed(e: &CardOpError) -> String {
+    match e {
+        CardOpError::Card(c) => format!("refused with {}", sw_text(c.status_word())),
+        other => other.to_string(),
+    }
+}
+
+/// Expects a refusal with status word `want`; `why` is the rule behind it.
+fn refused<T>(r: Result<T, CardOpError>, want: u16, why: &str) -> Result<String, String> {
+    match r {
+        Err(CardOpError::Card(e)) if e.status_word() == want => {
+            Ok(format!("refused as expected — {}, {why}", sw_text(want)))
+        }
+        Err(CardOpError::Card(e)) => Err(format!("refused with {}, expected {want:04X}", sw_text(e.status_word()))),
+        Err(e) => Err(format!("the link failed: {e}")),
+        Ok(_) => Err(format!("accepted, expected a refusal with {want:04X}")),
+    }
+}
+
+/// The BSM checks a verification message against the LTKM it sent.
+fn bsm_verifies(ltkm: &[u8], verification: &[u8], smk: &Smk) -> Result<String, String> {
+    Ltkm::decode(ltkm)
+        .and_then(|l| VerificationMessage::decode(verification).and_then(|vm| vm.verify(&l, &l.message_keys(smk))))
+        .map(|()| "HDR data type 1, the LTKM's CSB ID and TS, IDr = B-TID, HMAC-SHA-1 verified".to_owned())
+        .map_err(|e| e.to_string())
+}
+
+/// Expects the TEK ‖ salt of `tek` and `salt` in the clear.
+fn clear_tek(answer: &TekOut, tek: &Tek, salt: &TekSalt) -> Result<(), String> {
+    match answer {
+        TekOut::Clear { tek: t, salt: Some(s) } if t == tek && s == salt => Ok(()),
+        TekOut::Clear { .. } => Err("TEK ‖ salt differ from the broadcaster's".to_owned()),
+        other => Err(format!("TEK released in another form: {other:?}")),
+    }
+}
+
+/// The broadcaster's side of layer 3: one CSB ID and Key Domain for every STKM it seals.
+struct Broadcaster {
+    csb_id: u32,
+    key_domain_id: KeyDomainId,
+}
+
+/// One STKM the broadcaster seals, with the TEK and salt inside.
+struct SealedStkm {
+    bytes: Vec<u8>,
+    tek: Tek,
+    salt: TekSalt,
+}
+
+impl Broadcaster {
+    /// Seals an STKM carrying a fresh TEK ‖ salt under `sek` (the LTKM's `rand` enters the PRF).
+    #[allow(clippy::too_many_arguments)]
+    fn seal(
+        &self,
+        rng: &mut DemoRng,
+        sek: &SekPek,
+        sek_id: SekPekId,
+        rand: &[u8; 16],
+        tek_id: u16,
+        ts: u32,
+        par: Option<ProtectionAfterReception>,
+    ) -> SealedStkm {
+        let tek = Tek::from_bytes(rng.bytes("TEK"));
+        let salt = TekSalt::from_bytes(rng.bytes("salt"));
+        let content = StkmContent {
+            csb_id: self.csb_id,
+            key_domain_id: self.key_domain_id,
+            sek_pek_id: sek_id,
+            tek_id,
+            ts,
+            ext: par.map(|protection_after_reception| StkmExt {
+                protection_after_reception,
+                traffic_protection_protocol: TrafficProtectionProtocol::Srtp,
+                traffic_authentication: true,
+                tbk_id: None,
+                access_criteria: None,
+            }),
+            tek: TekField::Clear(tek.clone()),
+            salt: Some(salt.clone()),
+        };
+        // Sealing fixed, valid content cannot fail; a failure would be a bug in the demo.
+        let bytes = content.seal(sek, rand).expect("demo STKM content is valid");
+        SealedStkm { bytes, tek, salt }
+    }
+}
+
+/// An LTKM delivering `sek` as `sek_id` to the terminal with B-TID `idr`: streaming,
+/// pay-per-time, TS window [T0, T0 + WINDOW], verification requested.
+fn key_ltkm(
+    kd: KeyDomainId,
+    sek_id: SekPekId,
+    sek: &SekPek,
+    (csb_id, rand): (u32, [u8; 16]),
+    ts: u32,
+    idr: &str,
+) -> LtkmContent {
+    LtkmContent {
+        csb_id,
         verification_requested: true,
         srtp_cs: Some(SrtpCs { policy_no: 0, ssrc: 0, roc: 0 }),
         key_domain_id: kd,
         sek_pek_id: sek_id,
-        ts: 1,
-        rand: ltkm_rand,
+        ts,
+        rand,
         idi: BSM_FQDN.to_owned(),
-        idr: b_tid.clone(),
+        idr: idr.to_owned(),
         srtp_policy: Some(SrtpPolicy::keycast(None)),
         ext: Some(LtkmExt {
             security_policy: Some(SecurityPolicyExt {
@@ -195,7 +362,35 @@ pub fn run(opts: DemoOptions) -> DemoReport {
         }),
         key: Some(sek.clone()),
         validity: KeyValidity::TsWindow { ts_low: T0, ts_high: T0 + WINDOW },
+    }
+}
+
+fn id_hex(id: SekPekId) -> String {
+    format!("{:04x}{:04x}", id.key_group, id.key_number)
+}
+
+/// Runs the scenario.
+#[must_use]
+pub fn run(opts: DemoOptions) -> DemoReport {
+    let mut n = Narrator { out: String::new(), passed: 0, failed: 0, show_wire: opts.show_wire };
+    let mut rng = DemoRng::new(opts.seed);
+    n.line(format!("Keycast demo: OMA BCAST Smartcard Profile, layers 1-3 in one process (seed {})", opts.seed));
+    n.line(concat!(
+        "Keys marked [demo key] are public test values (Milenage test sets 1 and 2 and seeded values), ",
+        "never real keys."
+    ));
+    n.line("The cards are keycast-card emulators driven over TS 31.102 APDUs (--wire shows every APDU).");
+    let Some(Layer1 { smk_bsm, b_tid, mut card }) = layer1(&mut n) else {
+        return finish(n);
     };
+    let kd = KeyDomainId::from_mcc_mnc("001", "01").expect("constant MCC/MNC");
+    let sek_id = SekPekId { key_group: 1, key_number: 1 };
+
+    // (b) LTKM.
+    n.heading("(b) Layer 2: the BSM delivers a SEK in an LTKM; the card stores it and verifies back");
+    let sek = SekPek::from_bytes(rng.bytes("SEK"));
+    let ltkm_rand: [u8; 16] = rng.bytes("LTKM RAND");
+    let ltkm_content = key_ltkm(kd, sek_id, &sek, (rng.u32("LTKM CSB ID"), ltkm_rand), 1, &b_tid);
     n.demo_key("SEK (Key Group 1, Key Number 1)", sek.expose_secret());
     n.info(format!(
         "LTKM: CSB ID 0x{:08x}, TS 1, V = 1, streaming (SP: AES-CM, HMAC-SHA-1, tag 80 bits), pay-per-time, TS window [{T0}, {}]",
@@ -213,153 +408,191 @@ pub fn run(opts: DemoOptions) -> DemoReport {
         }
     };
     n.wire("LTKM", &ltkm_bytes);
-    let verification = match card.process_ltkm(&ltkm_bytes) {
-        Ok(LtkmOutcome::Stored {
-            sek_pek_id,
-            validity: KeyValidity::TsWindow { ts_low, ts_high },
-            verification: Some(v),
-        }) if sek_pek_id == sek_id => {
+    let verification = match n.on_card(&mut card, |c| c.msk_update(&ltkm_bytes)) {
+        Ok(Some(v)) => {
             n.check(
-                "card opens the LTKM",
-                Ok(format!("MAC verified, TS 1 fresh for this SMK, SEK + RAND + window [{ts_low}, {ts_high}] stored")),
+                "card opens the LTKM (AUTHENTICATE, MBMS context, MSK update)",
+                Ok("9000 with a verification message".to_owned()),
             );
             Some(v)
         }
-        other => {
-            n.check("card opens the LTKM", Err(format!("unexpected outcome {other:?}")));
+        Ok(None) => {
+            n.check(
+                "card opens the LTKM (AUTHENTICATE, MBMS context, MSK update)",
+                Err("no verification message".into()),
+            );
+            None
+        }
+        Err(e) => {
+            n.check("card opens the LTKM (AUTHENTICATE, MBMS context, MSK update)", Err(op_failed(&e)));
             None
         }
     };
     if let Some(v) = verification {
         n.wire("verification message", &v);
-        let r = Ltkm::decode(&ltkm_bytes)
-            .and_then(|l| VerificationMessage::decode(&v).and_then(|vm| vm.verify(&l, &l.message_keys(&smk_bsm))))
-            .map(|()| "HDR data type 1, the LTKM's CSB ID and TS, IDr = B-TID, HMAC-SHA-1 verified".to_owned())
-            .map_err(|e| e.to_string());
-        n.check("BSM verifies the card's verification message", r);
+        n.check("BSM verifies the card's verification message", bsm_verifies(&ltkm_bytes, &v, &smk_bsm));
     }
+    let files = n.on_card(&mut card, |c| c.read_muk_records().and_then(|muk| Ok((muk, c.read_msk_records()?))));
+    let want_muk = [EfMukRecord { idr: b_tid.clone(), idi: BSM_FQDN.to_owned(), ts: 1 }];
+    let want_msk = [EfMskRecord { key_domain_id: kd, pairs: vec![(sek_id, 0)] }];
+    n.check(
+        "terminal reads EF_MUK and EF_MSK",
+        match files {
+            Ok((muk, msk)) if muk == want_muk && msk == want_msk => Ok(format!(
+                "the MUK of {BSM_FQDN} counts LTKM TS 1; SEK {} is held for Key Domain MCC 001 MNC 01, no STKM yet",
+                id_hex(sek_id)
+            )),
+            Ok((muk, msk)) => Err(format!("EF_MUK {muk:?}, EF_MSK {msk:?}")),
+            Err(e) => Err(op_failed(&e)),
+        },
+    );
 
     // (c) STKMs.
     n.heading("(c) Layer 3: the broadcaster sends STKMs; the card answers TEK ‖ salt");
-    let stkm_csb = rng.u32("STKM CSB ID");
-    let mut teks = Vec::new();
-    let seal_stkm = |rng: &mut DemoRng, tek_id: u16, ts: u32| -> (Vec<u8>, Tek, TekSalt) {
-        let tek = Tek::from_bytes(rng.bytes("TEK"));
-        let salt = TekSalt::from_bytes(rng.bytes("salt"));
-        let content = StkmContent {
-            csb_id: stkm_csb,
-            key_domain_id: kd,
-            sek_pek_id: sek_id,
-            tek_id,
-            ts,
-            ext: Some(StkmExt {
-                protection_after_reception: ProtectionAfterReception::ServiceProtectionOnly,
-                traffic_protection_protocol: TrafficProtectionProtocol::Srtp,
-                traffic_authentication: true,
-                tbk_id: None,
-                access_criteria: None,
-            }),
-            tek: TekField::Clear(tek.clone()),
-            salt: Some(salt.clone()),
-        };
-        // Sealing fixed, valid content cannot fail; a failure would be a bug in the demo.
-        let bytes = content.seal(&sek, &ltkm_rand).expect("demo STKM content is valid");
-        (bytes, tek, salt)
-    };
+    let bc = Broadcaster { csb_id: rng.u32("STKM CSB ID"), key_domain_id: kd };
+    let service_only = Some(ProtectionAfterReception::ServiceProtectionOnly);
+    let mut tek3 = None;
     for (i, tek_id) in [1u16, 2, 3].into_iter().enumerate() {
         let ts = T0 + 10 * (i as u32 + 1);
-        let (bytes, tek, salt) = seal_stkm(&mut rng, tek_id, ts);
-        n.demo_key(&format!("TEK {tek_id} ‖ salt"), &[&tek.expose_secret()[..], &salt.expose_secret()[..]].concat());
-        n.wire(&format!("STKM TEK ID {tek_id}, TS {ts}"), &bytes);
-        let r = match card.process_stkm(&bytes) {
-            Ok(a) if a.tek == tek && a.salt.as_ref() == Some(&salt) && !a.resend => {
-                Ok("MAC, key window, freshness checked; TEK ‖ salt match the broadcaster's".to_owned())
-            }
-            Ok(a) => Err(format!("answer differs from the broadcaster's TEK (resend {})", a.resend)),
-            Err(e) => Err(e.to_string()),
+        let st = bc.seal(&mut rng, &sek, sek_id, &ltkm_rand, tek_id, ts, service_only);
+        n.demo_key(
+            &format!("TEK {tek_id} ‖ salt"),
+            &[&st.tek.expose_secret()[..], &st.salt.expose_secret()[..]].concat(),
+        );
+        n.wire(&format!("STKM TEK ID {tek_id}, TS {ts}"), &st.bytes);
+        let r = match n.on_card(&mut card, |c| c.mtk_generation(&st.bytes)) {
+            Ok(answer) => clear_tek(&answer, &st.tek, &st.salt)
+                .map(|()| "MAC, key window, freshness checked; TEK ‖ salt match the broadcaster's".to_owned()),
+            Err(e) => Err(op_failed(&e)),
         };
         n.check(&format!("card opens STKM TEK ID {tek_id} (TS {ts})"), r);
-        teks.push((bytes, tek));
+        tek3 = Some(st.tek);
     }
-    // Fast zapping: the broadcaster repeats TEK 3 in a new STKM with a new TS.
-    let tek3 = teks[2].1.clone();
+    // Fast zapping: the broadcaster repeats TEK 3 in a new STKM with a new TS. The terminal knows
+    // it sent TEK ID 3 before; the card must answer the same TEK.
+    let tek3 = tek3.expect("three STKMs sealed");
+    let resend_salt = TekSalt::from_bytes(rng.bytes("salt"));
     let resend = StkmContent {
-        csb_id: stkm_csb,
+        csb_id: bc.csb_id,
         key_domain_id: kd,
         sek_pek_id: sek_id,
         tek_id: 3,
         ts: T0 + 31,
         ext: None,
         tek: TekField::Clear(tek3.clone()),
-        salt: Some(TekSalt::from_bytes(rng.bytes("salt"))),
+        salt: Some(resend_salt.clone()),
     }
     .seal(&sek, &ltkm_rand)
     .expect("demo STKM content is valid");
-    let r = match card.process_stkm(&resend) {
-        Ok(a) if a.resend && a.tek == tek3 => Ok("same TEK ID accepted as a resend, same TEK returned".to_owned()),
-        Ok(a) => Err(format!("accepted, but resend = {}", a.resend)),
-        Err(e) => Err(e.to_string()),
+    let r = match n.on_card(&mut card, |c| c.mtk_generation(&resend)) {
+        Ok(answer) => clear_tek(&answer, &tek3, &resend_salt)
+            .map(|()| "same TEK ID as the last one sent (a resend), the same TEK returned".to_owned()),
+        Err(e) => Err(op_failed(&e)),
     };
     n.check(&format!("card opens a resend of TEK ID 3 (TS {})", T0 + 31), r);
-    let (lower, _, _) = seal_stkm(&mut rng, 2, T0 + 32);
-    n.check(
+    let lower = bc.seal(&mut rng, &sek, sek_id, &ltkm_rand, 2, T0 + 32, service_only);
+    n.expect_refusal(
+        &mut card,
         &format!("card refuses TEK ID 2 after TEK ID 3 (TS {})", T0 + 32),
-        refused(card.process_stkm(&lower), |e| matches!(e, CardError::LowerTekId { .. })),
+        |c| c.mtk_generation(&lower.bytes),
+        0x9865,
+        "TEK ID below the last accepted",
     );
 
-    // (d) Attacks and revocation.
-    n.heading("(d) Tampering, replay, an expired window, and revocation");
-    let (fresh, tek4, _) = seal_stkm(&mut rng, 4, T0 + 40);
-    let mut tampered = fresh.clone();
+    // (d) Refusals and revocation.
+    n.heading("(d) No secure channel, tampering, replay, an unknown key, an expired window, and revocation");
+    let protected = bc.seal(&mut rng, &sek, sek_id, &ltkm_rand, 4, T0 + 35, Some(ProtectionAfterReception::MayRecord));
+    n.wire(
+        &format!("STKM TEK ID 4, TS {}, protection after reception 0 (content protection, may record)", T0 + 35),
+        &protected.bytes,
+    );
+    n.expect_refusal(
+        &mut card,
+        "card refuses to release a content-protected TEK in the clear (P-10)",
+        |c| c.mtk_generation(&protected.bytes),
+        0x6982,
+        concat!(
+            "no secure channel: the terminal would first run Local Key Establishment (TS 33.110) ",
+            "so the TEK leaves wrapped under K_sac"
+        ),
+    );
+    let fresh = bc.seal(&mut rng, &sek, sek_id, &ltkm_rand, 4, T0 + 40, service_only);
+    let mut tampered = fresh.bytes.clone();
     // Flip one bit 30 bytes before the end: inside the KEMAC's encrypted key data.
     let at = tampered.len() - 30;
     tampered[at] ^= 0x01;
-    n.check(
+    n.expect_refusal(
+        &mut card,
         &format!("card refuses STKM TEK ID 4 with one bit flipped at byte {at}"),
-        refused(card.process_stkm(&tampered), |e| matches!(e, CardError::Mac(_))),
+        |c| c.mtk_generation(&tampered),
+        0x9862,
+        "MGV-F rejects the MAC",
     );
-    let r = match card.process_stkm(&fresh) {
-        Ok(a) if a.tek == tek4 => Ok("the refused copy changed nothing".to_owned()),
-        Ok(_) => Err("wrong TEK".to_owned()),
-        Err(e) => Err(e.to_string()),
+    let r = match n.on_card(&mut card, |c| c.mtk_generation(&fresh.bytes)) {
+        Ok(answer) => {
+            clear_tek(&answer, &fresh.tek, &fresh.salt).map(|()| "the refused copies changed nothing".to_owned())
+        }
+        Err(e) => Err(op_failed(&e)),
     };
     n.check(&format!("card opens the untampered STKM TEK ID 4 (TS {})", T0 + 40), r);
-    n.check(
+    n.expect_refusal(
+        &mut card,
         "card refuses the same STKM bytes again (replay)",
-        refused(card.process_stkm(&fresh), |e| matches!(e, CardError::NotFresh { .. })),
+        |c| c.mtk_generation(&fresh.bytes),
+        0x9865,
+        "TS not above the last accepted and pay-per-time allows no play-back",
+    );
+    let other_group = SekPekId { key_group: 2, key_number: 1 };
+    let unknown_sek = SekPek::from_bytes(rng.bytes("unknown SEK"));
+    let unknown = bc.seal(&mut rng, &unknown_sek, other_group, &ltkm_rand, 1, T0 + 41, service_only);
+    n.expect_refusal(
+        &mut card,
+        &format!("card refuses an STKM under SEK {}", id_hex(other_group)),
+        |c| c.mtk_generation(&unknown.bytes),
+        0x6a88,
+        "the card holds no key of Key Group 2",
     );
     let late = T0 + 2 * WINDOW;
-    let (outside, _, _) = seal_stkm(&mut rng, 5, late);
-    n.check(
+    let outside = bc.seal(&mut rng, &sek, sek_id, &ltkm_rand, 5, late, service_only);
+    n.expect_refusal(
+        &mut card,
         &format!("card refuses STKM TEK ID 5 with TS {late}, outside the key window"),
-        refused(card.process_stkm(&outside), |e| matches!(e, CardError::OutsideValidity { .. })),
+        |c| c.mtk_generation(&outside.bytes),
+        0x9865,
+        "TS outside [TS low, TS high]",
     );
-    n.check(
+    n.expect_refusal(
+        &mut card,
         "card refuses the LTKM sent again (replay under the same SMK)",
-        refused(card.process_ltkm(&ltkm_bytes), |e| matches!(e, CardError::LtkmReplay { .. })),
+        |c| c.msk_update(&ltkm_bytes),
+        0x9865,
+        "LTKM TS 1 not above the last accepted TS of this MUK",
     );
     let invalidation = ltkm_content.invalidation(2);
     match invalidation.seal(&smk_bsm) {
         Ok(bytes) => {
             n.wire("invalidation LTKM (TS 2, TS low > TS high, no key)", &bytes);
-            let r = match card.process_ltkm(&bytes) {
-                Ok(LtkmOutcome::Invalidated { sek_pek_id, .. }) if sek_pek_id == sek_id => {
-                    Ok("SEK/PEK 00010001 revoked".to_owned())
-                }
-                other => Err(format!("unexpected outcome {other:?}")),
+            let r = match n.on_card(&mut card, |c| c.msk_update(&bytes)) {
+                Ok(Some(v)) => bsm_verifies(&bytes, &v, &smk_bsm)
+                    .map(|_| format!("9000, SEK/PEK {} revoked; the BSM verifies the answer", id_hex(sek_id))),
+                Ok(None) => Err("no verification message although V = 1".to_owned()),
+                Err(e) => Err(op_failed(&e)),
             };
             n.check("card applies the invalidation LTKM", r);
         }
         Err(e) => n.check("BSM seals an invalidation LTKM", Err(e.to_string())),
     }
-    let (after, _, _) = seal_stkm(&mut rng, 5, T0 + 50);
-    n.check(
+    let after = bc.seal(&mut rng, &sek, sek_id, &ltkm_rand, 5, T0 + 50, service_only);
+    n.expect_refusal(
+        &mut card,
         &format!("card refuses STKM TEK ID 5 (TS {}) under the revoked SEK", T0 + 50),
-        refused(card.process_stkm(&after), |e| matches!(e, CardError::KeyInvalidated(_))),
+        |c| c.mtk_generation(&after.bytes),
+        0x6985,
+        "the key is invalidated",
     );
 
-    // (e) Solicited pull.
-    n.heading("(e) Solicited pull");
+    // (e) Solicited pull, and the answer to the LTKM Request.
+    n.heading("(e) Solicited pull, and the LTKM that answers the terminal's LTKM Request");
     let pull = SolicitedPull {
         csb_id: rng.u32("pull CSB ID"),
         key_domain_id: kd,
@@ -367,31 +600,119 @@ pub fn run(opts: DemoOptions) -> DemoReport {
         ts: 3,
         rand: rng.bytes("pull RAND"),
         idi: BSM_FQDN.to_owned(),
-        idr: b_tid,
+        idr: b_tid.clone(),
     };
     match pull.seal(&smk_bsm) {
         Ok(bytes) => {
             n.wire("solicited-pull trigger (Key Number 0, no key data)", &bytes);
-            let r = match (Ltkm::decode(&bytes).map(|l| l.is_solicited_pull()), card.process_ltkm(&bytes)) {
-                (Ok(true), Ok(LtkmOutcome::SolicitedPull { key_group: 1 })) => {
-                    Ok("MAC verified, TS 3 fresh; the terminal sends an LTKM Request for Key Group 1, no verification message".to_owned())
-                }
-                (typed, card) => Err(format!("typed decode {typed:?}, card {card:?}")),
+            let typed = Ltkm::decode(&bytes).map(|l| l.is_solicited_pull());
+            let r = match (typed, n.on_card(&mut card, |c| c.msk_update(&bytes))) {
+                (Ok(true), Ok(None)) => Ok(
+                    "MAC verified and TS 3 fresh (9000, no verification message); the terminal sends an LTKM Request for Key Group 1"
+                        .to_owned(),
+                ),
+                (typed, card) => Err(format!("typed decode {typed:?}, card {:?}", card.map_err(|e| op_failed(&e)))),
             };
             n.check("card recognises the solicited-pull trigger", r);
+            n.expect_refusal(
+                &mut card,
+                "card refuses the same trigger again",
+                |c| c.msk_update(&bytes),
+                0x9865,
+                "TS 3 is no longer fresh",
+            );
         }
         Err(e) => n.check("BSM seals a solicited-pull trigger", Err(e.to_string())),
     }
+    let sek2_id = SekPekId { key_group: 1, key_number: 2 };
+    let sek2 = SekPek::from_bytes(rng.bytes("SEK 2"));
+    // P-3: one RAND (and CSB ID) per SEK, the same in the LTKM of every terminal that receives it.
+    let sek2_delivery = (rng.u32("SEK 2 CSB ID"), rng.bytes::<16>("SEK 2 RAND"));
+    n.demo_key(&format!("SEK {} (Key Group 1, Key Number 2)", id_hex(sek2_id)), sek2.expose_secret());
+    let sek2_ltkm = key_ltkm(kd, sek2_id, &sek2, sek2_delivery, 4, &b_tid);
+    match sek2_ltkm.seal(&smk_bsm) {
+        Ok(bytes) => {
+            n.wire(&format!("LTKM for SEK {} (TS 4, CSB ID 0x{:08x})", id_hex(sek2_id), sek2_delivery.0), &bytes);
+            let r = match n.on_card(&mut card, |c| c.msk_update(&bytes)) {
+                Ok(Some(v)) => {
+                    bsm_verifies(&bytes, &v, &smk_bsm).map(|_| "stored; the BSM verifies the answer".to_owned())
+                }
+                Ok(None) => Err("no verification message although V = 1".to_owned()),
+                Err(e) => Err(op_failed(&e)),
+            };
+            n.check(&format!("card opens the LTKM delivering SEK {}", id_hex(sek2_id)), r);
+        }
+        Err(e) => n.check("BSM seals the LTKM for SEK 2", Err(e.to_string())),
+    }
+
+    // (f) A GBA_ME terminal.
+    n.heading("(f) A GBA_ME terminal (Milenage test set 2) receives the same SEK");
+    let Some(GbaMeTerminal { mut store, smk: smk_me, b_tid: b_tid_me }) = gba_me(&mut n) else {
+        return finish(n);
+    };
+    if let Ok(bytes) = sek2_ltkm.seal(&smk_bsm) {
+        n.check(
+            "GBA_ME store refuses the LTKM sealed for the first terminal",
+            refused(
+                store.msk_update(&bytes).map_err(CardOpError::from),
+                0x6a88,
+                "its MUK of this BSM belongs to another B-TID",
+            ),
+        );
+    }
+    let me_ltkm = key_ltkm(kd, sek2_id, &sek2, sek2_delivery, 1, &b_tid_me);
+    n.info(format!(
+        "LTKM for the GBA_ME terminal: SEK {}, the same RAND and CSB ID 0x{:08x} (P-3), TS 1, IDr = {b_tid_me}",
+        id_hex(sek2_id),
+        sek2_delivery.0
+    ));
+    match me_ltkm.seal(&smk_me) {
+        Ok(bytes) => {
+            n.wire(&format!("LTKM for SEK {} to the GBA_ME terminal", id_hex(sek2_id)), &bytes);
+            let r = match store.msk_update(&bytes) {
+                Ok(MskUpdate { event: MskUpdateEvent::Stored(id), verification: Some(v), .. }) if id == sek2_id => {
+                    bsm_verifies(&bytes, &v, &smk_me).map(|_| {
+                        format!("SEK {} stored under SMK = Ks_NAF; the BSM verifies the answer", id_hex(sek2_id))
+                    })
+                }
+                Ok(other) => Err(format!("unexpected outcome {other:?}")),
+                Err(e) => Err(sw_text(e.status_word())),
+            };
+            n.check("GBA_ME store opens its LTKM", r);
+        }
+        Err(e) => n.check("BSM seals the LTKM for the GBA_ME terminal", Err(e.to_string())),
+    }
+    let ts = T0 + 60;
+    let shared = bc.seal(&mut rng, &sek2, sek2_id, &sek2_delivery.1, 1, ts, service_only);
+    n.demo_key(
+        "TEK 1 ‖ salt under SEK 00010002",
+        &[&shared.tek.expose_secret()[..], &shared.salt.expose_secret()[..]].concat(),
+    );
+    n.wire(&format!("STKM TEK ID 1 under SEK {}, TS {ts}", id_hex(sek2_id)), &shared.bytes);
+    let r = match n.on_card(&mut card, |c| c.mtk_generation(&shared.bytes)) {
+        Ok(answer) => {
+            clear_tek(&answer, &shared.tek, &shared.salt).map(|()| "TEK ‖ salt match the broadcaster's".to_owned())
+        }
+        Err(e) => Err(op_failed(&e)),
+    };
+    n.check("GBA_U terminal: the card opens the STKM", r);
+    let r = match store.mtk_generation(&shared.bytes) {
+        Ok(MtkAnswer { tek, .. }) => {
+            clear_tek(&tek, &shared.tek, &shared.salt).map(|()| "the same TEK ‖ salt on both terminals".to_owned())
+        }
+        Err(e) => Err(sw_text(e.status_word())),
+    };
+    n.check("GBA_ME terminal: the store opens the same STKM", r);
     finish(n)
 }
 
 struct Layer1 {
     smk_bsm: Smk,
-    smk_card: Smk,
     b_tid: String,
+    card: CardReader,
 }
 
-/// (a) AKA with GBA_U, then SMK and SRK on both sides (profile P-7).
+/// (a) AKA with GBA_U on the card, then SMK and SRK on both sides (profile P-7).
 fn layer1(n: &mut Narrator) -> Option<Layer1> {
     n.heading("(a) Layer 1: GBA_U bootstrapping with an MBMS card (Milenage test set 1)");
     let k = SubscriberKey::from_bytes(unhex(set1::K));
@@ -412,78 +733,193 @@ fn layer1(n: &mut Narrator) -> Option<Layer1> {
     let autn_star = milenage::gba_u_autn_star(&autn, &xres_out.ik);
     n.info(format!("BSF: RAND = {}, AUTN = {}", hex::encode(rand), hex::encode(autn)));
     n.info(format!("BSF: GBA_U sends AUTN* = {} (MAC* = MAC-A ⊕ Trunc(SHA-1(IK)))", hex::encode(autn_star)));
-    // The card side: its own Milenage instance, and the SQN it last accepted.
-    let usim = Milenage::new(&k, &opc);
-    let sqn_ms = milenage::sqn_from_u64(milenage::sqn_to_u64(sqn) - 32);
-    let check = match usim.check_autn_star(&rand, &autn_star) {
-        Ok(c) if c.sqn == sqn && SqnWindow::default().accepts(sqn_ms, c.sqn) => {
-            n.check("card checks AUTN*", Ok(format!("MAC-A verified, SQN {} fresh", hex::encode(c.sqn))));
-            c
+    // The card: its own K and OPc, and an SQN_MS just below test set 1's SQN.
+    let mut card = insert_card("001010000000001", IMPI, "8900100000000000001", k, opc, sqn);
+    let mut forged = autn_star;
+    forged[15] ^= 0x80;
+    n.expect_refusal(
+        &mut card,
+        "card refuses an AUTN* with one bit flipped",
+        |c| c.gba_bootstrap(&rand, &forged),
+        0x9862,
+        "MAC* does not verify",
+    );
+    let xres = milenage::flip_res_lsb(&xres_out.res);
+    match n.on_card(&mut card, |c| c.gba_bootstrap(&rand, &autn_star)) {
+        Ok(AkaAnswer::SuccessGba { res }) => {
+            n.check(
+                "card checks AUTN* (AUTHENTICATE, GBA context, bootstrapping)",
+                Ok(format!("MAC-A verified, SQN {} fresh; Ks = CK ‖ IK stays in the card", set1::SQN)),
+            );
+            n.demo_key("RES (GBA_U, LSB flipped)", res.expose_secret());
+            n.check(
+                "BSF compares RES with XRES (LSB flipped)",
+                if res == xres { Ok("equal".to_owned()) } else { Err("differ".to_owned()) },
+            );
         }
-        Ok(c) => {
-            n.check("card checks AUTN*", Err(format!("SQN {} recovered, expected {}", hex::encode(c.sqn), set1::SQN)));
+        Ok(other) => {
+            n.check("card checks AUTN*", Err(format!("unexpected answer {other:?}")));
             return None;
         }
         Err(e) => {
-            n.check("card checks AUTN*", Err(e.to_string()));
+            n.check("card checks AUTN*", Err(op_failed(&e)));
             return None;
         }
-    };
-    let mut forged = autn_star;
-    forged[15] ^= 0x80;
+    }
+    let auts = n.on_card(&mut card, |c| c.gba_bootstrap(&rand, &autn_star));
     n.check(
-        "card refuses an AUTN* with one bit flipped",
-        match usim.check_autn_star(&rand, &forged) {
-            Err(e) => Ok(format!("refused as expected — {e}")),
-            Ok(_) => Err("accepted".to_owned()),
+        "card answers AUTS to the same AUTN* again",
+        match auts {
+            Ok(AkaAnswer::SyncFailure { auts }) => match hss.recover_sqn_ms(&rand, &auts) {
+                Ok(sqn_ms) if sqn_ms == sqn => {
+                    Ok(format!("SQN not fresh; the BSF recovers SQN_MS = {} from AUTS", hex::encode(sqn_ms)))
+                }
+                Ok(sqn_ms) => Err(format!("AUTS carries SQN_MS {}", hex::encode(sqn_ms))),
+                Err(e) => Err(format!("AUTS does not verify: {e}")),
+            },
+            Ok(other) => Err(format!("unexpected answer {other:?}")),
+            Err(e) => Err(op_failed(&e)),
         },
     );
-    let res_card = milenage::flip_res_lsb(&check.res);
-    let xres = milenage::flip_res_lsb(&xres_out.res);
-    n.demo_key("RES (GBA_U, LSB flipped)", res_card.expose_secret());
-    n.check(
-        "BSF compares RES with XRES",
-        if res_card == xres { Ok("equal".to_owned()) } else { Err("differ".to_owned()) },
-    );
-    let ks_card = gba::ks_from_ck_ik(&check.ck, &check.ik);
     let ks_bsf = gba::ks_from_ck_ik(&xres_out.ck, &xres_out.ik);
-    n.demo_key("CK", check.ck.expose_secret());
-    n.demo_key("IK", check.ik.expose_secret());
-    n.demo_key("Ks = CK ‖ IK", ks_card.expose_secret());
+    n.demo_key("CK", xres_out.ck.expose_secret());
+    n.demo_key("IK", xres_out.ik.expose_secret());
+    n.demo_key("Ks = CK ‖ IK (the BSF's; the card keeps its own)", ks_bsf.expose_secret());
     let b_tid = gba::b_tid(&rand, BSF);
+    n.info(format!("BSF: B-TID = {b_tid}, key lifetime {LIFETIME}"));
+    let gbabp = n.on_card(&mut card, |c| c.write_gba_bp(&b_tid, LIFETIME).and_then(|()| c.read_gba_bp()));
     n.check(
-        "card and BSF hold the same Ks",
-        if ks_card == ks_bsf { Ok(format!("B-TID = {b_tid}")) } else { Err("Ks differs".to_owned()) },
+        "terminal writes B-TID and lifetime into EF_GBABP and reads the file back",
+        match gbabp {
+            Ok(Some(EfGbabp { rand: r, b_tid: Some(t), lifetime: Some(l) }))
+                if r == rand && t == b_tid && l == LIFETIME =>
+            {
+                Ok("RAND (written by the card), B-TID and lifetime".to_owned())
+            }
+            Ok(other) => Err(format!("EF_GBABP reads {other:?}")),
+            Err(e) => Err(op_failed(&e)),
+        },
     );
     // NAF keys: the BSM gets them from the BSF over Zn; the card derives its own.
     let naf_id = NafId::mbms(BSM_FQDN);
     n.info(format!("NAF_Id = \"{BSM_FQDN}\" ‖ 01 00 00 00 01 = {}", hex::encode(naf_id.as_bytes())));
-    let bsm = gba::mbms_keys(GbaMode::GbaUMbmsCard, &ks_bsf, &rand, IMPI, &naf_id);
-    let card = gba::ks_int_naf(&ks_card, &rand, IMPI, &naf_id).and_then(|int| {
-        gba::ks_ext_naf(&ks_card, &rand, IMPI, &naf_id).map(|ext| (Smk::from_bytes(*int.expose_secret()), ext))
-    });
-    let ((smk_bsm, srk_bsm), (smk_card, ext_card)) = match (bsm, card) {
-        (Ok(b), Ok(c)) => (b, c),
-        (b, c) => {
-            n.check("NAF keys", Err(format!("KDF failed: {:?} {:?}", b.err(), c.err())));
+    let (smk_bsm, srk_bsm) = match gba::mbms_keys(GbaMode::GbaUMbmsCard, &ks_bsf, &rand, IMPI, &naf_id) {
+        Ok(keys) => keys,
+        Err(e) => {
+            n.check("BSF derives the NAF keys", Err(format!("KDF failed: {e:?}")));
             return None;
         }
     };
-    n.demo_key("SMK = Ks_int_NAF (stays in the card)", smk_card.expose_secret());
+    n.demo_key("SMK = Ks_int_NAF (stays in the card)", smk_bsm.expose_secret());
+    let ext_card = match n.on_card(&mut card, |c| c.gba_naf_derivation(naf_id.as_bytes(), IMPI)) {
+        Ok(ext) => ext,
+        Err(e) => {
+            n.check("card derives the NAF keys (AUTHENTICATE, GBA context, NAF derivation)", Err(op_failed(&e)));
+            return None;
+        }
+    };
     n.demo_key("SRK = Ks_ext_NAF", ext_card.expose_secret());
     n.info(format!(
         "HTTP Digest toward the BSM: username {b_tid}, password base64(SRK) = {}",
-        BASE64.encode(srk_bsm.expose_secret())
+        BASE64.encode(ext_card.expose_secret())
     ));
     n.check(
-        "BSM and card derive the same SMK = Ks_int_NAF and SRK = Ks_ext_NAF",
-        if smk_bsm == smk_card && srk_bsm.expose_secret() == ext_card.expose_secret() {
-            Ok("profile P-7, GBA_U with an MBMS card".to_owned())
+        "card's Ks_ext_NAF equals the BSM's SRK",
+        if srk_bsm.expose_secret() == ext_card.expose_secret() {
+            Ok("the card and the BSF hold the same Ks (profile P-7, GBA_U with an MBMS card)".to_owned())
         } else {
             Err("keys differ".to_owned())
         },
     );
-    Some(Layer1 { smk_bsm, smk_card, b_tid })
+    let want = [EfMukRecord { idr: b_tid.clone(), idi: BSM_FQDN.to_owned(), ts: 0 }];
+    let muk = n.on_card(&mut card, |c| c.read_muk_records());
+    n.check(
+        "card keeps SMK = Ks_int_NAF as the BSM's MUK",
+        match muk {
+            Ok(muk) if muk == want => Ok(format!("EF_MUK: IDi {BSM_FQDN}, IDr {b_tid}, TS 0")),
+            Ok(muk) => Err(format!("EF_MUK reads {muk:?}")),
+            Err(e) => Err(op_failed(&e)),
+        },
+    );
+    Some(Layer1 { smk_bsm, b_tid, card })
+}
+
+/// The GBA_ME terminal after bootstrapping: its key store, and the BSM's copy of its SMK.
+struct GbaMeTerminal {
+    store: GbaMeStore,
+    smk: Smk,
+    b_tid: String,
+}
+
+/// (f), first half: AKA through the card's 3G context; Ks, SMK = Ks_NAF and SRK = MRK(Ks_NAF) in
+/// the terminal (profile P-7, GBA_ME); the BSM derives the same.
+fn gba_me(n: &mut Narrator) -> Option<GbaMeTerminal> {
+    let k = SubscriberKey::from_bytes(unhex(set2::K));
+    let opc = Opc::from_bytes(unhex(set2::OPC));
+    let rand: [u8; 16] = unhex(set2::RAND);
+    let (sqn, amf): ([u8; 6], [u8; 2]) = (unhex(set2::SQN), unhex(set2::AMF));
+    n.demo_key("K (test set 2)", k.expose_secret());
+    n.demo_key("OPc (test set 2)", opc.expose_secret());
+    let hss = Milenage::new(&k, &opc);
+    let xres_out = hss.all(&rand, sqn, amf);
+    let autn = hss.build_autn(sqn, amf, &rand);
+    n.info(format!("BSF: RAND = {}, AUTN = {} (GBA_ME: plain AUTN)", hex::encode(rand), hex::encode(autn)));
+    let mut card = insert_card("001010000000002", IMPI_ME, "8900100000000000002", k, opc, sqn);
+    let (ck, ik) = match n.on_card(&mut card, |c| c.authenticate_3g(&rand, &autn)) {
+        Ok(AkaAnswer::Success3g { res, ck, ik }) => {
+            let vectors = hex::encode(res.expose_secret()) == set2::RES
+                && hex::encode(ck.expose_secret()) == set2::CK
+                && hex::encode(ik.expose_secret()) == set2::IK;
+            n.check(
+                "card answers RES, CK and IK (AUTHENTICATE, 3G context)",
+                if vectors && res == xres_out.res {
+                    Ok(format!("RES {} = XRES, CK and IK of test set 2 leave the card", set2::RES))
+                } else {
+                    Err("RES, CK or IK differ from test set 2".to_owned())
+                },
+            );
+            (ck, ik)
+        }
+        Ok(other) => {
+            n.check("card answers RES, CK and IK", Err(format!("unexpected answer {other:?}")));
+            return None;
+        }
+        Err(e) => {
+            n.check("card answers RES, CK and IK", Err(op_failed(&e)));
+            return None;
+        }
+    };
+    let b_tid = gba::b_tid(&rand, BSF);
+    n.info(format!("BSF: B-TID = {b_tid}"));
+    let mut store = GbaMeStore::default();
+    store.bootstrap(&ck, &ik, rand, &b_tid);
+    let naf_id = NafId::mbms(BSM_FQDN);
+    let ks_bsf = gba::ks_from_ck_ik(&xres_out.ck, &xres_out.ik);
+    let (smk, srk_bsm) = match gba::mbms_keys(GbaMode::GbaMe, &ks_bsf, &rand, IMPI_ME, &naf_id) {
+        Ok(keys) => keys,
+        Err(e) => {
+            n.check("BSF derives the GBA_ME NAF keys", Err(format!("KDF failed: {e:?}")));
+            return None;
+        }
+    };
+    let srk = match store.mbms_naf_keys(BSM_FQDN, IMPI_ME) {
+        Ok(srk) => srk,
+        Err(e) => {
+            n.check("GBA_ME store derives the NAF keys", Err(sw_text(e.status_word())));
+            return None;
+        }
+    };
+    n.demo_key("SMK = Ks_NAF (in the terminal's store)", smk.expose_secret());
+    n.demo_key("SRK = MRK(Ks_NAF)", srk.expose_secret());
+    n.check(
+        "GBA_ME store and BSM derive the same SRK = MRK(Ks_NAF)",
+        if srk == srk_bsm {
+            Ok(format!("profile P-7, GBA_ME; SMK = Ks_NAF installed as the MUK of {BSM_FQDN}"))
+        } else {
+            Err("keys differ".to_owned())
+        },
+    );
+    Some(GbaMeTerminal { store, smk, b_tid })
 }
 
 fn finish(mut n: Narrator) -> DemoReport {
@@ -502,7 +938,7 @@ mod tests {
         for seed in [0, 1, 2, 0xdead_beef] {
             let r = run(DemoOptions { seed, show_wire: false });
             assert_eq!(r.failed, 0, "seed {seed}:\n{}", r.text);
-            assert!(r.passed >= 20, "{}", r.text);
+            assert!(r.passed >= 30, "{}", r.text);
         }
     }
 
@@ -512,5 +948,14 @@ mod tests {
         let b = run(DemoOptions { seed: 7, show_wire: true }).text;
         assert_eq!(a, b);
         assert_ne!(a, run(DemoOptions { seed: 8, show_wire: true }).text);
+    }
+
+    #[test]
+    fn wire_shows_the_apdus() {
+        let text = run(DemoOptions { seed: 1, show_wire: true }).text;
+        // SELECT of the USIM by AID, then AUTHENTICATE in the GBA context.
+        assert!(text.contains("apdu > 00a4040c07a0000000871002"), "{text}");
+        assert!(text.contains("apdu > 00880084"), "{text}");
+        assert!(!run(DemoOptions { seed: 1, show_wire: false }).text.contains("apdu >"));
     }
 }
