@@ -162,7 +162,7 @@ impl<'a> Reader<'a> {
     }
 
     /// Takes `n` bytes.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn take(&mut self, n: usize, field: &'static str) -> Result<&'a [u8], DecodeError> {
         if n > self.buf.len() {
             return Err(self.error(field, DecodeErrorKind::Truncated { needed: n, left: self.buf.len() }));
@@ -175,7 +175,7 @@ impl<'a> Reader<'a> {
     }
 
     /// Takes exactly `N` bytes as an array.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn array<const N: usize>(&mut self, field: &'static str) -> Result<[u8; N], DecodeError> {
         let bytes = self.take(N, field)?;
         let mut out = [0u8; N];
@@ -183,23 +183,23 @@ impl<'a> Reader<'a> {
         Ok(out)
     }
 
-    #[inline]
+    #[inline(always)]
     pub(crate) fn u8(&mut self, field: &'static str) -> Result<u8, DecodeError> {
         Ok(self.array::<1>(field)?[0])
     }
 
-    #[inline]
+    #[inline(always)]
     pub(crate) fn u16(&mut self, field: &'static str) -> Result<u16, DecodeError> {
         Ok(u16::from_be_bytes(self.array(field)?))
     }
 
-    #[inline]
+    #[inline(always)]
     pub(crate) fn u32(&mut self, field: &'static str) -> Result<u32, DecodeError> {
         Ok(u32::from_be_bytes(self.array(field)?))
     }
 
     /// A child reader over the next `n` bytes (a length-delimited region).
-    #[inline]
+    #[inline(always)]
     pub(crate) fn sub(&mut self, n: usize, field: &'static str) -> Result<Reader<'a>, DecodeError> {
         let base = self.base;
         let buf = self.take(n, field)?;
@@ -207,7 +207,7 @@ impl<'a> Reader<'a> {
     }
 
     /// Fails when bytes are left over.
-    #[inline]
+    #[inline(always)]
     pub(crate) fn expect_empty(&self, field: &'static str) -> Result<(), DecodeError> {
         if self.buf.is_empty() {
             Ok(())

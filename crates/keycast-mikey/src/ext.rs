@@ -91,6 +91,7 @@ pub struct KeyIdExt {
 
 impl KeyIdExt {
     /// Reads the extension data; `base` is its offset in the message.
+    #[inline]
     pub fn read(data: &[u8], base: usize) -> Result<Self, DecodeError> {
         let mut r = Reader::at(data, base, "Key ID extension");
         let mut ext = Self::default();

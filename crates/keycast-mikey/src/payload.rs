@@ -496,6 +496,7 @@ impl<'a> Payload<'a> {
     }
 
     /// Reads a payload of type `ty`; returns it and the type of the payload after it.
+    #[inline]
     pub(crate) fn read(ty: PayloadType, r: &mut Reader<'a>) -> Result<(Self, PayloadType), DecodeError> {
         let name = ty.spec_name();
         r.enter(name);
@@ -728,6 +729,7 @@ impl<'a> PayloadIter<'a> {
         Ok((hdr, Self { r, next, count: 0, done: false }))
     }
 
+    #[inline]
     fn step(&mut self) -> Result<Option<Located<'a>>, DecodeError> {
         if self.next == PayloadType::Last {
             self.done = true;
@@ -748,6 +750,7 @@ impl<'a> PayloadIter<'a> {
 impl<'a> Iterator for PayloadIter<'a> {
     type Item = Result<Located<'a>, DecodeError>;
 
+    #[inline]
     fn next(&mut self) -> Option<Self::Item> {
         if self.done {
             return None;

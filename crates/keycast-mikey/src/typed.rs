@@ -106,6 +106,8 @@ pub(crate) struct Collected<'a> {
 
 impl<'a> Collected<'a> {
     /// Walks the chain of `msg`, keeping the payloads `kind` allows and refusing the rest.
+    // Inlined so each message type's decoder builds the collection in place (no large move).
+    #[inline(always)]
     pub(crate) fn collect(msg: &'a [u8], kind: Kind) -> Result<Self, MikeyError> {
         let name = kind.name();
         let decode = |source| MikeyError::Decode { message: name, source };
