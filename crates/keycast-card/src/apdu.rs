@@ -25,6 +25,31 @@
 //!   83 L UICC_appli_ID, 84 L RANDx, 85 10 Counter Limit, 86 10 MAC }` in this order; answer
 //!   `53 12 DB 10 verification` (the `DB L verification` content, wrapped in `53` like every
 //!   odd-INS answer; the terminal also accepts it unwrapped).
+//! - **Local Key Establishment, availability check** (TS 33.110 Annex B) — Keycast choice, profile:
+//!   P-10 \[chosen\]: the same P2 `86` with only the four identifiers, `73 L { 80 L NAF_ID,
+//!   81 L Terminal_ID, 82 L Terminal_appli_ID, 83 L UICC_appli_ID }` (no `84`/`85`/`86`); answer
+//!   `53 03 DB 01 status`, status `00` no Ks_local established for these identifiers, `01`
+//!   available, `02` established but its Counter Limit is used up. `6A88` when the card holds no
+//!   Ks_int_NAF for NAF_ID. A command with some but not all of `84`–`86` is refused (`6700`).
+//! - **OMA BCAST command, INS `1B`** (facts-3gpp §4.8: P2 = mode, container tag `AE`) — Keycast
+//!   choice (OMA BCAST SCP coding not readable; profile: P-4, P-10 \[chosen\]). P1 `00` (`80`, a
+//!   first and only block, is accepted too); no chaining: every command and answer fits a short
+//!   APDU. Another P1 or an unknown mode answers `6A86`.
+//!   - Mode `01` **SPE audit**: data = Key Domain ID (3) ‖ SEK/PEK ID (4) (else `6700`); answer
+//!     `AE L { 80 L { 81 04 live STKMs, 82 04 play-back sessions, 83 02 play-backs left, 84 02
+//!     views left, 85 L PPV program, 86 02 paid programs, 87 01 consumption_reporting_flag } }`,
+//!     every field present, in this order; `85` is empty (not locked to a program yet), `00`
+//!     (locked to a program without program ID) or `01 ‖ u32` (locked to that program ID).
+//!     `6A88` when the key is not held.
+//!   - Mode `04` **parental control**: no data reads the setting, answer `AE L { 88 L limit }`;
+//!     data `AE L { 88 L limit }` sets it (answer `9000`, no data). `88` empty means no
+//!     restriction, one byte is the highest minimum age the holder may watch; a longer value is
+//!     `6700`, another tag `6A80`. Setting it is refused with `6982` unless a secure channel
+//!     (Local Key Establishment, P-10) is established and not used up: the terminal must not
+//!     change the holder's restriction without the authenticated channel.
+//!   - Modes `02` (SPE_SIG in the implementation cross-check of facts-3gpp §4.8: by its name SPE
+//!     signalling, not parental control, so left free) and `03` (REC audit: the listing of every
+//!     key's counters would not fit one short answer) are not supported (`6A86`).
 //! - **Block chaining for the odd INS** (facts-3gpp §4.3: P1 `80`/`00` command blocks, `A0`/`20`
 //!   response blocks; the 62F1/62F3/63F1 meanings are from TS 31.101 \[unconfirmed\]):
 //!   1. The terminal splits the whole `53`/`73` TLV into blocks of at most the block size
@@ -44,7 +69,7 @@
 //!   lifetime are padding. EF_MSK records are 20 bytes (n = 2); EF_MUK and EF_GBANL records are
 //!   255 bytes of BER-TLV padded with `FF`. A reset TS counter reads as 0.
 //! - **Status words for APDU-level problems**: malformed lengths `6700`, bad tags or values in the
-//!   data `6A80`, unknown mode or GBA tag `9864` (the card has no such mode, as
+//!   data `6A80`, unknown mode or GBA tag in the data `9864` (the card has no such mode, as
 //!   [`CardError::ContextNotSupported`]), bad P1/P2 `6A86`, unknown INS `6D00`, CLA `6E00`.
 
 use core::fmt;
@@ -54,7 +79,8 @@ use keycast_mikey::{KeyDomainId, SekPekId};
 use zeroize::Zeroizing;
 
 use crate::error::CardError;
-use crate::mbms::TekOut;
+use crate::mbms::{AuditCounters, TekOut};
+use crate::sac::{LocalKeyIds, LocalKeyStatus};
 use crate::usim::{AkaAnswer, LocalKeyRequest};
 
 // ------------------------------------------------------------------------------------ errors
@@ -314,6 +340,8 @@ pub const INS_GET_RESPONSE: u8 = 0xc0;
 pub const INS_AUTHENTICATE: u8 = 0x88;
 /// INS AUTHENTICATE, odd (BER-TLV data: MBMS and Local Key Establishment; 31.102 §7.1.2).
 pub const INS_AUTHENTICATE_ODD: u8 = 0x89;
+/// INS of the OMA BCAST Smartcard Profile command (31.102 §7.4 note; facts-3gpp §4.8).
+pub const INS_BCAST: u8 = 0x1b;
 
 /// P2 of AUTHENTICATE: 3G context, specific reference data.
 pub const P2_3G: u8 = 0x81;
@@ -354,6 +382,19 @@ pub const MODE_MTK_GENERATION: u8 = 0x02;
 pub const MODE_MSK_DELETION: u8 = 0x03;
 /// MBMS mode: MUK deletion.
 pub const MODE_MUK_DELETION: u8 = 0x04;
+
+/// OMA BCAST command mode (P2): SPE audit — Keycast choice (OMA BCAST SCP coding not readable;
+/// profile: P-4 \[chosen\]).
+pub const BCAST_MODE_SPE_AUDIT: u8 = 0x01;
+/// OMA BCAST command mode (P2): parental control — Keycast choice (OMA BCAST SCP coding not
+/// readable; profile: P-4, P-10 \[chosen\]). Not `02`: that is SPE_SIG (facts-3gpp §4.8).
+pub const BCAST_MODE_PARENTAL: u8 = 0x04;
+/// Tag of the OMA BCAST container (31.102 §7.1.2.5 note; facts-3gpp §4.8).
+pub const TAG_BCAST: u16 = 0xae;
+/// Tag of the BCAST management data inside `AE` (facts-3gpp §4.8).
+pub const TAG_BCAST_MANAGEMENT: u16 = 0x80;
+/// Tag of the parental setting inside `AE` (facts-3gpp §4.8 names `88` parental control).
+pub const TAG_PARENTAL: u16 = 0x88;
 
 /// FID of the MF.
 pub const FID_MF: u16 = 0x3f00;
@@ -1033,19 +1074,53 @@ pub fn encode_local_key_request(req: &LocalKeyRequest) -> Result<Vec<u8>, ApduEr
     Ok(out)
 }
 
-/// Decodes the Local Key Establishment command (tags in order, Counter Limit and MAC 16 bytes).
-pub fn decode_local_key_request(data: &[u8]) -> Result<LocalKeyRequest, ApduError> {
+/// A Local Key Establishment command: the key derivation, or the availability check.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LocalKeyCommand {
+    /// Key derivation: all seven elements.
+    Establish(LocalKeyRequest),
+    /// Availability check: the four identifiers only (Keycast choice, profile: P-10 \[chosen\]).
+    AvailabilityCheck(LocalKeyIds),
+}
+
+/// Encodes the availability check `73 L { 80 NAF_ID, 81 Terminal_ID, 82 Terminal_appli_ID,
+/// 83 UICC_appli_ID }` (profile: P-10 \[chosen\]).
+pub fn encode_local_key_check(ids: &LocalKeyIds) -> Result<Vec<u8>, ApduError> {
+    let values: [&[u8]; 4] = [&ids.naf_id, &ids.terminal_id, &ids.terminal_appli_id, &ids.uicc_appli_id];
+    let mut inner = Vec::new();
+    for ((tag, _), value) in LKE_TAGS.iter().zip(values) {
+        write_tlv(&mut inner, *tag, value)?;
+    }
+    let mut out = Vec::with_capacity(inner.len() + 5);
+    write_tlv(&mut out, TAG_WRAP_TLV, &inner)?;
+    Ok(out)
+}
+
+/// Decodes either Local Key Establishment command: the four identifiers alone are the
+/// availability check; otherwise all seven elements must follow, in order.
+pub fn decode_local_key_command(data: &[u8]) -> Result<LocalKeyCommand, ApduError> {
     let outer = single_tlv(data, TAG_WRAP_TLV, "Local Key Establishment command")?;
     let mut r = Reader { buf: outer.value, base: outer.value_offset };
     let mut values: [&[u8]; 7] = [&[]; 7];
-    for (slot, (tag, field)) in values.iter_mut().zip(LKE_TAGS) {
+    for (slot, (tag, field)) in values.iter_mut().zip(LKE_TAGS).take(4) {
+        *slot = expect_tlv(&mut r, tag, field)?.value;
+    }
+    if !r.any_left() {
+        return Ok(LocalKeyCommand::AvailabilityCheck(LocalKeyIds {
+            naf_id: values[0].to_vec(),
+            terminal_id: values[1].to_vec(),
+            terminal_appli_id: values[2].to_vec(),
+            uicc_appli_id: values[3].to_vec(),
+        }));
+    }
+    for (slot, (tag, field)) in values.iter_mut().zip(LKE_TAGS).skip(4) {
         *slot = expect_tlv(&mut r, tag, field)?.value;
     }
     r.expect_empty("Local Key Establishment command")?;
     let sixteen = |v: &[u8], field| -> Result<[u8; 16], ApduError> {
         v.try_into().map_err(|_| ApduError::new(outer.value_offset, field, ApduErrorKind::BadLength(v.len())))
     };
-    Ok(LocalKeyRequest {
+    Ok(LocalKeyCommand::Establish(LocalKeyRequest {
         naf_id: values[0].to_vec(),
         terminal_id: values[1].to_vec(),
         terminal_appli_id: values[2].to_vec(),
@@ -1053,7 +1128,47 @@ pub fn decode_local_key_request(data: &[u8]) -> Result<LocalKeyRequest, ApduErro
         randx: values[4].to_vec(),
         counter_limit: sixteen(values[5], "Counter Limit")?,
         mac: sixteen(values[6], "MAC")?,
-    })
+    }))
+}
+
+/// Decodes the Local Key Establishment key derivation command (tags in order, Counter Limit and
+/// MAC 16 bytes); the availability check is refused here as missing RANDx.
+pub fn decode_local_key_request(data: &[u8]) -> Result<LocalKeyRequest, ApduError> {
+    match decode_local_key_command(data)? {
+        LocalKeyCommand::Establish(req) => Ok(req),
+        LocalKeyCommand::AvailabilityCheck(_) => {
+            Err(ApduError::new(data.len(), "RANDx", ApduErrorKind::Truncated { needed: 2, left: 0 }))
+        }
+    }
+}
+
+/// The availability check answer byte (profile: P-10 \[chosen\]).
+fn local_key_status_byte(status: LocalKeyStatus) -> u8 {
+    match status {
+        LocalKeyStatus::NotEstablished => 0x00,
+        LocalKeyStatus::Available => 0x01,
+        LocalKeyStatus::Exhausted => 0x02,
+    }
+}
+
+/// Encodes the availability check answer `53 03 DB 01 status`.
+pub fn encode_local_key_status(status: LocalKeyStatus) -> Vec<u8> {
+    vec![TAG_WRAP_PLAIN as u8, 3, TAG_SUCCESS, 1, local_key_status_byte(status)]
+}
+
+/// Decodes the availability check answer `53 03 DB 01 status`.
+pub fn decode_local_key_status(data: &[u8]) -> Result<LocalKeyStatus, ApduError> {
+    let content = decode_mbms_answer(data)?;
+    let at = data.len() - content.len();
+    let mut r = Reader { buf: content, base: at };
+    let value = fixed::<1>(&mut r, "Ks_local status")?;
+    r.expect_empty("availability check answer")?;
+    match value[0] {
+        0x00 => Ok(LocalKeyStatus::NotEstablished),
+        0x01 => Ok(LocalKeyStatus::Available),
+        0x02 => Ok(LocalKeyStatus::Exhausted),
+        _ => Err(ApduError::new(at + 1, "Ks_local status", ApduErrorKind::BadValue)),
+    }
 }
 
 /// Encodes the Local Key Establishment answer `53 12 DB 10 verification`.
@@ -1082,6 +1197,132 @@ pub fn decode_local_key_answer(data: &[u8]) -> Result<[u8; 16], ApduError> {
     let v = fixed::<16>(&mut r, "verification")?;
     r.expect_empty("Local Key Establishment answer")?;
     Ok(v)
+}
+
+// -------------------------------------------------------------------- OMA BCAST, INS 1B
+
+/// Tags of the SPE audit answer inside `AE L { 80 L … }` — Keycast choice (OMA BCAST SCP coding
+/// not readable; profile: P-4 \[chosen\]).
+const AUDIT_LIVE: u16 = 0x81;
+const AUDIT_PLAY_BACK_SESSIONS: u16 = 0x82;
+const AUDIT_PLAY_BACKS_LEFT: u16 = 0x83;
+const AUDIT_VIEWS_LEFT: u16 = 0x84;
+const AUDIT_PPV_PROGRAM: u16 = 0x85;
+const AUDIT_PAID_PROGRAMS: u16 = 0x86;
+const AUDIT_REPORTING: u16 = 0x87;
+
+/// The SPE audit command data: Key Domain ID (3) ‖ SEK/PEK ID (4).
+pub fn encode_audit_request(key_domain_id: KeyDomainId, sek_pek_id: SekPekId) -> Vec<u8> {
+    let mut out = Vec::with_capacity(7);
+    out.extend_from_slice(&key_domain_id.0);
+    out.extend_from_slice(&sek_pek_id.to_bytes());
+    out
+}
+
+/// Reads the SPE audit command data (exactly 7 bytes).
+pub fn decode_audit_request(data: &[u8]) -> Result<(KeyDomainId, SekPekId), ApduError> {
+    let mut r = Reader::new(data);
+    let b = r.take(7, "Key Domain ID ‖ SEK/PEK ID")?;
+    r.expect_empty("SPE audit command")?;
+    Ok((KeyDomainId([b[0], b[1], b[2]]), SekPekId::from_bytes([b[3], b[4], b[5], b[6]])))
+}
+
+/// The SPE audit answer `AE L { 80 L { 81 … 87 } }`.
+pub fn encode_audit_answer(a: &AuditCounters) -> Result<Vec<u8>, ApduError> {
+    let mut fields = Vec::with_capacity(40);
+    write_tlv(&mut fields, AUDIT_LIVE, &a.live_stkms.to_be_bytes())?;
+    write_tlv(&mut fields, AUDIT_PLAY_BACK_SESSIONS, &a.play_back_sessions.to_be_bytes())?;
+    write_tlv(&mut fields, AUDIT_PLAY_BACKS_LEFT, &a.play_backs_left.to_be_bytes())?;
+    write_tlv(&mut fields, AUDIT_VIEWS_LEFT, &a.views_left.to_be_bytes())?;
+    let mut ppv = Vec::with_capacity(5);
+    match a.ppv_program {
+        None => {}
+        Some(None) => ppv.push(0),
+        Some(Some(id)) => {
+            ppv.push(1);
+            ppv.extend_from_slice(&id.to_be_bytes());
+        }
+    }
+    write_tlv(&mut fields, AUDIT_PPV_PROGRAM, &ppv)?;
+    write_tlv(&mut fields, AUDIT_PAID_PROGRAMS, &a.paid_programs.to_be_bytes())?;
+    write_tlv(&mut fields, AUDIT_REPORTING, &[u8::from(a.consumption_reporting)])?;
+    let mut management = Vec::with_capacity(fields.len() + 2);
+    write_tlv(&mut management, TAG_BCAST_MANAGEMENT, &fields)?;
+    let mut out = Vec::with_capacity(management.len() + 2);
+    write_tlv(&mut out, TAG_BCAST, &management)?;
+    Ok(out)
+}
+
+/// The value of the next element, which must have tag `tag` and exactly `N` bytes.
+fn fixed_tlv<const N: usize>(r: &mut Reader<'_>, tag: u16, field: &'static str) -> Result<[u8; N], ApduError> {
+    let tlv = expect_tlv(r, tag, field)?;
+    tlv.value.try_into().map_err(|_| ApduError::new(tlv.value_offset, field, ApduErrorKind::BadLength(tlv.value.len())))
+}
+
+/// The value of `AE L { tag L value }` (one element inside the container, nothing after it).
+fn bcast_inner<'a>(data: &'a [u8], tag: u16, field: &'static str) -> Result<Tlv<'a>, ApduError> {
+    let outer = single_tlv(data, TAG_BCAST, "OMA BCAST container")?;
+    let mut r = Reader { buf: outer.value, base: outer.value_offset };
+    let inner = expect_tlv(&mut r, tag, field)?;
+    r.expect_empty(field)?;
+    Ok(inner)
+}
+
+/// Reads the SPE audit answer: every field present, in order, with its length.
+pub fn decode_audit_answer(data: &[u8]) -> Result<AuditCounters, ApduError> {
+    let management = bcast_inner(data, TAG_BCAST_MANAGEMENT, "BCAST management data")?;
+    let mut r = Reader { buf: management.value, base: management.value_offset };
+    let live_stkms = u32::from_be_bytes(fixed_tlv(&mut r, AUDIT_LIVE, "live STKMs")?);
+    let play_back_sessions = u32::from_be_bytes(fixed_tlv(&mut r, AUDIT_PLAY_BACK_SESSIONS, "play-back sessions")?);
+    let play_backs_left = u16::from_be_bytes(fixed_tlv(&mut r, AUDIT_PLAY_BACKS_LEFT, "play-backs left")?);
+    let views_left = u16::from_be_bytes(fixed_tlv(&mut r, AUDIT_VIEWS_LEFT, "views left")?);
+    let ppv = expect_tlv(&mut r, AUDIT_PPV_PROGRAM, "PPV program")?;
+    let ppv_program = match ppv.value {
+        [] => None,
+        [0] => Some(None),
+        [1, id @ ..] if id.len() == 4 => Some(Some(u32::from_be_bytes([id[0], id[1], id[2], id[3]]))),
+        [0 | 1, ..] => {
+            return Err(ApduError::new(ppv.value_offset, "PPV program", ApduErrorKind::BadLength(ppv.value.len())));
+        }
+        _ => return Err(ApduError::new(ppv.value_offset, "PPV program", ApduErrorKind::BadValue)),
+    };
+    let paid_programs = u16::from_be_bytes(fixed_tlv(&mut r, AUDIT_PAID_PROGRAMS, "paid programs")?);
+    let at = r.offset();
+    let consumption_reporting = match fixed_tlv::<1>(&mut r, AUDIT_REPORTING, "consumption_reporting_flag")? {
+        [0] => false,
+        [1] => true,
+        _ => return Err(ApduError::new(at, "consumption_reporting_flag", ApduErrorKind::BadValue)),
+    };
+    r.expect_empty("BCAST management data")?;
+    Ok(AuditCounters {
+        live_stkms,
+        play_back_sessions,
+        play_backs_left,
+        views_left,
+        ppv_program,
+        paid_programs,
+        consumption_reporting,
+    })
+}
+
+/// The parental setting `AE L { 88 L limit }` (`88` empty: no restriction); the command data that
+/// sets it and the answer that reads it.
+pub fn encode_parental(limit: Option<u8>) -> Result<Vec<u8>, ApduError> {
+    let mut inner = Vec::with_capacity(3);
+    write_tlv(&mut inner, TAG_PARENTAL, limit.as_slice())?;
+    let mut out = Vec::with_capacity(5);
+    write_tlv(&mut out, TAG_BCAST, &inner)?;
+    Ok(out)
+}
+
+/// Reads `AE L { 88 L limit }`; a limit longer than one byte is [`ApduErrorKind::BadLength`].
+pub fn decode_parental(data: &[u8]) -> Result<Option<u8>, ApduError> {
+    let tlv = bcast_inner(data, TAG_PARENTAL, "parental control")?;
+    match tlv.value {
+        [] => Ok(None),
+        [limit] => Ok(Some(*limit)),
+        other => Err(ApduError::new(tlv.value_offset, "parental limit", ApduErrorKind::BadLength(other.len()))),
+    }
 }
 
 // ------------------------------------------------------------------------------ chaining
@@ -1633,6 +1874,115 @@ mod tests {
     }
 
     #[test]
+    fn local_key_availability_check_round_trips_and_is_told_from_the_derivation() {
+        let ids = lke().ids();
+        let bytes = encode_local_key_check(&ids).unwrap();
+        assert_eq!(&bytes[..4], [0x73, 0x31, 0x80, 0x15]);
+        assert_eq!(decode_local_key_command(&bytes).unwrap(), LocalKeyCommand::AvailabilityCheck(ids));
+        let full = encode_local_key_request(&lke()).unwrap();
+        assert_eq!(decode_local_key_command(&full).unwrap(), LocalKeyCommand::Establish(lke()));
+        assert!(matches!(decode_local_key_request(&bytes).unwrap_err().kind, ApduErrorKind::Truncated { .. }));
+        for (status, byte) in
+            [(LocalKeyStatus::NotEstablished, 0), (LocalKeyStatus::Available, 1), (LocalKeyStatus::Exhausted, 2)]
+        {
+            let answer = encode_local_key_status(status);
+            assert_eq!(answer, [0x53, 0x03, 0xdb, 0x01, byte]);
+            assert_eq!(decode_local_key_status(&answer).unwrap(), status);
+        }
+    }
+
+    #[test]
+    fn rejects_availability_check_with_part_of_the_derivation_or_a_bad_status() {
+        let mut inner = Vec::new();
+        for (tag, v) in [(0x80, &b"naf"[..]), (0x81, b"t"), (0x82, b"a"), (0x83, b"u"), (0x84, b"r")] {
+            write_tlv(&mut inner, tag, v).unwrap();
+        }
+        let mut outer = Vec::new();
+        write_tlv(&mut outer, 0x73, &inner).unwrap();
+        let e = decode_local_key_command(&outer).unwrap_err();
+        assert_eq!(
+            (e.kind.clone(), e.status_word()),
+            (ApduErrorKind::Truncated { needed: 1, left: 0 }, StatusWord::WRONG_LENGTH)
+        );
+        assert_eq!(decode_local_key_status(&h("53 03 db 01 03")).unwrap_err().kind, ApduErrorKind::BadValue);
+        assert!(matches!(
+            decode_local_key_status(&h("53 04 db 02 0100")).unwrap_err().kind,
+            ApduErrorKind::BadLength(2)
+        ));
+    }
+
+    fn counters() -> AuditCounters {
+        AuditCounters {
+            live_stkms: 0x0102_0304,
+            play_back_sessions: 2,
+            play_backs_left: 3,
+            views_left: 4,
+            ppv_program: Some(Some(0x42)),
+            paid_programs: 5,
+            consumption_reporting: true,
+        }
+    }
+
+    #[test]
+    fn audit_request_and_answer_round_trip_in_the_chosen_layout() {
+        let kd = KeyDomainId([0x00, 0xf1, 0x10]);
+        let id = SekPekId { key_group: 1, key_number: 2 };
+        let req = encode_audit_request(kd, id);
+        assert_eq!(req, h("00f110 00010002"));
+        assert_eq!(decode_audit_request(&req).unwrap(), (kd, id));
+        let answer = encode_audit_answer(&counters()).unwrap();
+        assert_eq!(
+            answer,
+            h("ae 24 80 22 8104 01020304 8204 00000002 8302 0003 8402 0004 8505 01 00000042 8602 0005 8701 01")
+        );
+        assert_eq!(decode_audit_answer(&answer).unwrap(), counters());
+        for ppv in [None, Some(None)] {
+            let a = AuditCounters { ppv_program: ppv, consumption_reporting: false, ..counters() };
+            assert_eq!(decode_audit_answer(&encode_audit_answer(&a).unwrap()).unwrap(), a);
+        }
+    }
+
+    #[test]
+    fn rejects_audit_request_of_wrong_length_and_bad_audit_answers() {
+        assert_eq!(decode_audit_request(&h("00f110 000100")).unwrap_err().status_word(), StatusWord::WRONG_LENGTH);
+        assert_eq!(decode_audit_request(&h("00f110 00010002 00")).unwrap_err().status_word(), StatusWord::WRONG_LENGTH);
+        let good = encode_audit_answer(&counters()).unwrap();
+        let mut bad_flag = good.clone();
+        *bad_flag.last_mut().unwrap() = 2;
+        assert_eq!(decode_audit_answer(&bad_flag).unwrap_err().kind, ApduErrorKind::BadValue);
+        let mut bad_tag = good.clone();
+        bad_tag[4] = 0x91;
+        assert_eq!(decode_audit_answer(&bad_tag).unwrap_err().kind, ApduErrorKind::BadTag(0x91));
+        assert_eq!(decode_audit_answer(&h("ae 02 8500")).unwrap_err().kind, ApduErrorKind::BadTag(0x85));
+        let ppv = |v: &str| {
+            let fields = h(&format!("8104 00000000 8204 00000000 8302 0000 8402 0000 85{v} 8602 0000 8701 00"));
+            let mut management = Vec::new();
+            write_tlv(&mut management, 0x80, &fields).unwrap();
+            let mut out = Vec::new();
+            write_tlv(&mut out, 0xae, &management).unwrap();
+            out
+        };
+        assert_eq!(decode_audit_answer(&ppv("00")).unwrap().ppv_program, None);
+        assert_eq!(decode_audit_answer(&ppv("03 020000")).unwrap_err().kind, ApduErrorKind::BadValue, "form 02");
+        assert_eq!(decode_audit_answer(&ppv("03 010000")).unwrap_err().kind, ApduErrorKind::BadLength(3));
+    }
+
+    #[test]
+    fn parental_setting_round_trips_and_rejects_long_values_and_other_tags() {
+        assert_eq!(encode_parental(Some(12)).unwrap(), h("ae 03 88 01 0c"));
+        assert_eq!(encode_parental(None).unwrap(), h("ae 02 88 00"));
+        for limit in [None, Some(0), Some(18), Some(255)] {
+            assert_eq!(decode_parental(&encode_parental(limit).unwrap()).unwrap(), limit);
+        }
+        let e = decode_parental(&h("ae 04 88 02 0c0c")).unwrap_err();
+        assert_eq!((e.kind.clone(), e.status_word()), (ApduErrorKind::BadLength(2), StatusWord::WRONG_LENGTH));
+        let e = decode_parental(&h("ae 03 8a 01 0c")).unwrap_err();
+        assert_eq!((e.kind.clone(), e.status_word()), (ApduErrorKind::BadTag(0x8a), StatusWord::INCORRECT_DATA));
+        assert_eq!(decode_parental(&h("73 03 88 01 0c")).unwrap_err().status_word(), StatusWord::INCORRECT_DATA);
+        assert_eq!(decode_parental(&h("ae 05 88 01 0c 88 00")).unwrap_err().status_word(), StatusWord::WRONG_LENGTH);
+    }
+
+    #[test]
     fn chaining_splits_and_reassembles() {
         let mut data = Vec::new();
         write_tlv(&mut data, 0x53, &[0x42; 600]).unwrap();
@@ -1733,6 +2083,10 @@ mod tests {
             }
             let _ = MbmsCommand::decode(&bytes);
             let _ = decode_local_key_request(&bytes);
+            let _ = decode_local_key_command(&bytes);
+            let _ = decode_audit_answer(&bytes);
+            let _ = decode_parental(&bytes);
+            let _ = decode_local_key_status(&bytes);
             let _ = EfMukRecord::decode(&bytes);
             let _ = EfGbabp::decode(&bytes);
         }

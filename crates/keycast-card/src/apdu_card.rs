@@ -5,6 +5,8 @@
 //!   [`USIM_AID_PREFIX`] unless [`ApduCard::with_aid`] names the full one.
 //! - A `61XX` answer is followed by GET RESPONSE and a `6CXX` answer by a resend with `Le` = XX
 //!   (T = 0 readers that do not do it themselves).
+//! - The OMA BCAST command (INS `1B`, P1 `00`, P2 = mode) is one case-4 APDU (case 3 when it sets
+//!   the parental limit); its codings are in [`crate::apdu`].
 //! - Odd-INS AUTHENTICATE commands use the block chaining of [`crate::apdu`]; a card that answers
 //!   the last block with `9000` and data directly is accepted as well.
 //! - Status words other than `9000` become [`CardError::from_status_word`]; answers that do not
@@ -12,18 +14,21 @@
 //!   locally with the card's own word for it, `6700` (wrong length).
 
 use keycast_crypto::keys::KsExtNaf;
-use keycast_mikey::KeyDomainId;
+use keycast_mikey::{KeyDomainId, SekPekId};
 
 use crate::apdu::{
-    Aka3gCommand, AkaContext, ApduError, CommandApdu, EF_GBABP_SIZE, EfGbabp, EfGbanlRecord, EfMskRecord, EfMukRecord,
-    FID_GBABP, FID_GBANL, FID_MSK, FID_MUK, GbaCommand, INS_AUTHENTICATE, INS_AUTHENTICATE_ODD, INS_GET_RESPONSE,
-    INS_READ_BINARY, INS_READ_RECORD, INS_SELECT, INS_UPDATE_BINARY, MAX_LE, MbmsCommand, P2_3G, P2_GBA, P2_LOCAL_KEY,
-    P2_MBMS, ResponseApdu, StatusWord, USIM_AID_PREFIX, command_blocks, decode_aka_answer, decode_local_key_answer,
-    decode_mbms_answer, decode_naf_answer, decode_tek_out, encode_local_key_request, fetch_command,
+    Aka3gCommand, AkaContext, ApduError, BCAST_MODE_PARENTAL, BCAST_MODE_SPE_AUDIT, CommandApdu, EF_GBABP_SIZE,
+    EfGbabp, EfGbanlRecord, EfMskRecord, EfMukRecord, FID_GBABP, FID_GBANL, FID_MSK, FID_MUK, GbaCommand,
+    INS_AUTHENTICATE, INS_AUTHENTICATE_ODD, INS_BCAST, INS_GET_RESPONSE, INS_READ_BINARY, INS_READ_RECORD, INS_SELECT,
+    INS_UPDATE_BINARY, MAX_LE, MbmsCommand, P2_3G, P2_GBA, P2_LOCAL_KEY, P2_MBMS, ResponseApdu, StatusWord,
+    USIM_AID_PREFIX, command_blocks, decode_aka_answer, decode_audit_answer, decode_local_key_answer,
+    decode_local_key_status, decode_mbms_answer, decode_naf_answer, decode_parental, decode_tek_out,
+    encode_audit_request, encode_local_key_check, encode_local_key_request, encode_parental, fetch_command,
 };
 use crate::card::{Card, CardOpError, Transport, TransportError};
 use crate::error::CardError;
-use crate::mbms::TekOut;
+use crate::mbms::{AuditCounters, TekOut};
+use crate::sac::{LocalKeyIds, LocalKeyStatus};
 use crate::usim::{AkaAnswer, LocalKeyRequest};
 
 /// Offset of B-TID in EF_GBABP: after `L` and a 16-byte RAND.
@@ -267,6 +272,16 @@ impl<T: Transport> ApduCard<T> {
         decode_mbms_answer(&answer).map(<[u8]>::to_vec).map_err(bad_response)
     }
 
+    /// One OMA BCAST command (INS `1B`, P1 `00`, P2 = mode); returns the answer data.
+    fn bcast(&mut self, mode: u8, data: Vec<u8>, expects_answer: bool) -> Result<Vec<u8>, CardOpError> {
+        self.ensure_usim()?;
+        let mut cmd = CommandApdu::new(self.cla, INS_BCAST, 0x00, mode).with_data(data);
+        if expects_answer {
+            cmd = cmd.with_le(MAX_LE);
+        }
+        self.expect_ok(&cmd)
+    }
+
     fn mbms_unit(&mut self, cmd: &MbmsCommand) -> Result<(), CardOpError> {
         let content = self.mbms(cmd)?;
         if content.is_empty() { Ok(()) } else { Err(bad_response("unexpected data in a deletion answer")) }
@@ -332,5 +347,39 @@ impl<T: Transport> Card for ApduCard<T> {
         let data = encode_local_key_request(req).map_err(too_long)?;
         let answer = self.authenticate_odd(P2_LOCAL_KEY, &data)?;
         decode_local_key_answer(&answer).map_err(bad_response)
+    }
+
+    fn local_key_available(
+        &mut self,
+        naf_id: &[u8],
+        terminal_id: &[u8],
+        terminal_appli_id: &[u8],
+        uicc_appli_id: &[u8],
+    ) -> Result<LocalKeyStatus, CardOpError> {
+        let ids = LocalKeyIds {
+            naf_id: naf_id.to_vec(),
+            terminal_id: terminal_id.to_vec(),
+            terminal_appli_id: terminal_appli_id.to_vec(),
+            uicc_appli_id: uicc_appli_id.to_vec(),
+        };
+        let data = encode_local_key_check(&ids).map_err(too_long)?;
+        let answer = self.authenticate_odd(P2_LOCAL_KEY, &data)?;
+        decode_local_key_status(&answer).map_err(bad_response)
+    }
+
+    fn audit(&mut self, key_domain_id: KeyDomainId, sek_pek_id: SekPekId) -> Result<AuditCounters, CardOpError> {
+        let answer = self.bcast(BCAST_MODE_SPE_AUDIT, encode_audit_request(key_domain_id, sek_pek_id), true)?;
+        decode_audit_answer(&answer).map_err(bad_response)
+    }
+
+    fn parental_limit(&mut self) -> Result<Option<u8>, CardOpError> {
+        let answer = self.bcast(BCAST_MODE_PARENTAL, Vec::new(), true)?;
+        decode_parental(&answer).map_err(bad_response)
+    }
+
+    fn set_parental_limit(&mut self, limit: Option<u8>) -> Result<(), CardOpError> {
+        let data = encode_parental(limit).map_err(too_long)?;
+        let answer = self.bcast(BCAST_MODE_PARENTAL, data, false)?;
+        if answer.is_empty() { Ok(()) } else { Err(bad_response("unexpected data in a parental setting answer")) }
     }
 }

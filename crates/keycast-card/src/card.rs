@@ -3,10 +3,11 @@
 //! file reads a terminal may make.
 
 use keycast_crypto::keys::KsExtNaf;
-use keycast_mikey::KeyDomainId;
+use keycast_mikey::{KeyDomainId, SekPekId};
 
 use crate::error::CardError;
-use crate::mbms::TekOut;
+use crate::mbms::{AuditCounters, TekOut};
+use crate::sac::LocalKeyStatus;
 use crate::usim::{AkaAnswer, LocalKeyRequest};
 
 /// Sends command APDUs to a card and returns its response APDUs.
@@ -61,4 +62,22 @@ pub trait Card {
     fn muk_deletion(&mut self, idi: &str, idr: &str) -> Result<(), CardOpError>;
     /// AUTHENTICATE, Local Key Establishment: the card's 16-byte verification value.
     fn local_key_establishment(&mut self, req: &LocalKeyRequest) -> Result<[u8; 16], CardOpError>;
+    /// AUTHENTICATE, Local Key Establishment availability check (TS 33.110 Annex B): whether a
+    /// Ks_local established for these identifiers is held and not used up; 6A88 when the card
+    /// holds no Ks_int_NAF for `naf_id`.
+    fn local_key_available(
+        &mut self,
+        naf_id: &[u8],
+        terminal_id: &[u8],
+        terminal_appli_id: &[u8],
+        uicc_appli_id: &[u8],
+    ) -> Result<LocalKeyStatus, CardOpError>;
+    /// OMA BCAST SPE audit: the counters of a held SEK/PEK (profile P-4); 6A88 when absent.
+    fn audit(&mut self, key_domain_id: KeyDomainId, sek_pek_id: SekPekId) -> Result<AuditCounters, CardOpError>;
+    /// OMA BCAST parental control, read: the highest minimum age the holder may watch (`None`: no
+    /// restriction).
+    fn parental_limit(&mut self) -> Result<Option<u8>, CardOpError>;
+    /// OMA BCAST parental control, set; refused with 6982 unless a secure channel (Local Key
+    /// Establishment, profile P-10) is established and not used up.
+    fn set_parental_limit(&mut self, limit: Option<u8>) -> Result<(), CardOpError>;
 }

@@ -13,20 +13,22 @@
 //! | `D6` | UPDATE BINARY | EF_GBABP: the ME writes B-TID and lifetime ([`Usim::write_gba_bp`]); RAND must stay |
 //! | `B2` | READ RECORD | EF_MSK, EF_MUK, EF_GBANL; P2 `04` (absolute), P1 = record number |
 //! | `88` | AUTHENTICATE | P1 `00`; P2 `81` 3G, `84` GBA (`DD`, `DE`) |
-//! | `89` | AUTHENTICATE (odd) | P2 `85` MBMS, `86` Local Key Establishment, with the block chaining of [`crate::apdu`] |
+//! | `89` | AUTHENTICATE (odd) | P2 `85` MBMS, `86` Local Key Establishment (key derivation and availability check), with the block chaining of [`crate::apdu`] |
+//! | `1B` | OMA BCAST command | P1 `00`; P2 `01` SPE audit, `04` parental control (read, or set over the secure channel); codings in [`crate::apdu`] |
 //!
-//! AUTHENTICATE needs the USIM application selected first (else `6985`). `Le` is not enforced
+//! AUTHENTICATE and the OMA BCAST command need the USIM application selected first (else `6985`). `Le` is not enforced
 //! except that an odd-INS response block is at most `Le` bytes. The emulator keeps no file image
 //! of its own: every EF is rendered from the [`Usim`] when read.
 
 use crate::apdu::{
-    Aka3gCommand, ApduError, ChainProgress, CommandApdu, CommandChain, EF_GBABP_SIZE, EF_GBANL_RECORD_LEN,
-    EF_MSK_RECORD_LEN, EF_MUK_RECORD_LEN, EfGbabp, EfGbanlRecord, EfMskRecord, EfMukRecord, FID_ADF, FID_GBABP,
-    FID_GBANL, FID_MF, FID_MSK, FID_MUK, GbaCommand, INS_AUTHENTICATE, INS_AUTHENTICATE_ODD, INS_READ_BINARY,
-    INS_READ_RECORD, INS_SELECT, INS_UPDATE_BINARY, MbmsCommand, P1_FIRST_BLOCK, P1_FIRST_RESPONSE, P1_NEXT_BLOCK,
-    P1_NEXT_RESPONSE, ResponseApdu, ResponseChain, StatusWord, USIM_AID_PREFIX, clamp_block_size,
-    decode_local_key_request, encode_aka_answer, encode_local_key_answer, encode_mbms_answer, encode_naf_answer,
-    encode_tek_out, write_tlv,
+    Aka3gCommand, ApduError, BCAST_MODE_PARENTAL, BCAST_MODE_SPE_AUDIT, ChainProgress, CommandApdu, CommandChain,
+    EF_GBABP_SIZE, EF_GBANL_RECORD_LEN, EF_MSK_RECORD_LEN, EF_MUK_RECORD_LEN, EfGbabp, EfGbanlRecord, EfMskRecord,
+    EfMukRecord, FID_ADF, FID_GBABP, FID_GBANL, FID_MF, FID_MSK, FID_MUK, GbaCommand, INS_AUTHENTICATE,
+    INS_AUTHENTICATE_ODD, INS_BCAST, INS_READ_BINARY, INS_READ_RECORD, INS_SELECT, INS_UPDATE_BINARY, LocalKeyCommand,
+    MbmsCommand, P1_FIRST_BLOCK, P1_FIRST_RESPONSE, P1_NEXT_BLOCK, P1_NEXT_RESPONSE, ResponseApdu, ResponseChain,
+    StatusWord, USIM_AID_PREFIX, clamp_block_size, decode_audit_request, decode_local_key_command, decode_parental,
+    encode_aka_answer, encode_audit_answer, encode_local_key_answer, encode_local_key_status, encode_mbms_answer,
+    encode_naf_answer, encode_parental, encode_tek_out, write_tlv,
 };
 use crate::card::{Transport, TransportError};
 use crate::error::CardError;
@@ -180,6 +182,7 @@ impl Emulator {
             INS_UPDATE_BINARY => self.tracking(|e| e.update_binary(cmd)),
             INS_AUTHENTICATE => self.tracking(|e| e.authenticate_even(cmd)),
             INS_AUTHENTICATE_ODD => self.tracking(|e| e.authenticate_odd(cmd, chain)),
+            INS_BCAST => self.tracking(|e| e.bcast(cmd)),
             _ => sw(StatusWord::INS_NOT_SUPPORTED),
         }
     }
@@ -536,9 +539,48 @@ impl Emulator {
     }
 
     fn local_key(&mut self, data: &[u8]) -> Result<Vec<u8>, ResponseApdu> {
-        let req = decode_local_key_request(data).map_err(|e| bad_data(&e))?;
-        let verification = self.usim.local_key_establishment(&req).map_err(|e| refusal(&e))?;
-        Ok(encode_local_key_answer(&verification))
+        match decode_local_key_command(data).map_err(|e| bad_data(&e))? {
+            LocalKeyCommand::Establish(req) => {
+                let verification = self.usim.local_key_establishment(&req).map_err(|e| refusal(&e))?;
+                Ok(encode_local_key_answer(&verification))
+            }
+            LocalKeyCommand::AvailabilityCheck(ids) => {
+                let status = self
+                    .usim
+                    .local_key_available(&ids.naf_id, &ids.terminal_id, &ids.terminal_appli_id, &ids.uicc_appli_id)
+                    .map_err(|e| refusal(&e))?;
+                Ok(encode_local_key_status(status))
+            }
+        }
+    }
+
+    // ------------------------------------------------------------ OMA BCAST (INS 1B)
+
+    fn bcast(&mut self, cmd: &CommandApdu) -> ResponseApdu {
+        // P1 `80` is a first block that is also the last: no BCAST command needs chaining.
+        if !matches!(cmd.p1, 0x00 | 0x80) || !matches!(cmd.p2, BCAST_MODE_SPE_AUDIT | BCAST_MODE_PARENTAL) {
+            return sw(StatusWord::INCORRECT_P1_P2);
+        }
+        if !self.usim_active {
+            return sw(StatusWord::CONDITIONS_OF_USE_NOT_SATISFIED);
+        }
+        let answer = if cmd.p2 == BCAST_MODE_SPE_AUDIT {
+            decode_audit_request(&cmd.data).map_err(|e| bad_data(&e)).and_then(|(kd, id)| {
+                let counters = self.usim.audit(kd, id).map_err(|e| refusal(&e))?;
+                encode_audit_answer(&counters).map_err(|_| sw(StatusWord::NO_PRECISE_DIAGNOSIS))
+            })
+        } else if cmd.data.is_empty() {
+            encode_parental(self.usim.parental_limit()).map_err(|_| sw(StatusWord::NO_PRECISE_DIAGNOSIS))
+        } else {
+            decode_parental(&cmd.data)
+                .map_err(|e| bad_data(&e))
+                .and_then(|limit| self.usim.set_parental_limit(limit).map_err(|e| refusal(&e)))
+                .map(|()| Vec::new())
+        };
+        match answer {
+            Ok(data) => ResponseApdu::ok(data),
+            Err(r) => r,
+        }
     }
 }
 

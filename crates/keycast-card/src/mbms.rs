@@ -86,6 +86,44 @@ pub struct Rights {
     pub play_back_sessions: u32,
 }
 
+/// The OMA BCAST audit counters of one SEK/PEK as the terminal reads them (profile P-4): the
+/// counters the card keeps in [`Rights`], and the LTKM's consumption_reporting_flag, which tells
+/// the terminal whether the operator asked for the consumption to be reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct AuditCounters {
+    /// Live STKMs accepted under the key.
+    pub live_stkms: u32,
+    /// Play-back sessions started under the key.
+    pub play_back_sessions: u32,
+    /// Play-backs still allowed (policies 0x01, 0x03).
+    pub play_backs_left: u16,
+    /// View tokens still allowed (policy 0x04).
+    pub views_left: u16,
+    /// The program a pay-per-view key is locked to: `None` not yet locked, `Some(None)` a program
+    /// without program ID, `Some(Some(id))` that program ID.
+    pub ppv_program: Option<Option<u32>>,
+    /// Programs paid with a view token (policy 0x04), saturating at `u16::MAX`.
+    pub paid_programs: u16,
+    /// The LTKM's consumption_reporting_flag (profile P-4).
+    pub consumption_reporting: bool,
+}
+
+impl AuditCounters {
+    /// The counters of a held key.
+    pub fn of(entry: &MskEntry) -> Self {
+        let r = &entry.rights;
+        Self {
+            live_stkms: r.live_count,
+            play_back_sessions: r.play_back_sessions,
+            play_backs_left: r.play_backs_left,
+            views_left: r.views_left,
+            ppv_program: r.ppv_program,
+            paid_programs: u16::try_from(r.paid_programs.len()).unwrap_or(u16::MAX),
+            consumption_reporting: entry.ext.is_some_and(|e| e.consumption_reporting),
+        }
+    }
+}
+
 /// One SEK/PEK held by the card, with what the LTKM that delivered it said.
 #[derive(Debug, Clone)]
 pub struct MskEntry {
@@ -325,6 +363,12 @@ impl MbmsStore {
         let r = self.msks.iter().position(|r| r.key_domain_id == key_domain_id && r.key_group == id.key_group)?;
         let k = self.msks[r].keys.iter().position(|k| k.id == id)?;
         Some((r, k))
+    }
+
+    /// The OMA BCAST audit counters of a held key (profile P-4); 6A88 when the key is absent.
+    /// Reading changes nothing.
+    pub fn audit(&self, key_domain_id: KeyDomainId, id: SekPekId) -> Result<AuditCounters, CardError> {
+        self.msk(key_domain_id, id).map(AuditCounters::of).ok_or(CardError::KeyNotFound)
     }
 
     /// MSK update: checks an LTKM and stores what it carries (31.102 §7.1.1.6; profile P-3).

@@ -4,13 +4,13 @@
 //! This is the IO edge of the crate: the core ([`crate::usim`], [`crate::mbms`]) never touches a
 //! file, and [`encode`]/[`decode`] do no IO either; only [`CardFile`] and [`PersistentCard`] do.
 //!
-//! # Format (version 1)
+//! # Format (version 2; version 1 is still read)
 //!
 //! Hand-written, big-endian, every variable-length field length-prefixed:
 //!
 //! ```text
 //! offset 0   magic            "KEYCAST-CARD\0" (13 bytes)
-//!        13  format version   u16 (= 1)
+//!        13  format version   u16 (= 2)
 //!        15  body length      u32
 //!        19  body             sections, each `tag u8 ‖ length u32 ‖ content`, all six, in order:
 //!              1 identity     str IMSI ‖ str IMPI ‖ str ICCID
@@ -20,7 +20,9 @@
 //!              5 naf          u64 use counter ‖ list of record { bytes NAF_Id ‖ str B-TID ‖
 //!                             key Ks_int_NAF (32) ‖ u64 last use }
 //!              6 mbms         u32 EF_MUK records ‖ u32 EF_MSK records ‖ opt u8 parental limit ‖
-//!                             opt { key K_sac (16) ‖ u128 counter limit ‖ u128 used } ‖
+//!                             opt { key K_sac (16) ‖ u128 counter limit ‖ u128 used ‖
+//!                             opt { bytes NAF_Id ‖ bytes Terminal_ID ‖ bytes Terminal_appli_ID ‖
+//!                             bytes UICC_appli_ID } } ‖
 //!                             list of MUK record ‖ list of MSK record
 //! end-32     checksum         HMAC-SHA-256(key = CHECKSUM_KEY, every byte before it)
 //! ```
@@ -38,6 +40,11 @@
 //!   without ID, `2 ‖ u32` a program ID) ‖ list of paid program (`u8 0` or `u8 1 ‖ u32`) ‖
 //!   u8 in play-back ‖ u32 live count ‖ u32 play-back sessions.
 //! - The per-key message-key cache of [`MskEntry`] is derived data and is not stored.
+//! - **Version 1** is version 2 without the secure channel's identifiers (the inner `opt` after
+//!   `used`); [`decode`] reads it with the identifiers absent ([`SecureChannel::ids`] `None`:
+//!   the Local Key Establishment availability check answers "not established" until the terminal
+//!   establishes the key again), and [`encode`] always writes version 2. Version 2 added the
+//!   identifiers for that availability check (TS 33.110 Annex B).
 //!
 //! [`decode`] checks, in this order: magic ([`PersistError::WrongMagic`]), version
 //! ([`PersistError::UnsupportedVersion`]), length ([`PersistError::Truncated`]), checksum
@@ -61,7 +68,7 @@
 //! - **Saved before the answer leaves the card**: every operation that grants or consumes rights
 //!   or changes keys: an accepted LTKM (MSK update), MSK and MUK deletion, AKA runs that move
 //!   SQN_MS (3G authentication, GBA bootstrapping), the EF_GBABP write, NAF derivation, Local Key
-//!   Establishment, and every STKM that changes rights or counters (a play-back session start, a
+//!   Establishment, the terminal's parental setting (OMA BCAST parental control), and every STKM that changes rights or counters (a play-back session start, a
 //!   view token spent, a pay-per-view key locked to its program, the end of a play-back session,
 //!   a TEK released over the secure channel).
 //! - **Batched**: an STKM accepted live that changes only the key's TS and TEK ID (and the audit
@@ -87,19 +94,24 @@ use std::path::{Path, PathBuf};
 use keycast_crypto::hmac::{ct_eq, hmac_sha256};
 use keycast_crypto::keys::{Ks, KsExtNaf, KsIntNaf, Opc, SekPek, Smk, SubscriberKey};
 use keycast_mikey::{KeyDomainId, KeyValidity, LtkmExt, SekPekId, Stkm};
+
+use crate::mbms::AuditCounters;
 use zeroize::Zeroizing;
 
 use crate::card::{Card, CardOpError, TransportError};
 use crate::error::CardError;
 use crate::mbms::{Capacity, MbmsStore, MskEntry, MskRecord, MskUpdate, MtkAnswer, MukKey, MukRecord, Rights, TekOut};
-use crate::sac::SecureChannel;
+use crate::sac::{LocalKeyIds, LocalKeyStatus, SecureChannel};
 use crate::usim::{AkaAnswer, GbaContext, LocalKeyRequest, NafKeyRecord, Usim, UsimIdentity};
 
 /// The first 13 bytes of every card file.
 pub const MAGIC: &[u8; 13] = b"KEYCAST-CARD\0";
 
-/// The format version this Keycast writes and reads.
-pub const FORMAT_VERSION: u16 = 1;
+/// The format version this Keycast writes (and the newest it reads).
+pub const FORMAT_VERSION: u16 = 2;
+
+/// The oldest format version this Keycast reads (version 1: no secure-channel identifiers).
+pub const OLDEST_FORMAT_VERSION: u16 = 1;
 
 /// The fixed, public HMAC-SHA-256 key of the checksum: it detects corruption, it authenticates
 /// nothing.
@@ -132,11 +144,16 @@ pub enum PersistError {
     #[error("not a Keycast card file (wrong magic)")]
     WrongMagic,
     /// The file was written by another Keycast version.
-    #[error("card file from another Keycast version: format version {found}, this Keycast reads version {supported}")]
+    #[error(
+        "card file from another Keycast version: format version {found}, this Keycast reads version {oldest} to \
+         {supported}",
+        oldest = OLDEST_FORMAT_VERSION
+    )]
     UnsupportedVersion {
         /// The version in the file.
         found: u16,
-        /// The version this Keycast reads.
+        /// The newest version this Keycast reads (the one it writes); it reads back to
+        /// [`OLDEST_FORMAT_VERSION`].
         supported: u16,
     },
     /// The structure is inconsistent at this byte offset although the checksum matched.
@@ -264,16 +281,22 @@ impl Writer {
 /// wiped on drop.
 #[must_use]
 pub fn encode(usim: &Usim) -> Zeroizing<Vec<u8>> {
+    encode_as(usim, FORMAT_VERSION)
+}
+
+/// Encodes in format `version` ([`OLDEST_FORMAT_VERSION`]..=[`FORMAT_VERSION`]); only the tests
+/// write older versions.
+fn encode_as(usim: &Usim, version: u16) -> Zeroizing<Vec<u8>> {
     let mut w = Writer::new();
     w.put(MAGIC);
-    w.u16(FORMAT_VERSION);
-    w.nested(|w| encode_body(w, usim));
+    w.u16(version);
+    w.nested(|w| encode_body(w, usim, version));
     let sum = hmac_sha256(CHECKSUM_KEY, &[&w.buf]);
     w.put(&sum);
     w.buf
 }
 
-fn encode_body(w: &mut Writer, usim: &Usim) {
+fn encode_body(w: &mut Writer, usim: &Usim, version: u16) {
     w.section(TAG_IDENTITY, |w| {
         w.str(&usim.identity.imsi);
         w.str(&usim.identity.impi);
@@ -305,10 +328,10 @@ fn encode_body(w: &mut Writer, usim: &Usim) {
             w.u64(r.last_use);
         });
     });
-    w.section(TAG_MBMS, |w| encode_mbms(w, &usim.mbms));
+    w.section(TAG_MBMS, |w| encode_mbms(w, &usim.mbms, version));
 }
 
-fn encode_mbms(w: &mut Writer, m: &MbmsStore) {
+fn encode_mbms(w: &mut Writer, m: &MbmsStore, version: u16) {
     w.count(m.capacity.muk_records);
     w.count(m.capacity.msk_records);
     w.opt(m.parental_limit, Writer::u8);
@@ -316,6 +339,15 @@ fn encode_mbms(w: &mut Writer, m: &MbmsStore) {
         w.bytes(s.expose_k_sac());
         w.u128(s.counter_limit);
         w.u128(s.used);
+        if version < 2 {
+            return;
+        }
+        w.opt(s.ids.as_ref(), |w, ids| {
+            w.bytes(&ids.naf_id);
+            w.bytes(&ids.terminal_id);
+            w.bytes(&ids.terminal_appli_id);
+            w.bytes(&ids.uicc_appli_id);
+        });
     });
     let muk = |w: &mut Writer, k: &MukKey| {
         w.str(&k.idr);
@@ -536,7 +568,7 @@ pub fn decode(data: &[u8]) -> Result<Usim, PersistError> {
     let mut r = Reader::at(&data[..HEADER_LEN], 0);
     r.take(MAGIC.len(), "magic")?;
     let version = r.u16("format version")?;
-    if version != FORMAT_VERSION {
+    if !(OLDEST_FORMAT_VERSION..=FORMAT_VERSION).contains(&version) {
         return Err(PersistError::UnsupportedVersion { found: version, supported: FORMAT_VERSION });
     }
     let body_len = r.len("body length")?;
@@ -552,10 +584,10 @@ pub fn decode(data: &[u8]) -> Result<Usim, PersistError> {
         return Err(PersistError::ChecksumMismatch);
     }
     let mut body = Reader::at(&signed[HEADER_LEN..], HEADER_LEN);
-    decode_body(&mut body)
+    decode_body(&mut body, version)
 }
 
-fn decode_body(r: &mut Reader<'_>) -> Res<Usim> {
+fn decode_body(r: &mut Reader<'_>, version: u16) -> Res<Usim> {
     let identity = r.section(TAG_IDENTITY, "identity section", |r| {
         Ok(UsimIdentity { imsi: r.str("IMSI")?, impi: r.str("IMPI")?, iccid: r.str("ICCID")? })
     })?;
@@ -589,7 +621,7 @@ fn decode_body(r: &mut Reader<'_>) -> Res<Usim> {
         })?;
         Ok((use_counter, records))
     })?;
-    usim.mbms = r.section(TAG_MBMS, "MBMS section", decode_mbms)?;
+    usim.mbms = r.section(TAG_MBMS, "MBMS section", |r| decode_mbms(r, version))?;
     r.expect_empty("end of body")?;
     Ok(usim)
 }
@@ -600,12 +632,25 @@ fn key<T, E>(r: &mut Reader<'_>, what: &'static str, make: impl FnOnce(&[u8]) ->
     make(r.bytes(what)?).map_err(|_| at.corrupted(what))
 }
 
-fn decode_mbms(r: &mut Reader<'_>) -> Res<MbmsStore> {
+fn decode_mbms(r: &mut Reader<'_>, version: u16) -> Res<MbmsStore> {
     let capacity = Capacity { muk_records: r.len("EF_MUK capacity")?, msk_records: r.len("EF_MSK capacity")? };
     let parental_limit = r.opt("parental limit presence", |r| r.u8("parental limit"))?;
     let sac = r.opt("secure channel presence", |r| {
         let k_sac = r.fixed::<16>("K_sac")?;
-        Ok(SecureChannel::from_parts(k_sac, r.u128("counter limit")?, r.u128("secure channel use count")?))
+        let mut sac = SecureChannel::from_parts(k_sac, r.u128("counter limit")?, r.u128("secure channel use count")?);
+        if version < 2 {
+            return Ok(sac);
+        }
+        let ids = r.opt("secure channel identifiers presence", |r| {
+            Ok(LocalKeyIds {
+                naf_id: r.bytes("Ks_local NAF_Id")?.to_vec(),
+                terminal_id: r.bytes("Terminal_ID")?.to_vec(),
+                terminal_appli_id: r.bytes("Terminal_appli_ID")?.to_vec(),
+                uicc_appli_id: r.bytes("UICC_appli_ID")?.to_vec(),
+            })
+        })?;
+        sac.ids = ids;
+        Ok(sac)
     })?;
     let muk = |r: &mut Reader<'_>| {
         Ok(MukKey {
@@ -942,7 +987,10 @@ impl PersistentCard {
         Ok(v)
     }
 
-    /// The card's parental setting (saved).
+    /// Provisions the card's parental setting (saved). This is the card issuer's path: it does
+    /// not need the secure channel, unlike the terminal's command ([`Usim::set_parental_limit`],
+    /// `<PersistentCard as Card>::set_parental_limit`), which an inherent call of this name
+    /// does not reach.
     pub fn set_parental_limit(&mut self, limit: Option<u8>) -> Result<(), CardFileError> {
         self.update(|u| u.mbms.parental_limit = limit)
     }
@@ -1073,6 +1121,33 @@ impl Card for PersistentCard {
     fn local_key_establishment(&mut self, req: &LocalKeyRequest) -> Result<[u8; 16], CardOpError> {
         PersistentCard::local_key_establishment(self, req).map_err(card_op)
     }
+
+    /// Reads only: nothing to save.
+    fn local_key_available(
+        &mut self,
+        naf_id: &[u8],
+        terminal_id: &[u8],
+        terminal_appli_id: &[u8],
+        uicc_appli_id: &[u8],
+    ) -> Result<LocalKeyStatus, CardOpError> {
+        Ok(self.usim.local_key_available(naf_id, terminal_id, terminal_appli_id, uicc_appli_id)?)
+    }
+
+    /// Reads only: nothing to save.
+    fn audit(&mut self, key_domain_id: KeyDomainId, sek_pek_id: SekPekId) -> Result<AuditCounters, CardOpError> {
+        Ok(self.usim.audit(key_domain_id, sek_pek_id)?)
+    }
+
+    fn parental_limit(&mut self) -> Result<Option<u8>, CardOpError> {
+        Ok(self.usim.parental_limit())
+    }
+
+    /// The terminal's command (secure channel required, [`Usim::set_parental_limit`]); saved
+    /// before the answer.
+    fn set_parental_limit(&mut self, limit: Option<u8>) -> Result<(), CardOpError> {
+        let r = self.usim.set_parental_limit(limit);
+        self.saved(r).map_err(card_op)
+    }
 }
 
 #[cfg(test)]
@@ -1099,6 +1174,79 @@ mod tests {
     fn empty_card_round_trips() {
         let u = usim();
         assert_eq!(decode(&encode(&u)).unwrap(), u);
+    }
+
+    fn with_identified_channel() -> Usim {
+        let mut u = usim();
+        let ids = LocalKeyIds {
+            naf_id: b"bmsc.example.org\x01\0\0\0\x01".to_vec(),
+            terminal_id: b"IMEI3548".to_vec(),
+            terminal_appli_id: b"platform".to_vec(),
+            uicc_appli_id: b"platform".to_vec(),
+        };
+        u.mbms.sac = Some(SecureChannel::from_parts([0x88; 16], 1000, 17).with_ids(ids));
+        u
+    }
+
+    #[test]
+    fn secure_channel_identifiers_round_trip_in_version_2() {
+        let u = with_identified_channel();
+        let bytes = encode(&u);
+        assert_eq!(u16::from_be_bytes([bytes[13], bytes[14]]), 2);
+        assert_eq!(decode(&bytes).unwrap(), u);
+    }
+
+    #[test]
+    fn version_1_file_decodes_with_the_channel_identifiers_absent() {
+        let u = with_identified_channel();
+        let v1 = encode_as(&u, 1);
+        assert_eq!(u16::from_be_bytes([v1[13], v1[14]]), 1);
+        let back = decode(&v1).unwrap();
+        let sac = back.mbms.sac.as_ref().unwrap();
+        assert_eq!((sac.counter_limit, sac.used, sac.ids.as_ref()), (1000, 17, None));
+        assert_eq!(sac.expose_k_sac(), &[0x88; 16]);
+        let mut expected = u.clone();
+        expected.mbms.sac.as_mut().unwrap().ids = None;
+        assert_eq!(back, expected);
+        // Re-encoding writes version 2, which reads back the same.
+        assert_eq!(decode(&encode(&back)).unwrap(), expected);
+        // A card without a channel has the same body in both versions.
+        let plain = usim();
+        assert_eq!(
+            encode_as(&plain, 1)[15..encode_as(&plain, 1).len() - 32],
+            encode(&plain)[15..encode(&plain).len() - 32]
+        );
+    }
+
+    #[test]
+    fn rejects_versions_outside_1_to_2() {
+        for version in [0u16, 3] {
+            let mut f = encode(&usim()).to_vec();
+            f[13..15].copy_from_slice(&version.to_be_bytes());
+            assert_eq!(decode(&f), Err(PersistError::UnsupportedVersion { found: version, supported: 2 }));
+        }
+    }
+
+    #[test]
+    fn persistent_card_saves_the_terminals_parental_setting_and_refuses_it_without_channel() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut card = PersistentCard::create(dir.path().join("card.kc"), usim()).unwrap();
+        let refused = <PersistentCard as Card>::set_parental_limit(&mut card, Some(12)).unwrap_err();
+        assert_eq!(
+            refused,
+            CardOpError::Card(CardError::SecurityStatus("secure channel required to set the parental limit"))
+        );
+        assert_eq!(card.writes(), 0, "a refusal writes nothing");
+        card.update(|u| u.mbms.sac = Some(SecureChannel::from_parts([7; 16], 10, 0))).unwrap();
+        <PersistentCard as Card>::set_parental_limit(&mut card, Some(12)).unwrap();
+        assert_eq!(card.writes(), 2);
+        assert_eq!(card.file().load().unwrap().mbms.parental_limit, Some(12));
+        assert_eq!(Card::parental_limit(&mut card).unwrap(), Some(12));
+        assert_eq!(
+            Card::audit(&mut card, KeyDomainId([0, 0xf1, 0x10]), SekPekId::from_bytes([0, 1, 0, 1])).unwrap_err(),
+            CardOpError::Card(CardError::KeyNotFound)
+        );
+        assert_eq!(card.writes(), 2, "reads write nothing");
     }
 
     #[test]

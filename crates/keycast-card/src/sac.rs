@@ -13,7 +13,35 @@ use crate::error::CardError;
 /// Label of the TEK-wrapping key derived from Ks_local (profile P-10, chosen).
 const SAC_TEK_LABEL: &[u8] = b"keycast-sac-tek";
 
-/// An established channel: the wrapping key and how often it may still be used.
+/// The identifiers a Ks_local was established for (TS 33.110 Annex B; profile P-10): the card
+/// answers the availability check for exactly these.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct LocalKeyIds {
+    /// NAF_ID of the key center (the BSM).
+    pub naf_id: Vec<u8>,
+    /// Terminal_ID.
+    pub terminal_id: Vec<u8>,
+    /// Terminal_appli_ID.
+    pub terminal_appli_id: Vec<u8>,
+    /// UICC_appli_ID.
+    pub uicc_appli_id: Vec<u8>,
+}
+
+/// The answer of the Local Key Establishment availability check (TS 33.110 Annex B; coding
+/// Keycast's, see [`crate::apdu`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LocalKeyStatus {
+    /// No Ks_local is established for these identifiers: the terminal runs the key
+    /// establishment (again).
+    NotEstablished,
+    /// A Ks_local for these identifiers is held and may still be used.
+    Available,
+    /// A Ks_local for these identifiers is held but its Counter Limit is used up.
+    Exhausted,
+}
+
+/// An established channel: the wrapping key, how often it may still be used, and the identifiers
+/// its Ks_local was established for.
 #[derive(Clone, PartialEq, Eq)]
 pub struct SecureChannel {
     k_sac: Zeroizing<[u8; 16]>,
@@ -21,6 +49,10 @@ pub struct SecureChannel {
     pub counter_limit: u128,
     /// TEKs released over the channel so far.
     pub used: u128,
+    /// The identifiers of the key establishment; `None` for a channel restored from a version-1
+    /// card file, which did not keep them (the availability check then answers "not
+    /// established", and the terminal establishes the key again).
+    pub ids: Option<LocalKeyIds>,
 }
 
 impl fmt::Debug for SecureChannel {
@@ -28,6 +60,7 @@ impl fmt::Debug for SecureChannel {
         f.debug_struct("SecureChannel")
             .field("counter_limit", &self.counter_limit)
             .field("used", &self.used)
+            .field("ids", &self.ids)
             .finish_non_exhaustive()
     }
 }
@@ -43,12 +76,34 @@ pub fn k_sac(ks_local: &KsLocal) -> Zeroizing<[u8; 16]> {
 impl SecureChannel {
     /// A channel keyed from Ks_local, usable `counter_limit` times.
     pub fn new(ks_local: &KsLocal, counter_limit: [u8; 16]) -> Self {
-        Self { k_sac: k_sac(ks_local), counter_limit: u128::from_be_bytes(counter_limit), used: 0 }
+        Self { k_sac: k_sac(ks_local), counter_limit: u128::from_be_bytes(counter_limit), used: 0, ids: None }
     }
 
     /// Restores a channel from its stored parts (card file).
     pub fn from_parts(k_sac: [u8; 16], counter_limit: u128, used: u128) -> Self {
-        Self { k_sac: Zeroizing::new(k_sac), counter_limit, used }
+        Self { k_sac: Zeroizing::new(k_sac), counter_limit, used, ids: None }
+    }
+
+    /// With the identifiers its Ks_local was established for.
+    #[must_use]
+    pub fn with_ids(mut self, ids: LocalKeyIds) -> Self {
+        self.ids = Some(ids);
+        self
+    }
+
+    /// Whether the Counter Limit is used up (the channel wraps no more TEKs).
+    pub fn is_exhausted(&self) -> bool {
+        self.used >= self.counter_limit
+    }
+
+    /// The availability check for these identifiers (TS 33.110 Annex B): whether this channel's
+    /// Ks_local was established for exactly them, and whether it may still be used.
+    pub fn status_for(&self, ids: &LocalKeyIds) -> LocalKeyStatus {
+        match &self.ids {
+            Some(mine) if mine == ids && self.is_exhausted() => LocalKeyStatus::Exhausted,
+            Some(mine) if mine == ids => LocalKeyStatus::Available,
+            _ => LocalKeyStatus::NotEstablished,
+        }
     }
 
     /// The wrapping key, for persistence.
@@ -58,7 +113,7 @@ impl SecureChannel {
 
     /// `AES-KW(K_sac, TEK ‖ salt ‖ 00 00)` (40 bytes; a missing salt is 14 zero bytes).
     pub fn wrap_tek(&self, tek: &Tek, salt: Option<&TekSalt>) -> Result<[u8; 40], CardError> {
-        if self.used >= self.counter_limit {
+        if self.is_exhausted() {
             return Err(CardError::SecurityStatus("secure channel counter limit reached"));
         }
         let mut plain = Zeroizing::new([0u8; 32]);

@@ -9,11 +9,11 @@ use keycast_crypto::hmac::{ct_eq, hmac_sha256};
 use keycast_crypto::keys::Ks;
 use keycast_crypto::keys::{Ck, Ik, KsExtNaf, KsIntNaf, Opc, Res, Smk, SubscriberKey};
 use keycast_crypto::milenage::{Milenage, SqnWindow, flip_res_lsb, sqn_to_u64};
-use keycast_mikey::KeyDomainId;
+use keycast_mikey::{KeyDomainId, SekPekId};
 
 use crate::error::CardError;
-use crate::mbms::{MbmsStore, MskUpdate, MtkAnswer};
-use crate::sac::SecureChannel;
+use crate::mbms::{AuditCounters, MbmsStore, MskUpdate, MtkAnswer};
+use crate::sac::{LocalKeyIds, LocalKeyStatus, SecureChannel};
 
 /// Who the card is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,6 +100,18 @@ pub struct LocalKeyRequest {
     /// HMAC-SHA-256(Ks_local, NAF_ID ‖ Terminal_ID ‖ ICCID ‖ Terminal_appli_ID ‖ UICC_appli_ID ‖
     /// RANDx ‖ Counter Limit), first 16 bytes.
     pub mac: [u8; 16],
+}
+
+impl LocalKeyRequest {
+    /// The identifiers the Ks_local is established for.
+    pub fn ids(&self) -> LocalKeyIds {
+        LocalKeyIds {
+            naf_id: self.naf_id.clone(),
+            terminal_id: self.terminal_id.clone(),
+            terminal_appli_id: self.terminal_appli_id.clone(),
+            uicc_appli_id: self.uicc_appli_id.clone(),
+        }
+    }
 }
 
 /// The card's answer when Ks_local was derived and the terminal's MAC verified:
@@ -319,7 +331,59 @@ impl Usim {
         if !ct_eq(&local_key_request_mac(&ks_local, req, iccid), &req.mac) {
             return Err(CardError::Mac);
         }
-        self.mbms.sac = Some(SecureChannel::new(&ks_local, req.counter_limit));
+        self.mbms.sac = Some(SecureChannel::new(&ks_local, req.counter_limit).with_ids(req.ids()));
         Ok(local_key_verification(&ks_local))
+    }
+
+    /// AUTHENTICATE, Local Key Establishment, availability check (TS 33.110 Annex B; profile
+    /// P-10): whether a Ks_local established for exactly these identifiers is held, and whether
+    /// its Counter Limit still allows use. 6A88 when the card holds no Ks_int_NAF for `naf_id`
+    /// (no Ks_local can be established for it: the terminal runs a NAF derivation first), as for
+    /// the key establishment itself. Changes nothing.
+    pub fn local_key_available(
+        &self,
+        naf_id: &[u8],
+        terminal_id: &[u8],
+        terminal_appli_id: &[u8],
+        uicc_appli_id: &[u8],
+    ) -> Result<LocalKeyStatus, CardError> {
+        if !self.naf_keys.iter().any(|r| r.naf_id == naf_id) {
+            return Err(CardError::KeyNotFound);
+        }
+        let ids = LocalKeyIds {
+            naf_id: naf_id.to_vec(),
+            terminal_id: terminal_id.to_vec(),
+            terminal_appli_id: terminal_appli_id.to_vec(),
+            uicc_appli_id: uicc_appli_id.to_vec(),
+        };
+        Ok(self.mbms.sac.as_ref().map_or(LocalKeyStatus::NotEstablished, |sac| sac.status_for(&ids)))
+    }
+
+    /// OMA BCAST audit: the counters of a held SEK/PEK (profile P-4); 6A88 when it is absent.
+    pub fn audit(&self, key_domain_id: KeyDomainId, sek_pek_id: SekPekId) -> Result<AuditCounters, CardError> {
+        self.mbms.audit(key_domain_id, sek_pek_id)
+    }
+
+    /// The card's parental setting: the highest minimum age the holder may watch (`None`: no
+    /// restriction).
+    pub fn parental_limit(&self) -> Option<u8> {
+        self.mbms.parental_limit
+    }
+
+    /// The terminal sets the parental setting (`None`: no restriction). Refused with 6982 unless
+    /// a secure channel is established and its Counter Limit not used up: only the terminal that
+    /// authenticated itself through Local Key Establishment may change it (profile P-10, a
+    /// Keycast choice; the OMA BCAST text could not be read). Setting it does not count against
+    /// the Counter Limit, which counts released TEKs. Provisioning writes
+    /// `mbms.parental_limit` directly.
+    pub fn set_parental_limit(&mut self, limit: Option<u8>) -> Result<(), CardError> {
+        match &self.mbms.sac {
+            Some(sac) if !sac.is_exhausted() => {
+                self.mbms.parental_limit = limit;
+                Ok(())
+            }
+            Some(_) => Err(CardError::SecurityStatus("secure channel counter limit reached")),
+            None => Err(CardError::SecurityStatus("secure channel required to set the parental limit")),
+        }
     }
 }

@@ -1,8 +1,11 @@
-//! The card over APDUs: the full GBA + MBMS flow with the published vectors, refusals with their
-//! status words, block chaining, and the equivalence of the typed core and `ApduCard<Emulator>`.
+//! The card over APDUs: the full GBA + MBMS flow with the published vectors, the OMA BCAST audit
+//! and parental control commands (INS `1B`), the Local Key Establishment availability check,
+//! refusals with their status words, block chaining, and the equivalence of the typed core and
+//! `ApduCard<Emulator>`.
 
 use keycast_card::apdu::{EfGbabp, EfGbanlRecord, EfMskRecord, EfMukRecord, StatusWord};
-use keycast_card::mbms::TekOut;
+use keycast_card::mbms::{AuditCounters, TekOut};
+use keycast_card::sac::LocalKeyStatus;
 use keycast_card::usim::{AkaAnswer, LocalKeyRequest, Usim, UsimIdentity, local_key_request_mac};
 use keycast_card::{ApduCard, Card, CardError, CardOpError, Emulator, Transport, TransportError};
 use keycast_crypto::gba::{self, LocalKeyParams, NafId};
@@ -368,6 +371,158 @@ fn rejects_update_of_gbabp_that_changes_rand() {
     assert_eq!(e.usim().gba.as_ref().unwrap().b_tid.as_deref(), Some(BTID));
 }
 
+// ------------------------------------------------- OMA BCAST (INS 1B) and LKE availability
+
+/// A bootstrapped card holding the published streaming key, after one live STKM.
+fn with_streaming_key() -> ApduCard<Emulator> {
+    let mut card = bootstrapped();
+    card.msk_update(&vector("ltkm-streaming-ppt-playback")).unwrap();
+    card.mtk_generation(&vector("stkm-streaming-srtp")).unwrap();
+    card
+}
+
+const KEY_1_1: SekPekId = SekPekId { key_group: 1, key_number: 1 };
+
+#[test]
+fn audit_over_apdus_reads_the_counters_the_typed_core_keeps() {
+    let mut card = with_streaming_key();
+    card.transport_mut().take_dirty();
+    let counters = card.audit(kd(), KEY_1_1).unwrap();
+    assert_eq!(counters, card.transport().usim().audit(kd(), KEY_1_1).unwrap());
+    assert_eq!(counters.live_stkms, 1);
+    assert!(!card.transport_mut().take_dirty(), "an audit changes nothing");
+}
+
+#[test]
+fn audit_answer_is_the_chosen_ae_layout() {
+    let mut e = with_streaming_key().into_transport();
+    let answer = e.transmit_bytes(&h("001b0001 07 00f110 00010001 00"));
+    let expected = keycast_card::apdu::encode_audit_answer(&e.usim().audit(kd(), KEY_1_1).unwrap()).unwrap();
+    assert_eq!(&answer[..answer.len() - 2], expected.as_slice());
+    assert_eq!(&answer[..4], [0xae, 0x1f, 0x80, 0x1d], "PPV program `85 00`: no pay-per-view lock");
+    assert_eq!(sw_bytes(&answer), 0x9000);
+}
+
+#[test]
+fn rejects_audit_of_an_unknown_key_6a88() {
+    let mut card = with_streaming_key();
+    assert_eq!(sw_of(card.audit(kd(), SekPekId { key_group: 1, key_number: 2 }).unwrap_err()), 0x6a88);
+    assert_eq!(send(&mut raw(), "001b0001 07 00f110 00010001 00"), StatusWord::REFERENCED_DATA_NOT_FOUND);
+}
+
+#[test]
+fn rejects_audit_with_malformed_data_6700() {
+    let mut e = raw();
+    assert_eq!(send(&mut e, "001b0001 06 00f110 000100 00"), StatusWord::WRONG_LENGTH, "6 bytes");
+    assert_eq!(send(&mut e, "001b0001 08 00f110 00010001 ff 00"), StatusWord::WRONG_LENGTH, "8 bytes");
+    assert_eq!(send(&mut e, "001b0001 00"), StatusWord::WRONG_LENGTH, "no data");
+}
+
+#[test]
+fn rejects_unknown_bcast_mode_or_p1_6a86_and_before_selection_6985() {
+    let mut e = raw();
+    assert_eq!(send(&mut e, "001b0002 00"), StatusWord::INCORRECT_P1_P2, "SPE_SIG is not parental control");
+    assert_eq!(send(&mut e, "001b0003 00"), StatusWord::INCORRECT_P1_P2, "REC audit not supported");
+    assert_eq!(send(&mut e, "001b0104 00"), StatusWord::INCORRECT_P1_P2, "P1 01");
+    assert_eq!(send(&mut e, "001b8004 00"), StatusWord::SUCCESS, "P1 80: a first and only block");
+    let mut fresh = Emulator::new(usim());
+    assert_eq!(send(&mut fresh, "001b0004 00"), StatusWord::CONDITIONS_OF_USE_NOT_SATISFIED);
+}
+
+#[test]
+fn parental_limit_reads_over_apdus_as_ae_88() {
+    let mut e = raw();
+    assert_eq!(e.transmit_bytes(&h("001b0004 00")), h("ae02 8800 9000"), "no restriction");
+    e.usim_mut().mbms.parental_limit = Some(16);
+    assert_eq!(e.transmit_bytes(&h("001b0004 00")), h("ae03 880110 9000"));
+    assert_eq!(ApduCard::new(e).parental_limit().unwrap(), Some(16));
+}
+
+#[test]
+fn rejects_setting_the_parental_limit_without_the_secure_channel_6982() {
+    let mut card = bootstrapped();
+    card.transport_mut().take_dirty();
+    assert_eq!(sw_of(card.set_parental_limit(Some(12)).unwrap_err()), 0x6982);
+    assert_eq!(sw_of(card.set_parental_limit(None).unwrap_err()), 0x6982);
+    assert_eq!(card.parental_limit().unwrap(), None);
+    assert!(!card.transport_mut().take_dirty());
+    assert_eq!(send(card.transport_mut(), "001b0004 05 ae03 88010c"), StatusWord::SECURITY_STATUS_NOT_SATISFIED);
+}
+
+#[test]
+fn parental_limit_is_set_over_apdus_once_the_secure_channel_is_established() {
+    let mut card = bootstrapped();
+    let iccid = card.transport().usim().identity.iccid.clone();
+    card.local_key_establishment(&lke_request(&iccid, true)).unwrap();
+    card.transport_mut().take_dirty();
+    card.set_parental_limit(Some(12)).unwrap();
+    assert!(card.transport_mut().take_dirty(), "the setting is card state to persist");
+    assert_eq!(card.parental_limit().unwrap(), Some(12));
+    assert_eq!(card.transport().usim().mbms.parental_limit, Some(12));
+    card.set_parental_limit(None).unwrap();
+    assert_eq!(card.parental_limit().unwrap(), None);
+}
+
+#[test]
+fn rejects_malformed_parental_setting_6700_and_6a80() {
+    let mut card = bootstrapped();
+    let iccid = card.transport().usim().identity.iccid.clone();
+    card.local_key_establishment(&lke_request(&iccid, true)).unwrap();
+    let e = card.transport_mut();
+    assert_eq!(send(e, "001b0004 06 ae04 88020c0c"), StatusWord::WRONG_LENGTH, "two-byte limit");
+    assert_eq!(send(e, "001b0004 05 ae03 8a010c"), StatusWord::INCORRECT_DATA, "tag 8A");
+    assert_eq!(send(e, "001b0004 05 7303 88010c"), StatusWord::INCORRECT_DATA, "container 73");
+    assert_eq!(send(e, "001b0004 05 ae05 88010c"), StatusWord::WRONG_LENGTH, "container longer than its data");
+    assert_eq!(send(e, "001b0004 07 ae05 88010c 8800"), StatusWord::WRONG_LENGTH, "a second 88");
+    assert_eq!(e.usim().mbms.parental_limit, None);
+}
+
+#[test]
+fn local_key_availability_check_over_apdus() {
+    let mut card = bootstrapped();
+    let naf = NafId::mbms(IDI);
+    let check = |card: &mut ApduCard<Emulator>, terminal: &[u8]| {
+        card.local_key_available(naf.as_bytes(), terminal, b"platform", b"platform").unwrap()
+    };
+    assert_eq!(check(&mut card, b"IMEI3548"), LocalKeyStatus::NotEstablished);
+    let iccid = card.transport().usim().identity.iccid.clone();
+    card.local_key_establishment(&lke_request(&iccid, true)).unwrap();
+    card.transport_mut().take_dirty();
+    assert_eq!(check(&mut card, b"IMEI3548"), LocalKeyStatus::Available);
+    assert_eq!(check(&mut card, b"IMEI0000"), LocalKeyStatus::NotEstablished);
+    assert!(!card.transport_mut().take_dirty(), "the check changes nothing");
+}
+
+#[test]
+fn local_key_availability_check_answers_53_03_db_01_status() {
+    let mut e = bootstrapped().into_transport();
+    let data = keycast_card::apdu::encode_local_key_check(&keycast_card::sac::LocalKeyIds {
+        naf_id: NafId::mbms(IDI).as_bytes().to_vec(),
+        terminal_id: b"IMEI3548".to_vec(),
+        terminal_appli_id: b"platform".to_vec(),
+        uicc_appli_id: b"platform".to_vec(),
+    })
+    .unwrap();
+    let mut cmd = h("00898086");
+    cmd.push(data.len() as u8);
+    cmd.extend_from_slice(&data);
+    assert_eq!(sw_bytes(&e.transmit_bytes(&cmd)), 0x62f3);
+    assert_eq!(e.transmit_bytes(&h("0089a08600")), h("5303 db01 00 9000"));
+}
+
+#[test]
+fn rejects_availability_check_without_the_naf_key_6a88_and_a_partial_derivation_6700() {
+    let mut card = apdu_card(usim());
+    let naf = NafId::mbms(IDI);
+    assert_eq!(
+        sw_of(card.local_key_available(naf.as_bytes(), b"IMEI3548", b"platform", b"platform").unwrap_err()),
+        0x6a88
+    );
+    // The four identifiers and RANDx, but no Counter Limit or MAC.
+    let mut e = raw();
+    assert_eq!(send(&mut e, "00898086 0f 730d 8001aa 8101bb 8201cc 8301dd 8401ee"), StatusWord::WRONG_LENGTH);
+}
+
 // ------------------------------------------------------------------------ chaining
 
 /// Records every exchange.
@@ -457,6 +612,24 @@ impl Card for Typed {
     fn local_key_establishment(&mut self, req: &LocalKeyRequest) -> Result<[u8; 16], CardOpError> {
         Ok(self.0.local_key_establishment(req)?)
     }
+    fn local_key_available(
+        &mut self,
+        naf_id: &[u8],
+        terminal_id: &[u8],
+        terminal_appli_id: &[u8],
+        uicc_appli_id: &[u8],
+    ) -> Result<LocalKeyStatus, CardOpError> {
+        Ok(self.0.local_key_available(naf_id, terminal_id, terminal_appli_id, uicc_appli_id)?)
+    }
+    fn audit(&mut self, key_domain_id: KeyDomainId, sek_pek_id: SekPekId) -> Result<AuditCounters, CardOpError> {
+        Ok(self.0.audit(key_domain_id, sek_pek_id)?)
+    }
+    fn parental_limit(&mut self) -> Result<Option<u8>, CardOpError> {
+        Ok(self.0.parental_limit())
+    }
+    fn set_parental_limit(&mut self, limit: Option<u8>) -> Result<(), CardOpError> {
+        Ok(self.0.set_parental_limit(limit)?)
+    }
 }
 
 /// One operation's result in a comparable shape: the value, or the refusal's status word.
@@ -468,6 +641,9 @@ enum Outcome {
     Verification(Option<Vec<u8>>),
     Tek(TekOut),
     Lke([u8; 16]),
+    KeyStatus(LocalKeyStatus),
+    Audit(AuditCounters),
+    Parental(Option<u8>),
     Refused(u16),
 }
 
@@ -478,13 +654,18 @@ fn outcome<T>(r: Result<T, CardOpError>, f: impl FnOnce(T) -> Outcome) -> Outcom
     }
 }
 
-fn script(card: &mut impl Card, iccid: &str) -> Vec<Outcome> {
+fn script(card: &mut dyn Card, iccid: &str) -> Vec<Outcome> {
     let mut tampered = vector("ltkm-streaming-ppt-playback");
     *tampered.last_mut().unwrap() ^= 0x80;
     let mut bad_autn = autn_star();
     bad_autn[15] ^= 1;
     let naf = NafId::mbms(IDI);
+    let key_1_1 = SekPekId { key_group: 1, key_number: 1 };
     let mut out = vec![
+        outcome(card.local_key_available(naf.as_bytes(), b"IMEI3548", b"platform", b"platform"), Outcome::KeyStatus),
+        outcome(card.audit(kd(), key_1_1), Outcome::Audit),
+        outcome(card.parental_limit(), Outcome::Parental),
+        outcome(card.set_parental_limit(Some(12)), |()| Outcome::Unit),
         outcome(card.gba_naf_derivation(naf.as_bytes(), IMPI), Outcome::Key),
         outcome(card.write_gba_bp(BTID, LIFETIME), |()| Outcome::Unit),
         outcome(card.gba_bootstrap(&arr(RAND), &bad_autn), Outcome::Aka),
@@ -509,11 +690,24 @@ fn script(card: &mut impl Card, iccid: &str) -> Vec<Outcome> {
         out.push(outcome(card.mtk_generation(&vector(name)), Outcome::Tek));
     }
     let protected = stkm(3, 3_900_000_010, ProtectionAfterReception::MustNotRecord);
+    let check = |card: &mut dyn Card, terminal: &[u8]| {
+        outcome(card.local_key_available(naf.as_bytes(), terminal, b"platform", b"platform"), Outcome::KeyStatus)
+    };
     out.extend([
+        outcome(card.audit(kd(), key_1_1), Outcome::Audit),
+        outcome(card.audit(kd(), SekPekId { key_group: 9, key_number: 9 }), Outcome::Audit),
         outcome(card.mtk_generation(&protected), Outcome::Tek),
+        check(card, b"IMEI3548"),
+        outcome(card.set_parental_limit(Some(12)), |()| Outcome::Unit),
         outcome(card.local_key_establishment(&lke_request(iccid, false)), Outcome::Lke),
+        check(card, b"IMEI3548"),
         outcome(card.local_key_establishment(&lke_request(iccid, true)), Outcome::Lke),
+        check(card, b"IMEI3548"),
+        check(card, b"IMEI0000"),
+        outcome(card.set_parental_limit(Some(12)), |()| Outcome::Unit),
+        outcome(card.parental_limit(), Outcome::Parental),
         outcome(card.mtk_generation(&protected), Outcome::Tek),
+        outcome(card.audit(kd(), key_1_1), Outcome::Audit),
         outcome(card.msk_update(&vector("solicited-pull")), Outcome::Verification),
         outcome(card.msk_update(&vector("ltkm-invalidation")), Outcome::Verification),
         outcome(
@@ -556,6 +750,11 @@ fn typed_core_and_apdus_give_identical_results() {
     assert!(a.iter().any(|o| matches!(o, Outcome::Tek(TekOut::ChannelWrapped(_)))));
     assert!(a.iter().any(|o| matches!(o, Outcome::Lke(_))));
     assert!(a.iter().any(|o| matches!(o, Outcome::Aka(AkaAnswer::SyncFailure { .. }))));
+    assert!(a.iter().any(|o| matches!(o, Outcome::Audit(c) if c.live_stkms > 0)));
+    assert!(a.contains(&Outcome::Parental(Some(12))));
+    for status in [LocalKeyStatus::NotEstablished, LocalKeyStatus::Available] {
+        assert!(a.contains(&Outcome::KeyStatus(status)), "{status:?} not reached");
+    }
 }
 
 #[test]

@@ -185,10 +185,13 @@ fn rejects_wrong_magic() {
 #[test]
 fn rejects_file_from_another_version() {
     let mut f = persist::encode(&populated()).to_vec();
-    f[13..15].copy_from_slice(&2u16.to_be_bytes());
+    f[13..15].copy_from_slice(&3u16.to_be_bytes());
     let e = persist::decode(&f).unwrap_err();
-    assert_eq!(e, PersistError::UnsupportedVersion { found: 2, supported: 1 });
-    assert_eq!(e.to_string(), "card file from another Keycast version: format version 2, this Keycast reads version 1");
+    assert_eq!(e, PersistError::UnsupportedVersion { found: 3, supported: 2 });
+    assert_eq!(
+        e.to_string(),
+        "card file from another Keycast version: format version 3, this Keycast reads version 1 to 2"
+    );
 }
 
 #[test]
@@ -320,7 +323,7 @@ fn load_reports_typed_errors_with_the_path() {
     bytes[13..15].copy_from_slice(&7u16.to_be_bytes());
     std::fs::write(&path, &bytes).unwrap();
     match file.load().unwrap_err() {
-        e @ CardFileError::Format { error: PersistError::UnsupportedVersion { found: 7, supported: 1 }, .. } => {
+        e @ CardFileError::Format { error: PersistError::UnsupportedVersion { found: 7, supported: 2 }, .. } => {
             let msg = e.to_string();
             assert!(msg.contains("card.kc") && msg.contains("another Keycast version"), "{msg}");
         }

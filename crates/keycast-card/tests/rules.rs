@@ -1,10 +1,10 @@
-//! One named test per rule of profile P-3 (LTKM), P-4 (rights), P-6 (STKM checks) and P-10
-//! (secure channel), driven through the typed card core, with the status word each refusal
-//! answers.
+//! One named test per rule of profile P-3 (LTKM), P-4 (rights and their audit), P-6 (STKM checks)
+//! and P-10 (secure channel, its availability check, and the parental setting it guards), driven
+//! through the typed card core, with the status word each refusal answers.
 
 use keycast_card::CardError;
-use keycast_card::mbms::{Capacity, MbmsStore, MskUpdateEvent, TekOut, serial_gt, unwrap_channel_tek};
-use keycast_card::sac::k_sac;
+use keycast_card::mbms::{AuditCounters, Capacity, MbmsStore, MskUpdateEvent, TekOut, serial_gt, unwrap_channel_tek};
+use keycast_card::sac::{LocalKeyStatus, k_sac};
 use keycast_card::usim::{AkaAnswer, LocalKeyRequest, Usim, UsimIdentity, local_key_request_mac};
 use keycast_crypto::gba::{self, LocalKeyParams, NafId};
 use keycast_crypto::keys::{KsIntNaf, Opc, SekPek, Smk, SubscriberKey, Tek, TekSalt};
@@ -392,6 +392,73 @@ fn p4_unlimited_within_window_plays_back_only_inside_the_window() {
     assert_eq!(refused_unchanged(&mut s, |s| stk(s, 1, T0 - 10, None)), 0x9865);
 }
 
+// ---------------------------------------------------------------- P-4 audit counters
+
+fn audit(s: &MbmsStore, n: u16) -> AuditCounters {
+    s.audit(kd(), SekPekId { key_group: 1, key_number: n }).unwrap()
+}
+
+#[test]
+fn p4_audit_of_a_fresh_key_shows_its_grant_and_reporting_flag() {
+    let mut s = store();
+    deliver(&mut s, &ltkm(1, 1, 1, policy(SecurityPolicy::PayPerTimeWithPlayBack, 2, 0))).unwrap();
+    assert_eq!(
+        audit(&s, 1),
+        AuditCounters { play_backs_left: 2, consumption_reporting: true, ..AuditCounters::default() }
+    );
+    deliver(&mut s, &ltkm(2, 1, 2, None)).unwrap();
+    assert_eq!(audit(&s, 2), AuditCounters::default(), "no extension: play-once, no reporting asked");
+}
+
+#[test]
+fn p4_audit_counts_live_stkms_and_play_back_sessions() {
+    let mut s = store();
+    deliver(&mut s, &ltkm(1, 1, 1, policy(SecurityPolicy::PayPerTimeWithPlayBack, 2, 0))).unwrap();
+    stk(&mut s, 9, T0 + 100, None).unwrap();
+    stk(&mut s, 10, T0 + 110, None).unwrap();
+    stk(&mut s, 1, T0 + 10, None).unwrap();
+    stk(&mut s, 2, T0 + 20, None).unwrap();
+    let a = audit(&s, 1);
+    assert_eq!((a.live_stkms, a.play_back_sessions, a.play_backs_left), (2, 1, 1));
+    // Reading changes nothing.
+    let before = s.clone();
+    audit(&s, 1);
+    assert_eq!(s, before);
+}
+
+#[test]
+fn p4_audit_shows_the_pay_per_view_lock_and_paid_programs() {
+    let mut s = store();
+    deliver(&mut s, &ltkm(1, 1, 1, policy(SecurityPolicy::PayPerView, 0, 0))).unwrap();
+    assert_eq!(audit(&s, 1).ppv_program, None, "not locked before the first STKM");
+    stk(&mut s, 1, T0 + 1, program(7)).unwrap();
+    assert_eq!(audit(&s, 1).ppv_program, Some(Some(7)));
+
+    let mut s = store();
+    deliver(&mut s, &ltkm(1, 1, 1, policy(SecurityPolicy::PayPerView, 0, 0))).unwrap();
+    stk(&mut s, 1, T0 + 1, None).unwrap();
+    assert_eq!(audit(&s, 1).ppv_program, Some(None), "a program without program ID");
+
+    let mut s = store();
+    deliver(&mut s, &ltkm(1, 1, 1, policy(SecurityPolicy::UserPayPerView, 0, 3))).unwrap();
+    stk(&mut s, 1, T0 + 1, program(1)).unwrap();
+    stk(&mut s, 2, T0 + 2, program(2)).unwrap();
+    stk(&mut s, 3, T0 + 3, program(1)).unwrap();
+    let a = audit(&s, 1);
+    assert_eq!((a.views_left, a.paid_programs, a.live_stkms), (1, 2, 3));
+}
+
+#[test]
+fn p4_audit_of_a_key_not_held_is_6a88() {
+    let mut s = store();
+    assert_eq!(sw(s.audit(kd(), SekPekId { key_group: 1, key_number: 1 })), 0x6a88);
+    deliver(&mut s, &ltkm(1, 1, 1, None)).unwrap();
+    assert_eq!(sw(s.audit(kd(), SekPekId { key_group: 1, key_number: 2 })), 0x6a88, "other key number");
+    assert_eq!(sw(s.audit(kd(), SekPekId { key_group: 2, key_number: 1 })), 0x6a88, "other key group");
+    let other_domain = KeyDomainId::from_mcc_mnc("001", "02").unwrap();
+    assert_eq!(sw(s.audit(other_domain, SekPekId { key_group: 1, key_number: 1 })), 0x6a88, "other domain");
+}
+
 // ---------------------------------------------------------------- P-6 STKM
 
 #[test]
@@ -540,7 +607,7 @@ fn usim_with_mbms_muk() -> (Usim, KsIntNaf) {
 }
 
 fn lke_request(usim: &Usim, int: &KsIntNaf, limit: u128) -> (LocalKeyRequest, keycast_crypto::keys::KsLocal) {
-    let mut req = LocalKeyRequest {
+    let req = LocalKeyRequest {
         naf_id: NafId::mbms(IDI).as_bytes().to_vec(),
         terminal_id: b"IMEI3548".to_vec(),
         terminal_appli_id: b"platform".to_vec(),
@@ -549,6 +616,11 @@ fn lke_request(usim: &Usim, int: &KsIntNaf, limit: u128) -> (LocalKeyRequest, ke
         counter_limit: limit.to_be_bytes(),
         mac: [0; 16],
     };
+    signed(usim, int, req)
+}
+
+/// Derives Ks_local as the key center does and puts the terminal's MAC into `req`.
+fn signed(usim: &Usim, int: &KsIntNaf, mut req: LocalKeyRequest) -> (LocalKeyRequest, keycast_crypto::keys::KsLocal) {
     let ks_local = gba::ks_local(
         int,
         &LocalKeyParams {
@@ -615,6 +687,98 @@ fn p10_local_key_establishment_with_a_wrong_mac_is_9862() {
     req.mac[0] ^= 1;
     assert_eq!(usim.local_key_establishment(&req).unwrap_err().status_word(), 0x9862);
     assert!(usim.mbms.sac.is_none());
+}
+
+#[test]
+fn p10_availability_check_without_the_key_centers_naf_key_is_6a88() {
+    let identity = UsimIdentity { imsi: "001010000000001".into(), impi: "a@b".into(), iccid: "89".into() };
+    let usim = Usim::new(identity, SubscriberKey::from_bytes([1; 16]), Opc::from_bytes([2; 16]));
+    let naf = NafId::mbms(IDI);
+    assert_eq!(sw(usim.local_key_available(naf.as_bytes(), b"IMEI3548", b"platform", b"platform")), 0x6a88);
+}
+
+#[test]
+fn p10_availability_check_answers_for_exactly_the_established_identifiers() {
+    let (mut usim, int) = usim_with_mbms_muk();
+    let naf = NafId::mbms(IDI);
+    let check = |u: &Usim, terminal: &[u8], t_app: &[u8], u_app: &[u8]| {
+        u.local_key_available(naf.as_bytes(), terminal, t_app, u_app).unwrap()
+    };
+    assert_eq!(check(&usim, b"IMEI3548", b"platform", b"platform"), LocalKeyStatus::NotEstablished);
+    let (req, _) = lke_request(&usim, &int, 1);
+    usim.local_key_establishment(&req).unwrap();
+    let before = usim.clone();
+    assert_eq!(check(&usim, b"IMEI3548", b"platform", b"platform"), LocalKeyStatus::Available);
+    assert_eq!(usim, before, "the check changes nothing");
+    assert_eq!(check(&usim, b"IMEI0000", b"platform", b"platform"), LocalKeyStatus::NotEstablished);
+    assert_eq!(check(&usim, b"IMEI3548", b"player", b"platform"), LocalKeyStatus::NotEstablished);
+    assert_eq!(check(&usim, b"IMEI3548", b"platform", b"bcast"), LocalKeyStatus::NotEstablished);
+}
+
+#[test]
+fn p10_availability_check_reports_a_used_up_counter_limit() {
+    let (mut usim, int) = usim_with_mbms_muk();
+    usim.msk_update(&ltkm(1, 1, 1, None).seal(&Smk::from_bytes(*int.expose_secret())).unwrap()).unwrap();
+    let (req, _) = lke_request(&usim, &int, 1);
+    usim.local_key_establishment(&req).unwrap();
+    content_protected(&mut usim, 1, T0).unwrap();
+    let naf = NafId::mbms(IDI);
+    assert_eq!(
+        usim.local_key_available(naf.as_bytes(), b"IMEI3548", b"platform", b"platform").unwrap(),
+        LocalKeyStatus::Exhausted
+    );
+    // A new establishment (new RANDx and Counter Limit) makes it available again.
+    let (req, _) = signed(&usim, &int, LocalKeyRequest { randx: vec![0x43; 16], counter_limit: [5; 16], ..req });
+    usim.local_key_establishment(&req).unwrap();
+    assert_eq!(
+        usim.local_key_available(naf.as_bytes(), b"IMEI3548", b"platform", b"platform").unwrap(),
+        LocalKeyStatus::Available
+    );
+}
+
+#[test]
+fn p10_setting_the_parental_limit_without_the_secure_channel_is_6982() {
+    let (mut usim, _) = usim_with_mbms_muk();
+    let before = usim.clone();
+    assert_eq!(sw(usim.set_parental_limit(Some(12))), 0x6982);
+    assert_eq!(sw(usim.set_parental_limit(None)), 0x6982);
+    assert_eq!(usim, before);
+    assert_eq!(usim.parental_limit(), None);
+}
+
+#[test]
+fn p10_parental_limit_set_over_the_secure_channel_guards_mtk_generation() {
+    let (mut usim, int) = usim_with_mbms_muk();
+    usim.msk_update(&ltkm(1, 1, 1, None).seal(&Smk::from_bytes(*int.expose_secret())).unwrap()).unwrap();
+    let (req, _) = lke_request(&usim, &int, 3);
+    usim.local_key_establishment(&req).unwrap();
+    usim.set_parental_limit(Some(12)).unwrap();
+    assert_eq!(usim.parental_limit(), Some(12));
+    assert_eq!(usim.mbms.sac.as_ref().unwrap().used, 0, "setting it spends no channel use");
+    let rated = |u: &mut Usim, tek_id: u16, ts: u32, age: u8| {
+        let ext = ext_with(
+            ProtectionAfterReception::ServiceProtectionOnly,
+            Some(vec![AccessDescriptor::ParentalRating { system: 1, min_age: age }]),
+        );
+        u.mtk_generation(&stkm_bytes(&Stk { n: 1, tek_id, ts, ext }))
+    };
+    assert_eq!(sw(rated(&mut usim, 1, T0, 16)), 0x6985);
+    rated(&mut usim, 1, T0, 12).unwrap();
+    usim.set_parental_limit(None).unwrap();
+    assert_eq!(usim.parental_limit(), None);
+    rated(&mut usim, 2, T0 + 1, 18).unwrap();
+}
+
+#[test]
+fn p10_setting_the_parental_limit_over_a_used_up_channel_is_6982() {
+    let (mut usim, int) = usim_with_mbms_muk();
+    usim.msk_update(&ltkm(1, 1, 1, None).seal(&Smk::from_bytes(*int.expose_secret())).unwrap()).unwrap();
+    let (req, _) = lke_request(&usim, &int, 1);
+    usim.local_key_establishment(&req).unwrap();
+    content_protected(&mut usim, 1, T0).unwrap();
+    let before = usim.clone();
+    assert_eq!(sw(usim.set_parental_limit(Some(12))), 0x6982);
+    assert_eq!(usim, before);
 }
 
 // ---------------------------------------------------------------- USIM contexts

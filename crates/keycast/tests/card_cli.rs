@@ -287,7 +287,7 @@ fn show_reports_bad_files_clearly() {
         .args(["card", "show", "--file", file])
         .assert()
         .failure()
-        .stderr(contains("card file from another Keycast version: format version 9, this Keycast reads version 1"));
+        .stderr(contains("card file from another Keycast version: format version 9, this Keycast reads version 1 to 2"));
     bytes[14] = 1;
     bytes[40] ^= 0x40;
     std::fs::write(&path, &bytes).unwrap();
