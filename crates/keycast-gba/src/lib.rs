@@ -1,6 +1,11 @@
-//! Layer 1 on the network: the BSF (Ub, HTTP Digest AKA), its subscriber store, Zn for NAFs, and the terminal's bootstrapping client.
+//! Layer 1 of the Smartcard Profile on the network: the BSF (TS 24.109 Ub with HTTP Digest AKA,
+//! RFC 3310) and the terminal's bootstrapping client.
 //!
-//! This crate is a room in the Keycast workspace (DESIGN.md §2) that a later issue fills; it holds
-//! no code yet, so nothing can depend on it by mistake.
+//! The cores here do no IO, read no clock and start no threads: requests, responses, time and
+//! randomness are passed in, and the HTTP shells live at the edge.
 
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod bsf;
+pub mod client;
