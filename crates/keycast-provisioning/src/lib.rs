@@ -9,6 +9,8 @@
 //! |---|---|---|
 //! | [`digest`] | HTTP Digest: header codecs, MD5 / AKAv1-MD5 computation, nonces, client | RFC 2617, RFC 3310, TS 24.109 §4–5 |
 //! | [`bootstrapping`] | the BSF's `BootstrappingInfo` XML | TS 24.109 Annex C |
+//! | [`mbms`] | MBMS key management XML: Security Description, (de)registration, MSK request and responses | TS 26.346 §11, TS 33.246 Annex G |
+//! | [`sprov`] | OMA BCAST service provisioning messages (`application/vnd.oma.bcast.sprov+xml`), schema `schemas/keycast-sprov.xsd` | profile P-8 (chosen layout) |
 //! | [`time`] | RFC 3339 UTC timestamps (`YYYY-MM-DDTHH:MM:SSZ`) | RFC 3339, XML Schema `dateTime` |
 //!
 //! The BSF (Ub) and the BSM (Ua) both use [`digest`]; the crate depends on no other Keycast
@@ -40,4 +42,7 @@
 
 pub mod bootstrapping;
 pub mod digest;
+pub mod mbms;
+pub mod sprov;
 pub mod time;
+mod xml;
