@@ -50,6 +50,7 @@
 
 pub mod metrics;
 pub mod rng;
+pub mod sql;
 pub mod sqn;
 pub mod store;
 pub mod zn;
@@ -70,8 +71,11 @@ use zeroize::Zeroizing;
 
 pub use metrics::{BsfEvent, BsfMetrics, FailureCause};
 pub use rng::{RandomSource, SeededRandom};
+pub use sql::{PgStore, SqliteStore, StorageKey, StorageKeyError};
 pub use sqn::{SQN_MAX, SqnScheme};
-pub use store::{BsfStore, GbaType, MemoryStore, NonceKey, Pending, Session, StoreError, Subscriber};
+pub use store::{
+    BsfStore, GbaType, MemoryStore, NonceKey, Pending, Purged, Session, StoreError, Subscriber, SubscriberSummary,
+};
 pub use zn::{ZnAnswer, ZnError, ZnKeys, ZnRequest, zn_keys};
 
 /// Longest IMPI accepted (an NAI, RFC 7542, is at most 253 octets).
@@ -369,24 +373,25 @@ impl Bsf {
     ///
     /// # Errors
     /// [`ZnError`].
-    pub fn zn_keys<S: BsfStore + ?Sized>(
+    pub async fn zn_keys<S: BsfStore>(
         &self,
         store: &S,
         request: &ZnRequest<'_>,
         now: u64,
     ) -> Result<ZnAnswer, ZnError> {
-        zn_keys(store, &self.config.authorised_nafs, request, now)
+        zn_keys(store, &self.config.authorised_nafs, request, now).await
     }
 
-    /// Handles one Ub request at time `now` (Unix seconds). Never panics on any input.
-    pub fn handle_ub<S: BsfStore + ?Sized, R: RandomSource + ?Sized>(
+    /// Handles one Ub request at time `now` (Unix seconds). Never panics on any input. The
+    /// store's writes are committed when the returned future completes, so the response can go.
+    pub async fn handle_ub<S: BsfStore, R: RandomSource + ?Sized>(
         &mut self,
-        store: &mut S,
+        store: &S,
         request: &UbRequest<'_>,
         now: u64,
         rng: &mut R,
     ) -> UbResponse {
-        let response = match self.process(store, request, now, rng) {
+        let response = match self.process(store, request, now, rng).await {
             Ok(r) => r,
             Err(halt) => {
                 let (cause, detail) = match halt {
@@ -406,9 +411,9 @@ impl Bsf {
         response
     }
 
-    fn process<S: BsfStore + ?Sized, R: RandomSource + ?Sized>(
+    async fn process<S: BsfStore, R: RandomSource + ?Sized>(
         &mut self,
-        store: &mut S,
+        store: &S,
         req: &UbRequest<'_>,
         now: u64,
         rng: &mut R,
@@ -433,16 +438,16 @@ impl Bsf {
             if !creds.response.is_empty() || creds.auts.is_some() {
                 return Ok(UbResponse::bad_request("initial request must have an empty response and no auts"));
             }
-            return self.challenge(store, &creds.username, now, rng, Why::Initial);
+            return self.challenge(store, &creds.username, now, rng, Why::Initial).await;
         }
-        self.answer(store, req, &creds, now, rng)
+        self.answer(store, req, &creds, now, rng).await
     }
 
     /// Builds a fresh vector for `impi` (fake for an unknown IMPI), records it as pending and
     /// returns the 401 with the event `why` calls for.
-    fn challenge<S: BsfStore + ?Sized, R: RandomSource + ?Sized>(
+    async fn challenge<S: BsfStore, R: RandomSource + ?Sized>(
         &mut self,
-        store: &mut S,
+        store: &S,
         impi: &str,
         now: u64,
         rng: &mut R,
@@ -453,12 +458,12 @@ impl Bsf {
         let mut autn = None;
         let mut known = false;
         for _ in 0..SQN_CAS_ATTEMPTS {
-            match store.subscriber(impi)? {
+            match store.subscriber(impi).await? {
                 None => {
                     let fake = self.fake_subscriber(impi);
                     // The same store round trips as for a subscriber: this compare-and-set finds
                     // no row and changes nothing.
-                    let _ = store.update_sqn(impi, fake.sqn, fake.sqn)?;
+                    let _ = store.update_sqn(impi, fake.sqn, fake.sqn).await?;
                     let m = Milenage::new(&fake.k, &fake.opc);
                     autn = Some(build_autn(&m, &rand, fake.sqn, fake.amf, fake.gba_type));
                     break;
@@ -470,7 +475,7 @@ impl Bsf {
                         Why::Initial | Why::Rejected(_) => self.config.sqn.next(sub.sqn),
                     };
                     let sqn = next.ok_or_else(|| Halt::SqnExhausted(impi.to_owned()))?;
-                    if store.update_sqn(impi, sub.sqn, sqn)? {
+                    if store.update_sqn(impi, sub.sqn, sqn).await? {
                         let m = Milenage::new(&sub.k, &sub.opc);
                         autn = Some(build_autn(&m, &rand, sqn, sub.amf, sub.gba_type));
                         break;
@@ -487,7 +492,7 @@ impl Bsf {
             issued_at: now,
             expires_at: now.saturating_add(self.config.nonce_lifetime).saturating_add(1),
         };
-        store.put_pending(info.id, pending)?;
+        store.put_pending(info.id, pending).await?;
         let challenge = Challenge {
             realm: self.config.domain.clone(),
             opaque: Some(self.opaque_for(&nonce)),
@@ -511,9 +516,9 @@ impl Bsf {
         })
     }
 
-    fn answer<S: BsfStore + ?Sized, R: RandomSource + ?Sized>(
+    async fn answer<S: BsfStore, R: RandomSource + ?Sized>(
         &mut self,
-        store: &mut S,
+        store: &S,
         req: &UbRequest<'_>,
         creds: &Credentials,
         now: u64,
@@ -532,26 +537,26 @@ impl Bsf {
         let info: NonceInfo = match self.issuer.check(&creds.nonce, now) {
             Ok(info) => info,
             Err(NonceError::Expired { .. }) => {
-                return self.challenge(store, impi, now, rng, Why::Rejected(FailureCause::ExpiredNonce));
+                return self.challenge(store, impi, now, rng, Why::Rejected(FailureCause::ExpiredNonce)).await;
             }
-            Err(_) => return self.challenge(store, impi, now, rng, Why::Rejected(FailureCause::InvalidNonce)),
+            Err(_) => return self.challenge(store, impi, now, rng, Why::Rejected(FailureCause::InvalidNonce)).await,
         };
         let NonceKind::Ub { rand, .. } = info.kind else {
-            return self.challenge(store, impi, now, rng, Why::Rejected(FailureCause::InvalidNonce));
+            return self.challenge(store, impi, now, rng, Why::Rejected(FailureCause::InvalidNonce)).await;
         };
         if creds.opaque.as_deref() != Some(self.opaque_for(&creds.nonce).as_str()) {
             return Ok(UbResponse::bad_request("opaque does not match the challenge"));
         }
-        let Some(pending) = store.take_pending(&info.id)? else {
-            return self.challenge(store, impi, now, rng, Why::Rejected(FailureCause::ReplayedNonce));
+        let Some(pending) = store.take_pending(&info.id).await? else {
+            return self.challenge(store, impi, now, rng, Why::Rejected(FailureCause::ReplayedNonce)).await;
         };
         if pending.rand != rand {
-            return self.challenge(store, impi, now, rng, Why::Rejected(FailureCause::InvalidNonce));
+            return self.challenge(store, impi, now, rng, Why::Rejected(FailureCause::InvalidNonce)).await;
         }
         if pending.impi != impi {
-            return self.failed(store, impi, now, rng, FailureCause::IdentityMismatch);
+            return self.failed(store, impi, now, rng, FailureCause::IdentityMismatch).await;
         }
-        let subscriber = store.subscriber(impi)?;
+        let subscriber = store.subscriber(impi).await?;
         let known = subscriber.is_some();
         let sub = subscriber.unwrap_or_else(|| self.fake_subscriber(impi));
         let wrong = if known { FailureCause::WrongResponse } else { FailureCause::UnknownImpi };
@@ -561,15 +566,15 @@ impl Bsf {
         if let Some(auts) = creds.auts {
             // RFC 3310 §3.4: with `auts` the response is computed with the empty password.
             if creds.verify_response(&Password::empty(), req.method, req.body).is_err() {
-                return self.failed(store, impi, now, rng, wrong);
+                return self.failed(store, impi, now, rng, wrong).await;
             }
             if self.nc.accept(&info, nc, now).is_err() {
-                return self.challenge(store, impi, now, rng, Why::Rejected(FailureCause::ReplayedNc));
+                return self.challenge(store, impi, now, rng, Why::Rejected(FailureCause::ReplayedNc)).await;
             }
             return match m.recover_sqn_ms(&rand, &auts) {
                 Ok(sqn_ms) if known => {
                     let sqn_ms = sqn_to_u64(sqn_ms);
-                    self.challenge(store, impi, now, rng, Why::Resync(sqn_ms))
+                    self.challenge(store, impi, now, rng, Why::Resync(sqn_ms)).await
                 }
                 _ => Ok(UbResponse::forbidden(FailureCause::ResyncMacFailure)),
             };
@@ -584,10 +589,10 @@ impl Bsf {
         match creds.verify_response(&password, req.method, req.body) {
             Ok(()) if known => {}
             Err(VerifyError::Malformed) => return Ok(UbResponse::bad_request("response is not 32 hex digits")),
-            Ok(()) | Err(_) => return self.failed(store, impi, now, rng, wrong),
+            Ok(()) | Err(_) => return self.failed(store, impi, now, rng, wrong).await,
         }
         if self.nc.accept(&info, nc, now).is_err() {
-            return self.challenge(store, impi, now, rng, Why::Rejected(FailureCause::ReplayedNc));
+            return self.challenge(store, impi, now, rng, Why::Rejected(FailureCause::ReplayedNc)).await;
         }
 
         // Success.
@@ -602,15 +607,17 @@ impl Bsf {
             .ok()
             .and_then(|i| i.to_header_value().ok())
             .ok_or(Halt::Internal("Authentication-Info cannot be formatted"))?;
-        store.put_session(Session {
-            btid,
-            impi: impi.to_owned(),
-            ks: ks_from_ck_ik(&ck, &ik),
-            rand,
-            gba_type: sub.gba_type,
-            bootstrapped_at: now,
-            expires_at,
-        })?;
+        store
+            .put_session(Session {
+                btid,
+                impi: impi.to_owned(),
+                ks: ks_from_ck_ik(&ck, &ik),
+                rand,
+                gba_type: sub.gba_type,
+                bootstrapped_at: now,
+                expires_at,
+            })
+            .await?;
         self.failures.remove(impi);
         Ok(UbResponse {
             status: 200,
@@ -622,9 +629,9 @@ impl Bsf {
     }
 
     /// A failed answer: counts it, then 403 at the limit, otherwise a fresh challenge.
-    fn failed<S: BsfStore + ?Sized, R: RandomSource + ?Sized>(
+    async fn failed<S: BsfStore, R: RandomSource + ?Sized>(
         &mut self,
-        store: &mut S,
+        store: &S,
         impi: &str,
         now: u64,
         rng: &mut R,
@@ -634,7 +641,7 @@ impl Bsf {
             self.failures.remove(impi);
             return Ok(UbResponse::forbidden(FailureCause::TooManyFailures));
         }
-        self.challenge(store, impi, now, rng, Why::Rejected(cause))
+        self.challenge(store, impi, now, rng, Why::Rejected(cause)).await
     }
 
     /// Counts one failure for `impi` and returns the consecutive count. The map is bounded: when

@@ -716,7 +716,7 @@ mod against_bsf_core {
     fn bsf(gba_type: GbaType) -> (Bsf, MemoryStore) {
         let mut config = BsfConfig::new(BSF, [7; 32]);
         config.authorised_nafs = vec![BSM.into()];
-        let mut store = MemoryStore::new();
+        let store = MemoryStore::new();
         store.insert_subscriber(Subscriber {
             impi: IMPI.into(),
             imsi: "001010000000001".into(),
@@ -730,10 +730,10 @@ mod against_bsf_core {
         (Bsf::new(config).unwrap(), store)
     }
 
-    fn run_core(
+    async fn run_core(
         mode: GbaMode,
         bsf: &mut Bsf,
-        store: &mut MemoryStore,
+        store: &MemoryStore,
         card: &mut ApduCard<Emulator>,
         mut gba_me: Option<&mut GbaMeStore>,
     ) -> (Result<Bootstrapped, BootstrapError>, usize) {
@@ -742,18 +742,20 @@ mod against_bsf_core {
         let mut client = Bootstrapper::new(config(mode));
         let mut request = client.start();
         for sent in 1..10 {
-            let answer = bsf.handle_ub(
-                store,
-                &UbRequest {
-                    method: &request.method,
-                    uri: &request.uri,
-                    authorization: request.header("Authorization"),
-                    user_agent: request.header("User-Agent"),
-                    body: &request.body,
-                },
-                now().unix_seconds(),
-                &mut rng,
-            );
+            let answer = bsf
+                .handle_ub(
+                    store,
+                    &UbRequest {
+                        method: &request.method,
+                        uri: &request.uri,
+                        authorization: request.header("Authorization"),
+                        user_agent: request.header("User-Agent"),
+                        body: &request.body,
+                    },
+                    now().unix_seconds(),
+                    &mut rng,
+                )
+                .await;
             let response = HttpResponse { status: answer.status, headers: answer.headers, body: answer.body };
             match client.handle(response, card, gba_me.as_deref_mut(), now(), &[0x42; 16]) {
                 Ok(Step::Send(next)) => request = next,
@@ -764,11 +766,11 @@ mod against_bsf_core {
         panic!("no end");
     }
 
-    #[test]
-    fn gba_u_end_to_end_with_zn() {
-        let (mut bsf, mut store) = bsf(GbaType::GbaU);
+    #[tokio::test]
+    async fn gba_u_end_to_end_with_zn() {
+        let (mut bsf, store) = bsf(GbaType::GbaU);
         let mut card = card();
-        let (done, sent) = run_core(GbaMode::GbaU, &mut bsf, &mut store, &mut card, None);
+        let (done, sent) = run_core(GbaMode::GbaU, &mut bsf, &store, &mut card, None).await;
         let done = done.unwrap();
         assert_eq!(sent, 2);
         assert_eq!(done.b_tid, BTID);
@@ -783,6 +785,7 @@ mod against_bsf_core {
                 &ZnRequest { btid: BTID, naf_id: naf_id.as_bytes(), naf_is_gba_u_aware: true },
                 now().unix_seconds(),
             )
+            .await
             .unwrap();
         let ZnKeys::U { ks_ext_naf, ks_int_naf: Some(ks_int_naf) } = zn.keys else { panic!("{zn:?}") };
         assert_eq!(ks_ext_naf.expose_secret(), creds.srk.expose_secret());
@@ -793,12 +796,12 @@ mod against_bsf_core {
         assert_eq!(card.transport().usim().naf_keys[0].ks_int_naf.expose_secret(), ks_int_naf.expose_secret());
     }
 
-    #[test]
-    fn gba_me_end_to_end_with_zn() {
-        let (mut bsf, mut store) = bsf(GbaType::GbaMe);
+    #[tokio::test]
+    async fn gba_me_end_to_end_with_zn() {
+        let (mut bsf, store) = bsf(GbaType::GbaMe);
         let mut card = card();
         let mut me = GbaMeStore::default();
-        let (done, _) = run_core(GbaMode::GbaMe, &mut bsf, &mut store, &mut card, Some(&mut me));
+        let (done, _) = run_core(GbaMode::GbaMe, &mut bsf, &store, &mut card, Some(&mut me)).await;
         let mut state = BootstrapState::new();
         state.record(done.unwrap());
         let creds = naf_keys(&state, &mut card, Some(&mut me), BSM, IMPI, UA_PROTOCOL_MBMS).unwrap();
@@ -809,17 +812,18 @@ mod against_bsf_core {
                 &ZnRequest { btid: BTID, naf_id: naf_id.as_bytes(), naf_is_gba_u_aware: false },
                 now().unix_seconds(),
             )
+            .await
             .unwrap();
         let ZnKeys::Me { ks_naf } = zn.keys else { panic!("{zn:?}") };
         assert_eq!(keycast_crypto::gba::mrk(ks_naf.expose_secret()), creds.srk);
     }
 
-    #[test]
-    fn resynchronisation_end_to_end() {
-        let (mut bsf, mut store) = bsf(GbaType::GbaU);
+    #[tokio::test]
+    async fn resynchronisation_end_to_end() {
+        let (mut bsf, store) = bsf(GbaType::GbaU);
         let mut card = card();
         card.transport_mut().usim_mut().sqn_ms = [0, 0, 0, 0, 0, 0x21];
-        let (done, sent) = run_core(GbaMode::GbaU, &mut bsf, &mut store, &mut card, None);
+        let (done, sent) = run_core(GbaMode::GbaU, &mut bsf, &store, &mut card, None).await;
         let done = done.unwrap();
         assert_eq!(sent, 3, "initial, AUTS, answer");
         // The BSF resynchronised to SQN_MS + 32.

@@ -1,10 +1,11 @@
 //! The BSF's data (HSS role and bootstrapping sessions) behind a small, data-oriented trait.
 //!
-//! [`BsfStore`] is what the later SQLite/PostgreSQL shells implement; [`MemoryStore`] is the
-//! in-memory implementation for tests and single-process use. The trait holds plain records
+//! [`BsfStore`] is implemented by [`MemoryStore`] (tests, single process) and by the SQL stores
+//! of [`crate::bsf::sql`] (SQLite by default, PostgreSQL by URL). The trait holds plain records
 //! and no logic: every decision is made by [`crate::bsf::Bsf`].
 
 use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use keycast_crypto::keys::{Ks, Opc, SubscriberKey};
 use thiserror::Error;
@@ -87,25 +88,78 @@ pub struct Pending {
     pub expires_at: u64,
 }
 
-/// A storage failure (connection lost, constraint violated, …). Carries no secret.
+/// A storage failure. Carries no secret (IMPIs and B-TIDs are identifiers, not secrets).
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
-#[error("BSF store: {message}")]
-pub struct StoreError {
-    /// What failed, for the log.
-    pub message: String,
+#[non_exhaustive]
+pub enum StoreError {
+    /// The database failed (connection lost, constraint violated, migration refused, …).
+    #[error("BSF store: {0}")]
+    Backend(String),
+    /// The storage key is not the one this database was created with: nothing can be unwrapped.
+    #[error("BSF store: the storage key does not open this database (wrong key, or another database)")]
+    WrongStorageKey,
+    /// A wrapped key failed its integrity check although the storage key is right: the row was
+    /// altered or moved (a wrapped key is bound to its column and row).
+    #[error("BSF store: wrapped {what} of {id} fails its integrity check (row altered or moved)")]
+    Integrity {
+        /// `K`, `OPc` or `Ks`.
+        what: &'static str,
+        /// The IMPI or B-TID of the row.
+        id: String,
+    },
+    /// [`BsfStore::add_subscriber`] with an IMPI that already exists.
+    #[error("BSF store: subscriber {0} already exists")]
+    DuplicateSubscriber(String),
+    /// A stored value cannot be read back (wrong length, unknown GBA type, out of range).
+    #[error("BSF store: corrupt row: {0}")]
+    Corrupt(String),
 }
 
 impl StoreError {
-    /// A store error with a message.
+    /// A [`StoreError::Backend`] with a message.
     #[must_use]
     pub fn new(message: impl Into<String>) -> Self {
-        StoreError { message: message.into() }
+        StoreError::Backend(message.into())
     }
+}
+
+/// A subscriber as listed for administration: everything but K and OPc.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscriberSummary {
+    /// IMPI.
+    pub impi: String,
+    /// IMSI.
+    pub imsi: String,
+    /// SQN_HE.
+    pub sqn: u64,
+    /// AMF.
+    pub amf: [u8; 2],
+    /// GBA_U or GBA_ME.
+    pub gba_type: GbaType,
+}
+
+impl From<&Subscriber> for SubscriberSummary {
+    fn from(s: &Subscriber) -> Self {
+        SubscriberSummary { impi: s.impi.clone(), imsi: s.imsi.clone(), sqn: s.sqn, amf: s.amf, gba_type: s.gba_type }
+    }
+}
+
+/// What [`BsfStore::purge_expired`] removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Purged {
+    /// Sessions whose `expires_at` had passed.
+    pub sessions: u64,
+    /// Pending challenges whose `expires_at` had passed.
+    pub pending: u64,
 }
 
 /// The BSF's storage.
 ///
-/// Contract for implementers:
+/// Every method takes `&self`: implementations are shared handles (a connection pool, a mutex)
+/// that many requests use at once, and every write is durable (committed) before the returned
+/// future completes. The futures are `Send`, so a generic shell can run them on any task.
+///
+/// Contract for implementers (checked for every backend by `tests/store_conformance.rs`):
 /// - [`BsfStore::update_sqn`] is a compare-and-set: it writes `new` only when the stored SQN
 ///   still equals `expected`, and says whether it did. Concurrent challenge builders for one
 ///   IMPI thus never issue the same SQN twice; the loser reads again and retries.
@@ -114,53 +168,95 @@ impl StoreError {
 /// - [`BsfStore::take_pending`] removes and returns atomically (`DELETE … RETURNING`): of two
 ///   concurrent takes of one key at most one gets the entry. This is what makes a Ub nonce
 ///   single-use across restarts and across BSF instances sharing the store.
+/// - [`BsfStore::add_subscriber`] refuses an existing IMPI with
+///   [`StoreError::DuplicateSubscriber`]; [`BsfStore::list_subscribers`] returns no secret.
 pub trait BsfStore {
     /// The subscriber with this IMPI.
     ///
     /// # Errors
     /// [`StoreError`].
-    fn subscriber(&self, impi: &str) -> Result<Option<Subscriber>, StoreError>;
+    fn subscriber(&self, impi: &str) -> impl Future<Output = Result<Option<Subscriber>, StoreError>> + Send;
 
     /// Sets SQN_HE of `impi` to `new` if it is still `expected`; `Ok(false)` when it was not
     /// (or the subscriber is gone).
     ///
     /// # Errors
     /// [`StoreError`].
-    fn update_sqn(&mut self, impi: &str, expected: u64, new: u64) -> Result<bool, StoreError>;
+    fn update_sqn(&self, impi: &str, expected: u64, new: u64) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
     /// Stores a session, replacing earlier sessions of the same IMPI.
     ///
     /// # Errors
     /// [`StoreError`].
-    fn put_session(&mut self, session: Session) -> Result<(), StoreError>;
+    fn put_session(&self, session: Session) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// The session with this B-TID (expired or not: the caller checks `expires_at`).
     ///
     /// # Errors
     /// [`StoreError`].
-    fn session(&self, btid: &str) -> Result<Option<Session>, StoreError>;
+    fn session(&self, btid: &str) -> impl Future<Output = Result<Option<Session>, StoreError>> + Send;
 
-    /// Records a pending challenge.
+    /// Records a pending challenge (replacing one with the same key).
     ///
     /// # Errors
     /// [`StoreError`].
-    fn put_pending(&mut self, key: NonceKey, pending: Pending) -> Result<(), StoreError>;
+    fn put_pending(&self, key: NonceKey, pending: Pending) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// Removes and returns the pending challenge with this key.
     ///
     /// # Errors
     /// [`StoreError`].
-    fn take_pending(&mut self, key: &NonceKey) -> Result<Option<Pending>, StoreError>;
+    fn take_pending(&self, key: &NonceKey) -> impl Future<Output = Result<Option<Pending>, StoreError>> + Send;
+
+    /// Adds a subscriber (provisioning).
+    ///
+    /// # Errors
+    /// [`StoreError::DuplicateSubscriber`] when the IMPI exists; other [`StoreError`]s.
+    fn add_subscriber(&self, subscriber: &Subscriber) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Removes a subscriber and its bootstrapping session; `Ok(false)` when there was none.
+    /// Challenges already sent to it can no longer succeed (the IMPI is then unknown).
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    fn delete_subscriber(&self, impi: &str) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Every subscriber, without K and OPc, ordered by IMPI.
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    fn list_subscribers(&self) -> impl Future<Output = Result<Vec<SubscriberSummary>, StoreError>> + Send;
+
+    /// Removes sessions and pending challenges with `expires_at <= now` (housekeeping, run
+    /// periodically).
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    fn purge_expired(&self, now: u64) -> impl Future<Output = Result<Purged, StoreError>> + Send;
 }
 
-/// An in-memory [`BsfStore`].
 #[derive(Debug, Default, Clone)]
-pub struct MemoryStore {
+struct Memory {
     subscribers: HashMap<String, Subscriber>,
     sessions: HashMap<String, Session>,
     /// IMPI → B-TID of its current session.
     session_of: HashMap<String, String>,
     pending: HashMap<NonceKey, Pending>,
+}
+
+/// An in-memory [`BsfStore`] (tests and single-process use; nothing survives a restart).
+///
+/// One mutex guards the data; it is never held across an `.await`. `clone` copies the data
+/// (share a store between tasks with an `Arc`).
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    inner: Mutex<Memory>,
+}
+
+impl Clone for MemoryStore {
+    fn clone(&self) -> Self {
+        MemoryStore { inner: Mutex::new(self.lock().clone()) }
+    }
 }
 
 impl MemoryStore {
@@ -170,44 +266,43 @@ impl MemoryStore {
         Self::default()
     }
 
-    /// Adds or replaces a subscriber (provisioning; not part of the trait).
-    pub fn insert_subscriber(&mut self, subscriber: Subscriber) {
-        self.subscribers.insert(subscriber.impi.clone(), subscriber);
+    fn lock(&self) -> MutexGuard<'_, Memory> {
+        // The data stay consistent whatever panicked while the lock was held: every update is a
+        // single map operation.
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Removes a subscriber.
-    pub fn remove_subscriber(&mut self, impi: &str) -> Option<Subscriber> {
-        self.subscribers.remove(impi)
+    /// Adds or replaces a subscriber (test set-up; [`BsfStore::add_subscriber`] refuses
+    /// duplicates).
+    pub fn insert_subscriber(&self, subscriber: Subscriber) {
+        self.lock().subscribers.insert(subscriber.impi.clone(), subscriber);
+    }
+
+    /// Removes a subscriber (and nothing else).
+    pub fn remove_subscriber(&self, impi: &str) -> Option<Subscriber> {
+        self.lock().subscribers.remove(impi)
     }
 
     /// Number of pending challenges held.
     #[must_use]
     pub fn pending_len(&self) -> usize {
-        self.pending.len()
+        self.lock().pending.len()
     }
 
     /// Number of sessions held.
     #[must_use]
     pub fn session_len(&self) -> usize {
-        self.sessions.len()
-    }
-
-    /// Drops expired sessions and pending challenges (housekeeping, run periodically).
-    pub fn purge_expired(&mut self, now: u64) {
-        self.pending.retain(|_, p| p.expires_at > now);
-        self.sessions.retain(|_, s| s.expires_at > now);
-        let sessions = &self.sessions;
-        self.session_of.retain(|_, btid| sessions.contains_key(btid));
+        self.lock().sessions.len()
     }
 }
 
 impl BsfStore for MemoryStore {
-    fn subscriber(&self, impi: &str) -> Result<Option<Subscriber>, StoreError> {
-        Ok(self.subscribers.get(impi).cloned())
+    async fn subscriber(&self, impi: &str) -> Result<Option<Subscriber>, StoreError> {
+        Ok(self.lock().subscribers.get(impi).cloned())
     }
 
-    fn update_sqn(&mut self, impi: &str, expected: u64, new: u64) -> Result<bool, StoreError> {
-        match self.subscribers.get_mut(impi) {
+    async fn update_sqn(&self, impi: &str, expected: u64, new: u64) -> Result<bool, StoreError> {
+        match self.lock().subscribers.get_mut(impi) {
             Some(s) if s.sqn == expected => {
                 s.sqn = new;
                 Ok(true)
@@ -216,27 +311,67 @@ impl BsfStore for MemoryStore {
         }
     }
 
-    fn put_session(&mut self, session: Session) -> Result<(), StoreError> {
-        if let Some(old) = self.session_of.insert(session.impi.clone(), session.btid.clone())
+    async fn put_session(&self, session: Session) -> Result<(), StoreError> {
+        let mut m = self.lock();
+        // The B-TID may name another IMPI's session (a RAND collision): that session goes.
+        if let Some(prev) = m.sessions.remove(&session.btid)
+            && prev.impi != session.impi
+        {
+            m.session_of.remove(&prev.impi);
+        }
+        if let Some(old) = m.session_of.insert(session.impi.clone(), session.btid.clone())
             && old != session.btid
         {
-            self.sessions.remove(&old);
+            m.sessions.remove(&old);
         }
-        self.sessions.insert(session.btid.clone(), session);
+        m.sessions.insert(session.btid.clone(), session);
         Ok(())
     }
 
-    fn session(&self, btid: &str) -> Result<Option<Session>, StoreError> {
-        Ok(self.sessions.get(btid).cloned())
+    async fn session(&self, btid: &str) -> Result<Option<Session>, StoreError> {
+        Ok(self.lock().sessions.get(btid).cloned())
     }
 
-    fn put_pending(&mut self, key: NonceKey, pending: Pending) -> Result<(), StoreError> {
-        self.pending.insert(key, pending);
+    async fn put_pending(&self, key: NonceKey, pending: Pending) -> Result<(), StoreError> {
+        self.lock().pending.insert(key, pending);
         Ok(())
     }
 
-    fn take_pending(&mut self, key: &NonceKey) -> Result<Option<Pending>, StoreError> {
-        Ok(self.pending.remove(key))
+    async fn take_pending(&self, key: &NonceKey) -> Result<Option<Pending>, StoreError> {
+        Ok(self.lock().pending.remove(key))
+    }
+
+    async fn add_subscriber(&self, subscriber: &Subscriber) -> Result<(), StoreError> {
+        let mut m = self.lock();
+        if m.subscribers.contains_key(&subscriber.impi) {
+            return Err(StoreError::DuplicateSubscriber(subscriber.impi.clone()));
+        }
+        m.subscribers.insert(subscriber.impi.clone(), subscriber.clone());
+        Ok(())
+    }
+
+    async fn delete_subscriber(&self, impi: &str) -> Result<bool, StoreError> {
+        let mut m = self.lock();
+        if let Some(btid) = m.session_of.remove(impi) {
+            m.sessions.remove(&btid);
+        }
+        Ok(m.subscribers.remove(impi).is_some())
+    }
+
+    async fn list_subscribers(&self) -> Result<Vec<SubscriberSummary>, StoreError> {
+        let mut list: Vec<SubscriberSummary> = self.lock().subscribers.values().map(SubscriberSummary::from).collect();
+        list.sort_by(|a, b| a.impi.cmp(&b.impi));
+        Ok(list)
+    }
+
+    async fn purge_expired(&self, now: u64) -> Result<Purged, StoreError> {
+        let mut m = self.lock();
+        let (pending, sessions) = (m.pending.len(), m.sessions.len());
+        m.pending.retain(|_, p| p.expires_at > now);
+        m.sessions.retain(|_, s| s.expires_at > now);
+        let Memory { sessions: live, session_of, .. } = &mut *m;
+        session_of.retain(|_, btid| live.contains_key(btid));
+        Ok(Purged { sessions: (sessions - m.sessions.len()) as u64, pending: (pending - m.pending.len()) as u64 })
     }
 }
 
@@ -268,36 +403,36 @@ mod tests {
         }
     }
 
-    #[test]
-    fn sqn_is_compare_and_set() {
-        let mut s = MemoryStore::new();
+    #[tokio::test]
+    async fn sqn_is_compare_and_set() {
+        let s = MemoryStore::new();
         s.insert_subscriber(sub("a"));
-        assert_eq!(s.update_sqn("a", 32, 96), Ok(false));
-        assert_eq!(s.update_sqn("a", 64, 96), Ok(true));
-        assert_eq!(s.subscriber("a").unwrap().unwrap().sqn, 96);
-        assert_eq!(s.update_sqn("a", 96, 0x21), Ok(true), "resync may lower SQN_HE");
-        assert_eq!(s.update_sqn("nobody", 0, 1), Ok(false));
+        assert_eq!(s.update_sqn("a", 32, 96).await, Ok(false));
+        assert_eq!(s.update_sqn("a", 64, 96).await, Ok(true));
+        assert_eq!(s.subscriber("a").await.unwrap().unwrap().sqn, 96);
+        assert_eq!(s.update_sqn("a", 96, 0x21).await, Ok(true), "resync may lower SQN_HE");
+        assert_eq!(s.update_sqn("nobody", 0, 1).await, Ok(false));
     }
 
-    #[test]
-    fn later_session_replaces_earlier_one_of_same_impi() {
-        let mut s = MemoryStore::new();
-        s.put_session(session("x@bsf", "a")).unwrap();
-        s.put_session(session("y@bsf", "b")).unwrap();
-        s.put_session(session("z@bsf", "a")).unwrap();
-        assert!(s.session("x@bsf").unwrap().is_none());
-        assert!(s.session("y@bsf").unwrap().is_some());
-        assert!(s.session("z@bsf").unwrap().is_some());
-        s.purge_expired(20);
+    #[tokio::test]
+    async fn later_session_replaces_earlier_one_of_same_impi() {
+        let s = MemoryStore::new();
+        s.put_session(session("x@bsf", "a")).await.unwrap();
+        s.put_session(session("y@bsf", "b")).await.unwrap();
+        s.put_session(session("z@bsf", "a")).await.unwrap();
+        assert!(s.session("x@bsf").await.unwrap().is_none());
+        assert!(s.session("y@bsf").await.unwrap().is_some());
+        assert!(s.session("z@bsf").await.unwrap().is_some());
+        assert_eq!(s.purge_expired(20).await, Ok(Purged { sessions: 2, pending: 0 }));
         assert_eq!(s.session_len(), 0);
     }
 
-    #[test]
-    fn pending_is_taken_once() {
-        let mut s = MemoryStore::new();
+    #[tokio::test]
+    async fn pending_is_taken_once() {
+        let s = MemoryStore::new();
         let p = Pending { impi: "a".into(), rand: [1; 16], issued_at: 1, expires_at: 2 };
-        s.put_pending([7; 16], p.clone()).unwrap();
-        assert_eq!(s.take_pending(&[7; 16]), Ok(Some(p)));
-        assert_eq!(s.take_pending(&[7; 16]), Ok(None));
+        s.put_pending([7; 16], p.clone()).await.unwrap();
+        assert_eq!(s.take_pending(&[7; 16]).await, Ok(Some(p)));
+        assert_eq!(s.take_pending(&[7; 16]).await, Ok(None));
     }
 }

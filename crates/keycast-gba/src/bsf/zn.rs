@@ -114,7 +114,7 @@ fn authorised(fqdn: &str, authorised_nafs: &[String]) -> bool {
 ///
 /// # Errors
 /// [`ZnError`]; the NAF is checked before the B-TID.
-pub fn zn_keys<S: BsfStore + ?Sized>(
+pub async fn zn_keys<S: BsfStore>(
     store: &S,
     authorised_nafs: &[String],
     request: &ZnRequest<'_>,
@@ -124,7 +124,7 @@ pub fn zn_keys<S: BsfStore + ?Sized>(
     if !authorised(naf_id.fqdn(), authorised_nafs) {
         return Err(ZnError::UnknownNaf);
     }
-    let session = store.session(request.btid)?.ok_or(ZnError::UnknownBtid)?;
+    let session = store.session(request.btid).await?.ok_or(ZnError::UnknownBtid)?;
     if session.btid != request.btid {
         return Err(ZnError::UnknownBtid);
     }
