@@ -48,6 +48,7 @@
 //!   pending record); each can be answered once; a later success replaces the earlier session.
 //! - Store failures, SQN exhaustion → 500 (`log_detail` says why; the body does not).
 
+pub mod http;
 pub mod metrics;
 pub mod rng;
 pub mod sql;

@@ -18,6 +18,8 @@
 //! Every 401 counts as one round; after [`MAX_ROUNDS`] the client gives up
 //! ([`BootstrapError::TooManyRounds`]), so a hostile BSF cannot keep it (and the card) busy.
 
+pub mod http;
+
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use keycast_card::CardError;
