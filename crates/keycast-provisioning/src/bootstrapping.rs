@@ -5,13 +5,14 @@
 //! BootstrappingInfo = btid (xs:string), lifetime (xs:dateTime, UTC), [Extension (any, lax)]
 //! Extension/currenttime (xs:dateTime, UTC) is the only defined extension element.
 //! ```
-//! Decoding checks the namespace, refuses a DOCTYPE and inputs over [`MAX_XML_LEN`], ignores
-//! unknown elements and attributes, and trims XML white space around values.
+//! Decoding uses the crate's shared XML reader: it checks the namespace, refuses a DOCTYPE and
+//! inputs over [`MAX_XML_LEN`], ignores unknown elements and attributes, and trims XML white
+//! space around values.
 
-use crate::time::{TimeError, UtcTime};
-use quick_xml::NsReader;
-use quick_xml::events::{BytesStart, Event};
-use quick_xml::name::ResolveResult;
+use crate::time::UtcTime;
+use crate::xml::{self, DECL, check_token, parse_time, text_el};
+
+pub use crate::xml::XmlError;
 
 /// Content type of the body (24.109 Annex C).
 pub const CONTENT_TYPE: &str = "application/vnd.3gpp.bsf+xml";
@@ -22,56 +23,7 @@ pub const MAX_XML_LEN: usize = 16 * 1024;
 /// Longest B-TID accepted, in octets (an NAI of base64(RAND) `@` a domain name fits easily).
 pub const MAX_BTID_LEN: usize = 1024;
 
-/// Why a `BootstrappingInfo` was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum XmlError {
-    /// The body is larger than [`MAX_XML_LEN`].
-    #[error("body of {len} octets exceeds the limit of {max}")]
-    TooLarge {
-        /// Body length.
-        len: usize,
-        /// The limit.
-        max: usize,
-    },
-    /// The body is not UTF-8, or declares another encoding.
-    #[error("body is not UTF-8")]
-    NotUtf8,
-    /// The XML is not well formed (the parser's message).
-    #[error("malformed XML: {0}")]
-    Syntax(String),
-    /// A DOCTYPE is present (never needed; refused to keep entity tricks out).
-    #[error("DOCTYPE is not allowed")]
-    DocType,
-    /// The root element is not `BootstrappingInfo` in namespace `uri:3gpp-gba`.
-    #[error("root element is not {{uri:3gpp-gba}}BootstrappingInfo")]
-    WrongRoot,
-    /// A required element is absent.
-    #[error("element `{0}` is missing")]
-    Missing(&'static str),
-    /// An element that may occur once occurs again.
-    #[error("element `{0}` occurs more than once")]
-    Duplicate(&'static str),
-    /// An element holds child elements where text is expected.
-    #[error("element `{0}` must hold text only")]
-    NotText(&'static str),
-    /// An element's value is invalid.
-    #[error("element `{element}` is invalid: {reason}")]
-    InvalidValue {
-        /// The element.
-        element: &'static str,
-        /// What is wrong.
-        reason: &'static str,
-    },
-    /// A timestamp element is invalid.
-    #[error("element `{element}`: {error}")]
-    Time {
-        /// The element.
-        element: &'static str,
-        /// The timestamp error.
-        error: TimeError,
-    },
-}
+const ROOT: &str = "BootstrappingInfo";
 
 /// The content of a `BootstrappingInfo` document.
 ///
@@ -102,7 +54,7 @@ impl BootstrappingInfo {
     /// [`XmlError::InvalidValue`] naming `btid` when it is empty, longer than [`MAX_BTID_LEN`],
     /// holds a control character, or begins or ends with white space.
     pub fn new(btid: &str, lifetime: UtcTime, current_time: Option<UtcTime>) -> Result<Self, XmlError> {
-        check_btid(btid)?;
+        check_token("btid", btid, MAX_BTID_LEN)?;
         Ok(BootstrappingInfo { btid: btid.to_owned(), lifetime, current_time })
     }
 
@@ -127,12 +79,10 @@ impl BootstrappingInfo {
     /// Encodes the document, laid out as in 24.109 Annex C (and facts-3gpp.md §2.3).
     #[must_use]
     pub fn to_xml(&self) -> String {
-        let mut out = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+        let mut out = String::from(DECL);
         out.push_str("<BootstrappingInfo xmlns=\"uri:3gpp-gba\">\n");
-        out.push_str("  <btid>");
-        out.push_str(&quick_xml::escape::escape(self.btid.as_str()));
-        out.push_str("</btid>\n");
-        out.push_str(&format!("  <lifetime>{}</lifetime>\n", self.lifetime));
+        text_el(&mut out, 2, "btid", &self.btid);
+        text_el(&mut out, 2, "lifetime", &self.lifetime.to_string());
         if let Some(now) = self.current_time {
             out.push_str(&format!("  <Extension><currenttime>{now}</currenttime></Extension>\n"));
         }
@@ -145,183 +95,30 @@ impl BootstrappingInfo {
     /// # Errors
     /// See [`XmlError`].
     pub fn from_xml(body: &[u8]) -> Result<Self, XmlError> {
-        if body.len() > MAX_XML_LEN {
-            return Err(XmlError::TooLarge { len: body.len(), max: MAX_XML_LEN });
+        let root = xml::parse(body, MAX_XML_LEN)?;
+        if !root.is(NAMESPACE, ROOT) {
+            return Err(XmlError::WrongRoot {
+                expected: "{uri:3gpp-gba}BootstrappingInfo",
+                found: root.qualified_name(),
+            });
         }
-        let text = std::str::from_utf8(body).map_err(|_| XmlError::NotUtf8)?;
-        let mut reader = NsReader::from_str(text);
-        let mut btid = None;
-        let mut lifetime = None;
-        let mut current_time = None;
-
-        // Prolog, then the root.
-        loop {
-            let (ns, event) = reader.read_resolved_event().map_err(syntax)?;
-            let in_gba = is_gba(&ns);
-            match event {
-                Event::Decl(d) => {
-                    if let Some(enc) = d.encoding() {
-                        let enc = enc.map_err(syntax)?;
-                        if !enc.eq_ignore_ascii_case("UTF-8") {
-                            return Err(XmlError::NotUtf8);
-                        }
-                    }
-                }
-                Event::DocType(_) => return Err(XmlError::DocType),
-                Event::Start(e) if in_gba && e.local_name().as_ref() == "BootstrappingInfo" => break,
-                Event::Empty(e) if in_gba && e.local_name().as_ref() == "BootstrappingInfo" => {
-                    return Err(XmlError::Missing("btid"));
-                }
-                Event::Start(_) | Event::Empty(_) => return Err(XmlError::WrongRoot),
-                Event::Eof => return Err(XmlError::WrongRoot),
-                Event::Text(t) if t.xml10_content().trim().is_empty() => {}
-                Event::Comment(_) | Event::PI(_) => {}
-                _ => return Err(XmlError::Syntax("content before the root element".into())),
-            }
+        let btid = root.one(NAMESPACE, "btid", ROOT)?.text("btid")?;
+        check_token("btid", btid, MAX_BTID_LEN)?;
+        let lifetime = parse_time("lifetime", root.one(NAMESPACE, "lifetime", ROOT)?.text("lifetime")?)?;
+        // `currenttime` may sit in any `Extension`, but only once in all of them.
+        let mut times = root.all(NAMESPACE, "Extension").flat_map(|e| e.all(NAMESPACE, "currenttime"));
+        let current_time = times.next().map(|t| parse_time("currenttime", t.text("currenttime")?)).transpose()?;
+        if times.next().is_some() {
+            return Err(XmlError::Duplicate("currenttime"));
         }
-
-        // Children of the root.
-        loop {
-            let (ns, event) = reader.read_resolved_event().map_err(syntax)?;
-            let in_gba = is_gba(&ns);
-            match event {
-                Event::Start(e) => match (in_gba, e.local_name().as_ref()) {
-                    (true, "btid") => set_once(&mut btid, "btid", read_text(&mut reader, "btid")?)?,
-                    (true, "lifetime") => {
-                        let t = read_time(&mut reader, "lifetime")?;
-                        set_once(&mut lifetime, "lifetime", t)?;
-                    }
-                    (true, "Extension") => read_extension(&mut reader, &mut current_time)?,
-                    _ => skip(&mut reader, &e)?,
-                },
-                Event::Empty(e) => match (in_gba, e.local_name().as_ref()) {
-                    (true, "btid") => set_once(&mut btid, "btid", String::new())?,
-                    (true, "lifetime") => {
-                        return Err(XmlError::Time { element: "lifetime", error: TimeError::Syntax });
-                    }
-                    _ => {}
-                },
-                Event::End(_) => break,
-                Event::Eof => return Err(XmlError::Syntax("document ends inside the root".into())),
-                Event::DocType(_) => return Err(XmlError::DocType),
-                // Text, references, comments and PIs between elements are ignored.
-                _ => {}
-            }
-        }
-
-        // After the root: nothing but white space, comments and PIs.
-        loop {
-            match reader.read_event().map_err(syntax)? {
-                Event::Eof => break,
-                Event::Text(t) if t.xml10_content().trim().is_empty() => {}
-                Event::Comment(_) | Event::PI(_) => {}
-                _ => return Err(XmlError::Syntax("content after the root element".into())),
-            }
-        }
-
-        let btid = btid.ok_or(XmlError::Missing("btid"))?;
-        check_btid(&btid)?;
-        let lifetime = lifetime.ok_or(XmlError::Missing("lifetime"))?;
-        Ok(BootstrappingInfo { btid, lifetime, current_time })
-    }
-}
-
-fn syntax(e: impl std::fmt::Display) -> XmlError {
-    XmlError::Syntax(e.to_string())
-}
-
-fn is_gba(ns: &ResolveResult<'_>) -> bool {
-    matches!(ns, ResolveResult::Bound(n) if n.as_ref() == NAMESPACE)
-}
-
-fn set_once<T>(slot: &mut Option<T>, element: &'static str, value: T) -> Result<(), XmlError> {
-    if slot.is_some() {
-        return Err(XmlError::Duplicate(element));
-    }
-    *slot = Some(value);
-    Ok(())
-}
-
-fn check_btid(btid: &str) -> Result<(), XmlError> {
-    let bad = |reason| Err(XmlError::InvalidValue { element: "btid", reason });
-    if btid.is_empty() {
-        return bad("empty");
-    }
-    if btid.len() > MAX_BTID_LEN {
-        return bad("too long");
-    }
-    if btid.chars().any(|c| c.is_control() || c == '\u{fffe}' || c == '\u{ffff}') {
-        return bad("control character");
-    }
-    if btid.trim() != btid {
-        return bad("leading or trailing white space");
-    }
-    Ok(())
-}
-
-/// Skips an element that was opened with `start`, with everything inside it.
-fn skip(reader: &mut NsReader<&[u8]>, start: &BytesStart<'_>) -> Result<(), XmlError> {
-    reader.read_to_end(start.name()).map_err(syntax)?;
-    Ok(())
-}
-
-/// Reads the text of an element whose start tag was just read, up to its end tag; refuses child
-/// elements; resolves the predefined entities and character references; trims XML white space.
-fn read_text(reader: &mut NsReader<&[u8]>, element: &'static str) -> Result<String, XmlError> {
-    let mut out = String::new();
-    loop {
-        match reader.read_event().map_err(syntax)? {
-            Event::Text(t) => out.push_str(&t.xml10_content()),
-            Event::CData(c) => out.push_str(&c.xml10_content()),
-            Event::GeneralRef(r) => {
-                if let Some(c) = r.resolve_char_ref().map_err(syntax)? {
-                    out.push(c);
-                } else if let Some(s) = quick_xml::escape::resolve_predefined_entity(&r) {
-                    out.push_str(s);
-                } else {
-                    return Err(XmlError::InvalidValue { element, reason: "unknown entity" });
-                }
-            }
-            Event::Comment(_) | Event::PI(_) => {}
-            Event::End(_) => break,
-            Event::Start(_) | Event::Empty(_) => return Err(XmlError::NotText(element)),
-            Event::Eof => return Err(XmlError::Syntax(format!("document ends inside `{element}`"))),
-            Event::Decl(_) | Event::DocType(_) => return Err(XmlError::Syntax("misplaced declaration".into())),
-        }
-        if out.len() > MAX_XML_LEN {
-            return Err(XmlError::TooLarge { len: out.len(), max: MAX_XML_LEN });
-        }
-    }
-    Ok(out.trim_matches([' ', '\t', '\r', '\n']).to_owned())
-}
-
-fn read_time(reader: &mut NsReader<&[u8]>, element: &'static str) -> Result<UtcTime, XmlError> {
-    let text = read_text(reader, element)?;
-    text.parse().map_err(|error| XmlError::Time { element, error })
-}
-
-/// Reads `Extension` (its start tag was just read): `currenttime` in our namespace, nothing else.
-fn read_extension(reader: &mut NsReader<&[u8]>, current_time: &mut Option<UtcTime>) -> Result<(), XmlError> {
-    loop {
-        let (ns, event) = reader.read_resolved_event().map_err(syntax)?;
-        let in_gba = is_gba(&ns);
-        match event {
-            Event::Start(e) if in_gba && e.local_name().as_ref() == "currenttime" => {
-                let t = read_time(reader, "currenttime")?;
-                set_once(current_time, "currenttime", t)?;
-            }
-            Event::Start(e) => skip(reader, &e)?,
-            Event::End(_) => return Ok(()),
-            Event::Eof => return Err(XmlError::Syntax("document ends inside `Extension`".into())),
-            Event::DocType(_) => return Err(XmlError::DocType),
-            _ => {}
-        }
+        Ok(BootstrappingInfo { btid: btid.to_owned(), lifetime, current_time })
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::time::TimeError;
     use proptest::prelude::*;
 
     /// facts-3gpp.md §2.3, byte for byte.
@@ -372,17 +169,29 @@ mod tests {
     #[test]
     fn rejects_wrong_namespace() {
         let xml = EXAMPLE.replace("uri:3gpp-gba", "uri:3gpp-gbb");
-        assert_eq!(BootstrappingInfo::from_xml(xml.as_bytes()), Err(XmlError::WrongRoot));
+        assert_eq!(
+            BootstrappingInfo::from_xml(xml.as_bytes()),
+            Err(XmlError::WrongRoot {
+                expected: "{uri:3gpp-gba}BootstrappingInfo",
+                found: "{uri:3gpp-gbb}BootstrappingInfo".into()
+            })
+        );
         let xml = EXAMPLE.replace(" xmlns=\"uri:3gpp-gba\"", "");
-        assert_eq!(BootstrappingInfo::from_xml(xml.as_bytes()), Err(XmlError::WrongRoot));
+        assert!(matches!(BootstrappingInfo::from_xml(xml.as_bytes()), Err(XmlError::WrongRoot { .. })));
     }
 
     #[test]
     fn rejects_missing_and_duplicate() {
         let no_lifetime = EXAMPLE.replace("  <lifetime>2026-01-01T12:00:00Z</lifetime>\n", "");
-        assert_eq!(BootstrappingInfo::from_xml(no_lifetime.as_bytes()), Err(XmlError::Missing("lifetime")));
+        assert_eq!(
+            BootstrappingInfo::from_xml(no_lifetime.as_bytes()),
+            Err(XmlError::Missing { element: "lifetime", parent: "BootstrappingInfo" })
+        );
         let no_btid = EXAMPLE.replace("  <btid>I1U8vpY3qJ0hiuZNrke/NQ==@bsf.example.org</btid>\n", "");
-        assert_eq!(BootstrappingInfo::from_xml(no_btid.as_bytes()), Err(XmlError::Missing("btid")));
+        assert_eq!(
+            BootstrappingInfo::from_xml(no_btid.as_bytes()),
+            Err(XmlError::Missing { element: "btid", parent: "BootstrappingInfo" })
+        );
         let two = EXAMPLE.replace("<lifetime>", "<btid>x</btid><lifetime>");
         assert_eq!(BootstrappingInfo::from_xml(two.as_bytes()), Err(XmlError::Duplicate("btid")));
         let empty = EXAMPLE.replace("I1U8vpY3qJ0hiuZNrke/NQ==@bsf.example.org", "  ");

@@ -41,7 +41,9 @@
 //! ```
 
 use crate::time::UtcTime;
-use crate::xml::{self, DECL, Element, b64, b64_any, b64_fixed, check_token, esc, parse_bool, parse_unsigned};
+use crate::xml::{
+    self, DECL, Element, b64, b64_any, b64_fixed, check_token, esc, parse_bool, parse_time, parse_unsigned,
+};
 use std::fmt::Write as _;
 
 pub use crate::xml::XmlError;
@@ -521,215 +523,224 @@ pub struct AccountItem {
 // ---------------------------------------------------------------------------------------------
 // Messages
 
-/// `ServiceRequest`: subscribe to one or more purchase items.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ServiceRequest {
-    /// `requestID`.
-    pub request_id: u32,
-    /// `ClientID`.
-    pub client: Option<ClientIdentity>,
-    /// `PurchaseItem` (1..n).
-    pub items: Vec<PurchaseRequestItem>,
+/// Declares a message struct that starts with the request header (`requestID`, `ClientID`) or
+/// the response header (`requestID`, `globalStatusCode`, `Description`), and implements [`Head`]
+/// for it, so that the header is written and read in one place.
+macro_rules! message {
+    (request $(#[$doc:meta])* $ty:ident = $root:literal { $($fields:tt)* }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq)]
+        pub struct $ty {
+            /// `requestID`.
+            pub request_id: u32,
+            /// `ClientID`.
+            pub client: Option<ClientIdentity>,
+            $($fields)*
+        }
+
+        impl Head for $ty {
+            const ROOT: &'static str = $root;
+            type Fields = (u32, Option<ClientIdentity>);
+            fn head_attrs(&self) -> Vec<(&'static str, String)> {
+                vec![("requestID", self.request_id.to_string())]
+            }
+            fn write_head(&self, w: &mut Writer) -> Result<(), XmlError> {
+                self.client.as_ref().map_or(Ok(()), |c| c.write(w))
+            }
+            fn read_head(root: &Element) -> Result<Self::Fields, XmlError> {
+                Ok((request_id(root, $root)?, root.opt(NS, "ClientID")?.map(ClientIdentity::read).transpose()?))
+            }
+        }
+    };
+    (response $(#[$doc:meta])* $ty:ident = $root:literal { $($fields:tt)* }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, PartialEq, Eq)]
+        pub struct $ty {
+            /// `requestID` of the request answered.
+            pub request_id: u32,
+            /// `globalStatusCode`.
+            pub status: StatusCode,
+            /// `Description`.
+            pub description: Option<String>,
+            $($fields)*
+        }
+
+        impl Head for $ty {
+            const ROOT: &'static str = $root;
+            type Fields = (u32, StatusCode, Option<String>);
+            fn head_attrs(&self) -> Vec<(&'static str, String)> {
+                vec![("requestID", self.request_id.to_string()), ("globalStatusCode", self.status.value().to_string())]
+            }
+            fn write_head(&self, w: &mut Writer) -> Result<(), XmlError> {
+                write_description(w, &self.description)
+            }
+            fn read_head(root: &Element) -> Result<Self::Fields, XmlError> {
+                Ok((
+                    request_id(root, $root)?,
+                    status_attr!(root, $root, "globalStatusCode")?,
+                    read_text_opt(root, "Description")?,
+                ))
+            }
+        }
+    };
 }
 
-/// `ServiceResponse`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ServiceResponse {
-    /// `requestID` of the request answered.
-    pub request_id: u32,
-    /// `globalStatusCode`.
-    pub status: StatusCode,
-    /// `Description`.
-    pub description: Option<String>,
-    /// `registrationRequired`: the terminal must send a [`RegistrationRequest`]; when false the
-    /// BSM registered it implicitly.
-    pub registration_required: bool,
-    /// Per-item status.
-    pub items: Vec<ItemStatus>,
-    /// LTKMs (`SmartcardProfile/LTKM`), each one MIKEY message.
-    pub ltkms: Vec<Vec<u8>>,
+message! { request
+    /// `ServiceRequest`: subscribe to one or more purchase items.
+    ServiceRequest = "ServiceRequest" {
+        /// `PurchaseItem` (1..n).
+        pub items: Vec<PurchaseRequestItem>,
+    }
 }
 
-/// `TokenPurchaseRequest`: buy tokens for keys.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TokenPurchaseRequest {
-    /// `requestID`.
-    pub request_id: u32,
-    /// `ClientID`.
-    pub client: Option<ClientIdentity>,
-    /// `TokenPurchaseItem` (1..n).
-    pub items: Vec<TokenPurchaseItem>,
+message! { response
+    /// `ServiceResponse`.
+    ServiceResponse = "ServiceResponse" {
+        /// `registrationRequired`: the terminal must send a [`RegistrationRequest`]; when false the
+        /// BSM registered it implicitly.
+        pub registration_required: bool,
+        /// Per-item status.
+        pub items: Vec<ItemStatus>,
+        /// LTKMs (`SmartcardProfile/LTKM`), each one MIKEY message.
+        pub ltkms: Vec<Vec<u8>>,
+    }
 }
 
-/// `TokenPurchaseResponse`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TokenPurchaseResponse {
-    /// `requestID` of the request answered.
-    pub request_id: u32,
-    /// `globalStatusCode`.
-    pub status: StatusCode,
-    /// `Description`.
-    pub description: Option<String>,
-    /// Per-key status.
-    pub items: Vec<TokenStatus>,
-    /// LTKMs carrying the tokens.
-    pub ltkms: Vec<Vec<u8>>,
+message! { request
+    /// `TokenPurchaseRequest`: buy tokens for keys.
+    TokenPurchaseRequest = "TokenPurchaseRequest" {
+        /// `TokenPurchaseItem` (1..n).
+        pub items: Vec<TokenPurchaseItem>,
+    }
 }
 
-/// `UnsubscribeRequest`: end subscriptions ([`ALL_SERVICES`] names every item).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UnsubscribeRequest {
-    /// `requestID`.
-    pub request_id: u32,
-    /// `ClientID`.
-    pub client: Option<ClientIdentity>,
-    /// `PurchaseItem` (1..n).
-    pub items: Vec<PurchaseItemRef>,
+message! { response
+    /// `TokenPurchaseResponse`.
+    TokenPurchaseResponse = "TokenPurchaseResponse" {
+        /// Per-key status.
+        pub items: Vec<TokenStatus>,
+        /// LTKMs carrying the tokens.
+        pub ltkms: Vec<Vec<u8>>,
+    }
 }
 
-/// `UnsubscribeResponse`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UnsubscribeResponse {
-    /// `requestID` of the request answered.
-    pub request_id: u32,
-    /// `globalStatusCode`.
-    pub status: StatusCode,
-    /// `Description`.
-    pub description: Option<String>,
-    /// Per-item status.
-    pub items: Vec<ItemStatus>,
+message! { request
+    /// `UnsubscribeRequest`: end subscriptions ([`ALL_SERVICES`] names every item).
+    UnsubscribeRequest = "UnsubscribeRequest" {
+        /// `PurchaseItem` (1..n).
+        pub items: Vec<PurchaseItemRef>,
+    }
 }
 
-/// `RegistrationRequest`: register for LTKM push (the MBMS registration's equivalent).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RegistrationRequest {
-    /// `requestID`.
-    pub request_id: u32,
-    /// `ClientID`.
-    pub client: Option<ClientIdentity>,
-    /// `PurchaseItem` (1..n); each names an MBMS User Service.
-    pub items: Vec<PurchaseItemRef>,
+message! { response
+    /// `UnsubscribeResponse`.
+    UnsubscribeResponse = "UnsubscribeResponse" {
+        /// Per-item status.
+        pub items: Vec<ItemStatus>,
+    }
 }
 
-/// `RegistrationResponse`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RegistrationResponse {
-    /// `requestID` of the request answered.
-    pub request_id: u32,
-    /// `globalStatusCode`.
-    pub status: StatusCode,
-    /// `Description`.
-    pub description: Option<String>,
-    /// Per-item status.
-    pub items: Vec<ItemStatus>,
-    /// LTKMs sent at once.
-    pub ltkms: Vec<Vec<u8>>,
+message! { request
+    /// `RegistrationRequest`: register for LTKM push (the MBMS registration's equivalent).
+    RegistrationRequest = "RegistrationRequest" {
+        /// `PurchaseItem` (1..n); each names an MBMS User Service.
+        pub items: Vec<PurchaseItemRef>,
+    }
 }
 
-/// `DeregistrationRequest`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeregistrationRequest {
-    /// `requestID`.
-    pub request_id: u32,
-    /// `ClientID`.
-    pub client: Option<ClientIdentity>,
-    /// `PurchaseItem` (1..n).
-    pub items: Vec<PurchaseItemRef>,
+message! { response
+    /// `RegistrationResponse`.
+    RegistrationResponse = "RegistrationResponse" {
+        /// Per-item status.
+        pub items: Vec<ItemStatus>,
+        /// LTKMs sent at once.
+        pub ltkms: Vec<Vec<u8>>,
+    }
 }
 
-/// `DeregistrationResponse`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeregistrationResponse {
-    /// `requestID` of the request answered.
-    pub request_id: u32,
-    /// `globalStatusCode`.
-    pub status: StatusCode,
-    /// `Description`.
-    pub description: Option<String>,
-    /// Per-item status.
-    pub items: Vec<ItemStatus>,
+message! { request
+    /// `DeregistrationRequest`.
+    DeregistrationRequest = "DeregistrationRequest" {
+        /// `PurchaseItem` (1..n).
+        pub items: Vec<PurchaseItemRef>,
+    }
 }
 
-/// `LTKMRequest`: ask again for missed LTKMs, per key.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LtkmRequest {
-    /// `requestID`.
-    pub request_id: u32,
-    /// `ClientID`.
-    pub client: Option<ClientIdentity>,
-    /// `Key` (1..n).
-    pub keys: Vec<LtkmKeyRequest>,
+message! { response
+    /// `DeregistrationResponse`.
+    DeregistrationResponse = "DeregistrationResponse" {
+        /// Per-item status.
+        pub items: Vec<ItemStatus>,
+    }
 }
 
-/// `LTKMResponse`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LtkmResponse {
-    /// `requestID` of the request answered.
-    pub request_id: u32,
-    /// `globalStatusCode`.
-    pub status: StatusCode,
-    /// `Description`.
-    pub description: Option<String>,
-    /// Per-key status.
-    pub keys: Vec<KeyStatus>,
-    /// The LTKMs.
-    pub ltkms: Vec<Vec<u8>>,
+message! { request
+    /// `LTKMRequest`: ask again for missed LTKMs, per key.
+    LtkmRequest = "LTKMRequest" {
+        /// `Key` (1..n).
+        pub keys: Vec<LtkmKeyRequest>,
+    }
 }
 
-/// `AccountInquiry`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AccountInquiry {
-    /// `requestID`.
-    pub request_id: u32,
-    /// `ClientID`.
-    pub client: Option<ClientIdentity>,
-    /// `inquiryType`.
-    pub inquiry_type: InquiryType,
-    /// `PurchaseItem` (0..n) narrowing the inquiry.
-    pub items: Vec<PurchaseItemRef>,
+message! { response
+    /// `LTKMResponse`.
+    LtkmResponse = "LTKMResponse" {
+        /// Per-key status.
+        pub keys: Vec<KeyStatus>,
+        /// The LTKMs.
+        pub ltkms: Vec<Vec<u8>>,
+    }
 }
 
-/// `AccountInquiryResponse`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AccountInquiryResponse {
-    /// `requestID` of the request answered.
-    pub request_id: u32,
-    /// `globalStatusCode`.
-    pub status: StatusCode,
-    /// `Description`.
-    pub description: Option<String>,
-    /// The purchase items.
-    pub items: Vec<AccountItem>,
-    /// `BillingInfo` text.
-    pub billing_info: Option<String>,
+message! { request
+    /// `AccountInquiry`.
+    AccountInquiry = "AccountInquiry" {
+        /// `inquiryType`.
+        pub inquiry_type: InquiryType,
+        /// `PurchaseItem` (0..n) narrowing the inquiry.
+        pub items: Vec<PurchaseItemRef>,
+    }
+}
+
+message! { response
+    /// `AccountInquiryResponse`.
+    AccountInquiryResponse = "AccountInquiryResponse" {
+        /// The purchase items.
+        pub items: Vec<AccountItem>,
+        /// `BillingInfo` text.
+        pub billing_info: Option<String>,
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
 // Per-message bodies
 
-/// What each message type provides to the shared encoder and decoder.
-trait Body: Sized {
+/// The header every message starts with, implemented by [`message!`]: written by [`encode`]
+/// before the body, read by each [`Body::read`] where the header fields belong.
+trait Head: Sized {
     const ROOT: &'static str;
-    /// Root attributes after `xmlns`.
-    fn root_attrs(&self) -> Vec<(&'static str, String)>;
+    /// The header's fields, as [`Head::read_head`] returns them.
+    type Fields;
+    /// The header's root attributes (after `xmlns`).
+    fn head_attrs(&self) -> Vec<(&'static str, String)>;
+    /// The header's child elements (`ClientID` or `Description`), written first.
+    fn write_head(&self, w: &mut Writer) -> Result<(), XmlError>;
+    fn read_head(root: &Element) -> Result<Self::Fields, XmlError>;
+}
+
+/// What each message type adds to its header for the shared encoder and decoder.
+trait Body: Head {
+    /// Checks made before anything is written.
+    fn check(&self) -> Result<(), XmlError> {
+        Ok(())
+    }
+    /// Root attributes after the header's.
+    fn root_attrs(&self) -> Vec<(&'static str, String)> {
+        Vec::new()
+    }
+    /// The child elements after the header's.
     fn write_body(&self, w: &mut Writer) -> Result<(), XmlError>;
     fn read(root: &Element) -> Result<Self, XmlError>;
-}
-
-fn request_attrs(request_id: u32) -> Vec<(&'static str, String)> {
-    vec![("requestID", request_id.to_string())]
-}
-
-fn response_attrs(request_id: u32, status: StatusCode) -> Vec<(&'static str, String)> {
-    vec![("requestID", request_id.to_string()), ("globalStatusCode", status.value().to_string())]
-}
-
-fn write_client(w: &mut Writer, client: &Option<ClientIdentity>) -> Result<(), XmlError> {
-    client.as_ref().map_or(Ok(()), |c| c.write(w))
-}
-
-fn read_client(root: &Element) -> Result<Option<ClientIdentity>, XmlError> {
-    root.opt(NS, "ClientID")?.map(ClientIdentity::read).transpose()
 }
 
 fn request_id(root: &Element, element: &'static str) -> Result<u32, XmlError> {
@@ -800,8 +811,37 @@ fn write_item_refs(w: &mut Writer, items: &[PurchaseItemRef]) -> Result<(), XmlE
     Ok(())
 }
 
+fn write_item_statuses(w: &mut Writer, items: &[ItemStatus]) -> Result<(), XmlError> {
+    for i in items {
+        i.write(w)?;
+    }
+    Ok(())
+}
+
+fn read_item_statuses(root: &Element) -> Result<Vec<ItemStatus>, XmlError> {
+    root.all(NS, "PurchaseItem").map(ItemStatus::read).collect()
+}
+
+/// Writes `name` with `attrs`, holding the price if there is one.
+fn write_priced(
+    w: &mut Writer,
+    name: &str,
+    attrs: &[(&'static str, String)],
+    price: &Option<Price>,
+) -> Result<(), XmlError> {
+    match price {
+        None => w.empty(name, attrs),
+        Some(p) => {
+            w.open(name, attrs);
+            p.write(w)?;
+            w.close(name);
+        }
+    }
+    Ok(())
+}
+
 fn time_attr(el: &Element, element: &'static str, attr: &str) -> Result<Option<UtcTime>, XmlError> {
-    el.attr(attr).map(|v| v.parse().map_err(|error| XmlError::Time { element, error })).transpose()
+    el.attr(attr).map(|v| parse_time(element, v)).transpose()
 }
 
 fn opt_u32(el: &Element, element: &'static str, attr: &str) -> Result<Option<u32>, XmlError> {
@@ -811,23 +851,12 @@ fn opt_u32(el: &Element, element: &'static str, attr: &str) -> Result<Option<u32
 }
 
 impl Body for ServiceRequest {
-    const ROOT: &'static str = "ServiceRequest";
-    fn root_attrs(&self) -> Vec<(&'static str, String)> {
-        request_attrs(self.request_id)
+    fn check(&self) -> Result<(), XmlError> {
+        non_empty(&self.items, "PurchaseItem", Self::ROOT)
     }
     fn write_body(&self, w: &mut Writer) -> Result<(), XmlError> {
-        non_empty(&self.items, "PurchaseItem", Self::ROOT)?;
-        write_client(w, &self.client)?;
         for i in &self.items {
-            let a = i.item.attrs()?;
-            match &i.price {
-                None => w.empty("PurchaseItem", &a),
-                Some(p) => {
-                    w.open("PurchaseItem", &a);
-                    p.write(w)?;
-                    w.close("PurchaseItem");
-                }
-            }
+            write_priced(w, "PurchaseItem", &i.item.attrs()?, &i.price)?;
         }
         Ok(())
     }
@@ -836,49 +865,40 @@ impl Body for ServiceRequest {
         for e in root.many(NS, "PurchaseItem", Self::ROOT)? {
             items.push(PurchaseRequestItem { item: PurchaseItemRef::read(e)?, price: Price::read_opt(e)? });
         }
-        Ok(ServiceRequest { request_id: request_id(root, Self::ROOT)?, client: read_client(root)?, items })
+        let (request_id, client) = Self::read_head(root)?;
+        Ok(ServiceRequest { request_id, client, items })
     }
 }
 
 impl Body for ServiceResponse {
-    const ROOT: &'static str = "ServiceResponse";
     fn root_attrs(&self) -> Vec<(&'static str, String)> {
-        let mut a = response_attrs(self.request_id, self.status);
-        if self.registration_required {
-            a.push(("registrationRequired", "true".into()));
-        }
-        a
+        if self.registration_required { vec![("registrationRequired", "true".into())] } else { Vec::new() }
     }
     fn write_body(&self, w: &mut Writer) -> Result<(), XmlError> {
-        write_description(w, &self.description)?;
-        for i in &self.items {
-            i.write(w)?;
-        }
+        write_item_statuses(w, &self.items)?;
         write_ltkms(w, &self.ltkms)
     }
     fn read(root: &Element) -> Result<Self, XmlError> {
+        let (request_id, status, description) = Self::read_head(root)?;
         Ok(ServiceResponse {
-            request_id: request_id(root, Self::ROOT)?,
-            status: status_attr!(root, "ServiceResponse", "globalStatusCode")?,
-            description: read_text_opt(root, "Description")?,
+            request_id,
+            status,
+            description,
             registration_required: match root.attr("registrationRequired") {
                 None => false,
                 Some(v) => parse_bool("ServiceResponse@registrationRequired", v)?,
             },
-            items: root.all(NS, "PurchaseItem").map(ItemStatus::read).collect::<Result<_, _>>()?,
+            items: read_item_statuses(root)?,
             ltkms: read_ltkms(root)?,
         })
     }
 }
 
 impl Body for TokenPurchaseRequest {
-    const ROOT: &'static str = "TokenPurchaseRequest";
-    fn root_attrs(&self) -> Vec<(&'static str, String)> {
-        request_attrs(self.request_id)
+    fn check(&self) -> Result<(), XmlError> {
+        non_empty(&self.items, "TokenPurchaseItem", Self::ROOT)
     }
     fn write_body(&self, w: &mut Writer) -> Result<(), XmlError> {
-        non_empty(&self.items, "TokenPurchaseItem", Self::ROOT)?;
-        write_client(w, &self.client)?;
         for i in &self.items {
             let mut a = vec![("keyID", b64(&i.key_id.to_bytes()))];
             if let Some(g) = &i.global_id_ref {
@@ -888,14 +908,7 @@ impl Body for TokenPurchaseRequest {
             if let Some(n) = i.number_of_tokens {
                 a.push(("numberOfTokens", n.to_string()));
             }
-            match &i.price {
-                None => w.empty("TokenPurchaseItem", &a),
-                Some(p) => {
-                    w.open("TokenPurchaseItem", &a);
-                    p.write(w)?;
-                    w.close("TokenPurchaseItem");
-                }
-            }
+            write_priced(w, "TokenPurchaseItem", &a, &i.price)?;
         }
         Ok(())
     }
@@ -913,17 +926,13 @@ impl Body for TokenPurchaseRequest {
                 price: Price::read_opt(e)?,
             });
         }
-        Ok(TokenPurchaseRequest { request_id: request_id(root, Self::ROOT)?, client: read_client(root)?, items })
+        let (request_id, client) = Self::read_head(root)?;
+        Ok(TokenPurchaseRequest { request_id, client, items })
     }
 }
 
 impl Body for TokenPurchaseResponse {
-    const ROOT: &'static str = "TokenPurchaseResponse";
-    fn root_attrs(&self) -> Vec<(&'static str, String)> {
-        response_attrs(self.request_id, self.status)
-    }
     fn write_body(&self, w: &mut Writer) -> Result<(), XmlError> {
-        write_description(w, &self.description)?;
         for i in &self.items {
             let mut a =
                 vec![("keyID", b64(&i.key_id.to_bytes())), ("itemwiseStatusCode", i.status.value().to_string())];
@@ -943,106 +952,72 @@ impl Body for TokenPurchaseResponse {
                 number_of_tokens: opt_u32(e, "TokenPurchaseItem@numberOfTokens", "numberOfTokens")?,
             });
         }
-        Ok(TokenPurchaseResponse {
-            request_id: request_id(root, Self::ROOT)?,
-            status: status_attr!(root, "TokenPurchaseResponse", "globalStatusCode")?,
-            description: read_text_opt(root, "Description")?,
-            items,
-            ltkms: read_ltkms(root)?,
-        })
+        let (request_id, status, description) = Self::read_head(root)?;
+        Ok(TokenPurchaseResponse { request_id, status, description, items, ltkms: read_ltkms(root)? })
     }
 }
 
 /// The three requests that carry a client and a list of purchase item references.
 macro_rules! item_list_request {
-    ($ty:ident, $root:literal) => {
+    ($($ty:ident),*) => {$(
         impl Body for $ty {
-            const ROOT: &'static str = $root;
-            fn root_attrs(&self) -> Vec<(&'static str, String)> {
-                request_attrs(self.request_id)
+            fn check(&self) -> Result<(), XmlError> {
+                non_empty(&self.items, "PurchaseItem", Self::ROOT)
             }
             fn write_body(&self, w: &mut Writer) -> Result<(), XmlError> {
-                non_empty(&self.items, "PurchaseItem", Self::ROOT)?;
-                write_client(w, &self.client)?;
                 write_item_refs(w, &self.items)
             }
             fn read(root: &Element) -> Result<Self, XmlError> {
                 let items = root.many(NS, "PurchaseItem", Self::ROOT)?;
-                Ok($ty {
-                    request_id: request_id(root, Self::ROOT)?,
-                    client: read_client(root)?,
-                    items: items.into_iter().map(PurchaseItemRef::read).collect::<Result<_, _>>()?,
-                })
+                let (request_id, client) = Self::read_head(root)?;
+                let items = items.into_iter().map(PurchaseItemRef::read).collect::<Result<_, _>>()?;
+                Ok($ty { request_id, client, items })
             }
         }
-    };
+    )*};
 }
 
-item_list_request!(UnsubscribeRequest, "UnsubscribeRequest");
-item_list_request!(RegistrationRequest, "RegistrationRequest");
-item_list_request!(DeregistrationRequest, "DeregistrationRequest");
+item_list_request!(UnsubscribeRequest, RegistrationRequest, DeregistrationRequest);
 
 /// The two responses with per-item status and no LTKMs.
 macro_rules! item_status_response {
-    ($ty:ident, $root:literal) => {
+    ($($ty:ident),*) => {$(
         impl Body for $ty {
-            const ROOT: &'static str = $root;
-            fn root_attrs(&self) -> Vec<(&'static str, String)> {
-                response_attrs(self.request_id, self.status)
-            }
             fn write_body(&self, w: &mut Writer) -> Result<(), XmlError> {
-                write_description(w, &self.description)?;
-                for i in &self.items {
-                    i.write(w)?;
-                }
-                Ok(())
+                write_item_statuses(w, &self.items)
             }
             fn read(root: &Element) -> Result<Self, XmlError> {
-                Ok($ty {
-                    request_id: request_id(root, Self::ROOT)?,
-                    status: status_attr!(root, $root, "globalStatusCode")?,
-                    description: read_text_opt(root, "Description")?,
-                    items: root.all(NS, "PurchaseItem").map(ItemStatus::read).collect::<Result<_, _>>()?,
-                })
+                let (request_id, status, description) = Self::read_head(root)?;
+                Ok($ty { request_id, status, description, items: read_item_statuses(root)? })
             }
         }
-    };
+    )*};
 }
 
-item_status_response!(UnsubscribeResponse, "UnsubscribeResponse");
-item_status_response!(DeregistrationResponse, "DeregistrationResponse");
+item_status_response!(UnsubscribeResponse, DeregistrationResponse);
 
 impl Body for RegistrationResponse {
-    const ROOT: &'static str = "RegistrationResponse";
-    fn root_attrs(&self) -> Vec<(&'static str, String)> {
-        response_attrs(self.request_id, self.status)
-    }
     fn write_body(&self, w: &mut Writer) -> Result<(), XmlError> {
-        write_description(w, &self.description)?;
-        for i in &self.items {
-            i.write(w)?;
-        }
+        write_item_statuses(w, &self.items)?;
         write_ltkms(w, &self.ltkms)
     }
     fn read(root: &Element) -> Result<Self, XmlError> {
+        let (request_id, status, description) = Self::read_head(root)?;
         Ok(RegistrationResponse {
-            request_id: request_id(root, Self::ROOT)?,
-            status: status_attr!(root, "RegistrationResponse", "globalStatusCode")?,
-            description: read_text_opt(root, "Description")?,
-            items: root.all(NS, "PurchaseItem").map(ItemStatus::read).collect::<Result<_, _>>()?,
+            request_id,
+            status,
+            description,
+            items: read_item_statuses(root)?,
             ltkms: read_ltkms(root)?,
         })
     }
 }
 
 impl Body for LtkmRequest {
-    const ROOT: &'static str = "LTKMRequest";
-    fn root_attrs(&self) -> Vec<(&'static str, String)> {
-        request_attrs(self.request_id)
+    fn check(&self) -> Result<(), XmlError> {
+        non_empty(&self.keys, "Key", Self::ROOT)
     }
     fn write_body(&self, w: &mut Writer) -> Result<(), XmlError> {
-        non_empty(&self.keys, "Key", Self::ROOT)?;
-        write_client(w, &self.client)?;
         for k in &self.keys {
             let mut a = k.key.split_attrs().to_vec();
             if let Some(t) = k.valid_from {
@@ -1064,17 +1039,13 @@ impl Body for LtkmRequest {
                 valid_until: time_attr(e, "Key@validUntil", "validUntil")?,
             });
         }
-        Ok(LtkmRequest { request_id: request_id(root, Self::ROOT)?, client: read_client(root)?, keys })
+        let (request_id, client) = Self::read_head(root)?;
+        Ok(LtkmRequest { request_id, client, keys })
     }
 }
 
 impl Body for LtkmResponse {
-    const ROOT: &'static str = "LTKMResponse";
-    fn root_attrs(&self) -> Vec<(&'static str, String)> {
-        response_attrs(self.request_id, self.status)
-    }
     fn write_body(&self, w: &mut Writer) -> Result<(), XmlError> {
-        write_description(w, &self.description)?;
         for k in &self.keys {
             let mut a = k.key.split_attrs().to_vec();
             a.push(("itemwiseStatusCode", k.status.value().to_string()));
@@ -1090,31 +1061,23 @@ impl Body for LtkmResponse {
                 status: status_attr!(e, "Key", "itemwiseStatusCode")?,
             });
         }
-        Ok(LtkmResponse {
-            request_id: request_id(root, Self::ROOT)?,
-            status: status_attr!(root, "LTKMResponse", "globalStatusCode")?,
-            description: read_text_opt(root, "Description")?,
-            keys,
-            ltkms: read_ltkms(root)?,
-        })
+        let (request_id, status, description) = Self::read_head(root)?;
+        Ok(LtkmResponse { request_id, status, description, keys, ltkms: read_ltkms(root)? })
     }
 }
 
 impl Body for AccountInquiry {
-    const ROOT: &'static str = "AccountInquiry";
     fn root_attrs(&self) -> Vec<(&'static str, String)> {
-        let mut a = request_attrs(self.request_id);
-        a.push(("inquiryType", self.inquiry_type.as_str().into()));
-        a
+        vec![("inquiryType", self.inquiry_type.as_str().into())]
     }
     fn write_body(&self, w: &mut Writer) -> Result<(), XmlError> {
-        write_client(w, &self.client)?;
         write_item_refs(w, &self.items)
     }
     fn read(root: &Element) -> Result<Self, XmlError> {
+        let (request_id, client) = Self::read_head(root)?;
         Ok(AccountInquiry {
-            request_id: request_id(root, Self::ROOT)?,
-            client: read_client(root)?,
+            request_id,
+            client,
             inquiry_type: InquiryType::parse(root.req_attr(Self::ROOT, "inquiryType")?)?,
             items: root.all(NS, "PurchaseItem").map(PurchaseItemRef::read).collect::<Result<_, _>>()?,
         })
@@ -1122,12 +1085,7 @@ impl Body for AccountInquiry {
 }
 
 impl Body for AccountInquiryResponse {
-    const ROOT: &'static str = "AccountInquiryResponse";
-    fn root_attrs(&self) -> Vec<(&'static str, String)> {
-        response_attrs(self.request_id, self.status)
-    }
     fn write_body(&self, w: &mut Writer) -> Result<(), XmlError> {
-        write_description(w, &self.description)?;
         for i in &self.items {
             let mut a = i.item.attrs()?;
             if let Some(s) = i.status {
@@ -1139,14 +1097,7 @@ impl Body for AccountInquiryResponse {
             if let Some(t) = i.valid_until {
                 a.push(("validUntil", t.to_string()));
             }
-            match &i.price {
-                None => w.empty("PurchaseItem", &a),
-                Some(p) => {
-                    w.open("PurchaseItem", &a);
-                    p.write(w)?;
-                    w.close("PurchaseItem");
-                }
-            }
+            write_priced(w, "PurchaseItem", &a, &i.price)?;
         }
         if let Some(b) = &self.billing_info {
             check_token("BillingInfo", b, MAX_VALUE_LEN)?;
@@ -1168,10 +1119,11 @@ impl Body for AccountInquiryResponse {
                 price: Price::read_opt(e)?,
             });
         }
+        let (request_id, status, description) = Self::read_head(root)?;
         Ok(AccountInquiryResponse {
-            request_id: request_id(root, Self::ROOT)?,
-            status: status_attr!(root, "AccountInquiryResponse", "globalStatusCode")?,
-            description: read_text_opt(root, "Description")?,
+            request_id,
+            status,
+            description,
             items,
             billing_info: read_text_opt(root, "BillingInfo")?,
         })
@@ -1182,10 +1134,13 @@ impl Body for AccountInquiryResponse {
 // Encoding and decoding entry points
 
 fn encode<T: Body>(msg: &T) -> Result<String, XmlError> {
+    msg.check()?;
     let mut w = Writer { out: String::from(DECL), depth: 0 };
     let mut attrs = vec![("xmlns", NS.to_owned())];
+    attrs.extend(msg.head_attrs());
     attrs.extend(msg.root_attrs());
     w.open(T::ROOT, &attrs);
+    msg.write_head(&mut w)?;
     msg.write_body(&mut w)?;
     w.close(T::ROOT);
     if w.out.len() > MAX_XML_LEN {
@@ -1219,7 +1174,7 @@ macro_rules! messages {
         $(
             impl $ty {
                 /// The root element name.
-                pub const ROOT: &'static str = <Self as Body>::ROOT;
+                pub const ROOT: &'static str = <Self as Head>::ROOT;
 
                 /// Encodes the message.
                 ///
@@ -1265,7 +1220,7 @@ macro_rules! messages {
             pub fn from_xml(body: &[u8]) -> Result<Self, XmlError> {
                 let root = parse_root(body)?;
                 $(
-                    if root.local_name() == <$ty as Body>::ROOT {
+                    if root.local_name() == <$ty as Head>::ROOT {
                         return <$ty as Body>::read(&root).map(SprovMessage::$ty);
                     }
                 )*
@@ -1286,7 +1241,7 @@ macro_rules! messages {
             #[must_use]
             pub fn root_name(&self) -> &'static str {
                 match self {
-                    $(SprovMessage::$ty(_) => <$ty as Body>::ROOT,)*
+                    $(SprovMessage::$ty(_) => <$ty as Head>::ROOT,)*
                 }
             }
         }

@@ -1,4 +1,5 @@
-//! A small, bounded XML reader and writer shared by [`crate::mbms`] and [`crate::sprov`].
+//! A small, bounded XML reader and writer shared by [`crate::bootstrapping`], [`crate::mbms`] and
+//! [`crate::sprov`].
 //!
 //! Decoding builds a little tree ([`Element`]) under fixed limits and then the typed layers read
 //! what they know from it: unknown elements (in any namespace) and unknown attributes are simply
@@ -8,7 +9,7 @@
 //! (so no entity tricks), undefined entities, unbound namespace prefixes, nesting deeper than
 //! [`MAX_DEPTH`], and anything but white space, comments and PIs around the root.
 
-use crate::time::TimeError;
+use crate::time::{TimeError, UtcTime};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use quick_xml::events::{BytesStart, Event};
@@ -358,6 +359,11 @@ pub(crate) fn parse_unsigned(element: &'static str, text: &str, max: u64) -> Res
         Err(_) if trimmed.is_empty() => Ok(0),
         _ => Err(XmlError::InvalidValue { element, reason: "out of range" }),
     }
+}
+
+/// Parses an RFC 3339 UTC timestamp (`xs:dateTime`), naming `element` in the error.
+pub(crate) fn parse_time(element: &'static str, text: &str) -> Result<UtcTime, XmlError> {
+    text.parse().map_err(|error| XmlError::Time { element, error })
 }
 
 /// Parses `xs:boolean`.
