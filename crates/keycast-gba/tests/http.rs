@@ -597,14 +597,31 @@ struct Restarting {
     phase: u8,
     answer_status: Option<u16>,
     next_state: Option<Arc<BsfState<SqliteStore>>>,
+    dead: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Restarting {
-    async fn start_next(&mut self, addr: SocketAddr) {
+    /// Starts the next BSF instance on the same store, on a fresh port, and points the client at
+    /// it. (Rebinding the old port would race with other tests binding ephemeral ports.)
+    async fn start_next(&mut self) {
         let state = state(self.store.clone(), self.next_secret, 86_400, &self.clock);
         self.next_state = Some(state.clone());
-        self.server = Some(Server::start(app(state), None, Some(addr)).await);
+        let server = Server::start(app(state), None, None).await;
+        self.inner = plain_client(server.addr);
+        self.server = Some(server);
     }
+}
+
+/// A "BSF down" address that this test owns: every connection is accepted and dropped at once.
+async fn dead_endpoint() -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let task = tokio::spawn(async move {
+        while let Ok((conn, _)) = listener.accept().await {
+            drop(conn);
+        }
+    });
+    (addr, task)
 }
 
 impl UbTransport for Restarting {
@@ -613,14 +630,14 @@ impl UbTransport for Restarting {
         match self.phase {
             0 if result.as_ref().is_ok_and(|r| r.status == 401) => {
                 self.phase = 1;
-                let old = self.server.take().unwrap();
-                let addr = old.addr;
-                old.stop().await;
+                self.server.take().unwrap().stop().await;
                 if !self.down_once {
-                    self.start_next(addr).await;
+                    self.start_next().await;
                 } else {
                     self.phase = 2;
-                    self.server = Some(Server { addr, stop: None, task: tokio::spawn(async {}) });
+                    let (addr, task) = dead_endpoint().await;
+                    self.inner = plain_client(addr);
+                    self.dead = Some(task);
                 }
             }
             1 => {
@@ -630,8 +647,10 @@ impl UbTransport for Restarting {
             2 => {
                 assert!(result.is_err(), "the BSF is down: {result:?}");
                 self.phase = 3;
-                let addr = self.server.take().unwrap().addr;
-                self.start_next(addr).await;
+                if let Some(task) = self.dead.take() {
+                    task.abort();
+                }
+                self.start_next().await;
             }
             _ => {}
         }
@@ -655,6 +674,7 @@ async fn restart_run(next_secret: u8, down_once: bool) -> (Outcome, Restarting) 
         phase: 0,
         answer_status: None,
         next_state: None,
+        dead: None,
     };
     let mut card = card();
     let policy = RetryPolicy { attempts: 3, backoff: Duration::from_millis(50) };
