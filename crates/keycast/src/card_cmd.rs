@@ -198,10 +198,10 @@ fn serve_vpcd(a: &ServeVpcdArgs) -> Result<ExitCode> {
 // ---------------------------------------------------------------------------------------------
 // new
 
-/// K and OPc, wiped on drop.
-struct SubscriberSecrets {
-    k: SubscriberKey,
-    opc: Opc,
+/// K and OPc, wiped on drop. Shared with `keycast bsf subscriber add|import`.
+pub(crate) struct SubscriberSecrets {
+    pub(crate) k: SubscriberKey,
+    pub(crate) opc: Opc,
 }
 
 /// `NAME=hex` lines (names case-insensitive); blank lines and `#` comments are skipped.
@@ -243,7 +243,8 @@ fn key_file(path: &Path, name: &str) -> Result<Zeroizing<[u8; 16]>> {
     key16(&bytes, name, &source)
 }
 
-fn key16(bytes: &[u8], name: &str, source: &str) -> Result<Zeroizing<[u8; 16]>> {
+/// Exactly 16 bytes, or an error naming the key and where it came from.
+pub(crate) fn key16(bytes: &[u8], name: &str, source: &str) -> Result<Zeroizing<[u8; 16]>> {
     let mut out = Zeroizing::new([0u8; 16]);
     if bytes.len() != 16 {
         bail!("{source}: {name} must be 16 bytes (32 hex digits), got {} bytes", bytes.len());
@@ -252,56 +253,104 @@ fn key16(bytes: &[u8], name: &str, source: &str) -> Result<Zeroizing<[u8; 16]>> 
     Ok(out)
 }
 
-fn subscriber_secrets(a: &NewArgs) -> Result<SubscriberSecrets> {
-    if a.k_in_argv.is_some() || a.op_in_argv.is_some() || a.opc_in_argv.is_some() {
-        bail!(
-            "keys are never taken from the command line (ps and shell history would show them): \
-             pipe them on standard input as K=<hex> and OP=<hex> or OPC=<hex> lines, or use --k-file \
-             and --op-hex-file / --opc-file"
-        );
+/// The refusal of keys given as command-line options; `alternatives` names the other ways.
+pub(crate) fn refuse_keys_in_argv(alternatives: &str) -> anyhow::Error {
+    anyhow!(
+        "keys are never taken from the command line (ps and shell history would show them): pipe them on \
+         standard input as K=<hex> and OP=<hex> or OPC=<hex> lines, or use {alternatives}"
+    )
+}
+
+/// Standard input, read to the end into a buffer that is wiped on drop.
+pub(crate) fn read_stdin_secret() -> Result<Zeroizing<String>> {
+    let mut text = Zeroizing::new(String::new());
+    std::io::stdin().read_to_string(&mut text).context("reading keys from standard input")?;
+    Ok(text)
+}
+
+/// K, OP and OPc as they are gathered from files and `NAME=hex` text, before they become
+/// [`SubscriberSecrets`].
+#[derive(Default)]
+pub(crate) struct KeySlots {
+    k: Option<Zeroizing<[u8; 16]>>,
+    op: Option<Zeroizing<[u8; 16]>>,
+    opc: Option<Zeroizing<[u8; 16]>>,
+}
+
+impl KeySlots {
+    /// Whether K and one of OP/OPc are there.
+    pub(crate) fn is_complete(&self) -> bool {
+        self.k.is_some() && (self.op.is_some() || self.opc.is_some())
     }
-    let mut k = a.k_file.as_deref().map(|p| key_file(p, "K")).transpose()?;
-    let mut op = a.op_hex_file.as_deref().map(|p| key_file(p, "OP")).transpose()?;
-    let mut opc = a.opc_file.as_deref().map(|p| key_file(p, "OPC")).transpose()?;
-    if k.is_none() || (op.is_none() && opc.is_none()) {
-        let mut text = Zeroizing::new(String::new());
-        std::io::stdin().read_to_string(&mut text).context("reading keys from standard input")?;
-        for (name, bytes) in key_lines(&text, "standard input")? {
+
+    /// Adds the `K=`, `OP=`, `OPC=` lines of `text`; a key already given is refused.
+    pub(crate) fn add_lines(&mut self, text: &str, source: &str) -> Result<()> {
+        for (name, bytes) in key_lines(text, source)? {
             let slot = match name.as_str() {
-                "K" => &mut k,
-                "OP" => &mut op,
-                _ => &mut opc,
+                "K" => &mut self.k,
+                "OP" => &mut self.op,
+                _ => &mut self.opc,
             };
             if slot.is_some() {
-                bail!("standard input: {name} also given by a file");
+                bail!("{source}: {name} also given by a file");
             }
-            *slot = Some(key16(&bytes, &name, "standard input")?);
+            *slot = Some(key16(&bytes, &name, source)?);
         }
+        Ok(())
     }
-    let k = SubscriberKey::from_bytes(
-        *k.ok_or_else(|| anyhow!("K missing: give K=<32 hex digits> on standard input or --k-file"))?,
-    );
-    let opc = match (op, opc) {
-        (Some(_), Some(_)) => bail!("give OP or OPc, not both"),
-        (Some(op), None) => Opc::from_op(&k, &Op::from_bytes(*op)),
-        (None, Some(opc)) => Opc::from_bytes(*opc),
-        (None, None) => {
-            bail!("OP or OPc missing: give OP=<hex> or OPC=<hex> on standard input, or --op-hex-file / --opc-file")
-        }
+
+    /// K and OPc (computed from OP when OP was given). `k_hint` and `op_hint` say where the
+    /// missing key may come from.
+    pub(crate) fn into_secrets(self, k_hint: &str, op_hint: &str) -> Result<SubscriberSecrets> {
+        let k = SubscriberKey::from_bytes(*self.k.ok_or_else(|| anyhow!("K missing: give {k_hint}"))?);
+        let opc = match (self.op, self.opc) {
+            (Some(_), Some(_)) => bail!("give OP or OPc, not both"),
+            (Some(op), None) => Opc::from_op(&k, &Op::from_bytes(*op)),
+            (None, Some(opc)) => Opc::from_bytes(*opc),
+            (None, None) => bail!("OP or OPc missing: give {op_hint}"),
+        };
+        Ok(SubscriberSecrets { k, opc })
+    }
+}
+
+fn subscriber_secrets(a: &NewArgs) -> Result<SubscriberSecrets> {
+    if a.k_in_argv.is_some() || a.op_in_argv.is_some() || a.opc_in_argv.is_some() {
+        return Err(refuse_keys_in_argv("--k-file and --op-hex-file / --opc-file"));
+    }
+    let mut slots = KeySlots {
+        k: a.k_file.as_deref().map(|p| key_file(p, "K")).transpose()?,
+        op: a.op_hex_file.as_deref().map(|p| key_file(p, "OP")).transpose()?,
+        opc: a.opc_file.as_deref().map(|p| key_file(p, "OPC")).transpose()?,
     };
-    Ok(SubscriberSecrets { k, opc })
+    if !slots.is_complete() {
+        slots.add_lines(&read_stdin_secret()?, "standard input")?;
+    }
+    slots.into_secrets(
+        "K=<32 hex digits> on standard input or --k-file",
+        "OP=<hex> or OPC=<hex> on standard input, or --op-hex-file / --opc-file",
+    )
+}
+
+/// An IMSI: 6 to 15 digits.
+pub(crate) fn valid_imsi(imsi: &str) -> bool {
+    (6..=15).contains(&imsi.len()) && imsi.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// An IMPI: non-empty, no control characters.
+pub(crate) fn valid_impi(impi: &str) -> bool {
+    !impi.trim().is_empty() && !impi.chars().any(char::is_control)
 }
 
 fn check_identity(a: &NewArgs) -> Result<UsimIdentity> {
     let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
-    if !digits(&a.imsi) || !(6..=15).contains(&a.imsi.len()) {
+    if !valid_imsi(&a.imsi) {
         bail!("--imsi must be 6 to 15 digits");
     }
     let iccid = a.iccid.strip_suffix(['F', 'f']).unwrap_or(&a.iccid);
     if !digits(iccid) || a.iccid.len() > 20 {
         bail!("--iccid must be up to 20 digits (a trailing F allowed)");
     }
-    if a.impi.trim().is_empty() || a.impi.chars().any(char::is_control) {
+    if !valid_impi(&a.impi) {
         bail!("--impi must be a non-empty identity without control characters");
     }
     Ok(UsimIdentity { imsi: a.imsi.clone(), impi: a.impi.clone(), iccid: a.iccid.clone() })

@@ -1,4 +1,5 @@
-//! The command line: `keycast demo`, `keycast inspect`, `keycast derive …`.
+//! The command line: `keycast demo`, `keycast inspect`, `keycast derive …`, `keycast card …`,
+//! `keycast serve bsf`, `keycast bsf subscriber …`.
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -40,6 +41,10 @@ pub enum Command {
     Derive(DeriveArgs),
     /// Emulated cards in card files: new, show, apdu, reset-counters.
     Card(crate::card_cmd::CardArgs),
+    /// Run a network service: `serve bsf --config PATH` (Ub, Zn, Prometheus metrics).
+    Serve(crate::bsf_cmd::ServeArgs),
+    /// Administer the BSF: `bsf subscriber add|import|show|delete --config PATH`.
+    Bsf(crate::bsf_cmd::BsfArgs),
 }
 
 /// Options of `keycast demo`.
@@ -233,6 +238,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Inspect(a) => run_inspect(&a),
         Command::Card(a) => crate::card_cmd::run(&a),
+        Command::Serve(a) => crate::bsf_cmd::run_serve(&a),
+        Command::Bsf(a) => crate::bsf_cmd::run_bsf(&a),
         Command::Derive(a) => {
             let node = match &a.what {
                 DeriveCommand::Milenage(m) => derive::milenage(&derive::MilenageInput {

@@ -3,8 +3,9 @@
 //!
 //! | module | what |
 //! |---|---|
-//! | [`cli`] | clap definitions and dispatch of `demo`, `inspect`, `derive`, `card` |
+//! | [`cli`] | clap definitions and dispatch of `demo`, `inspect`, `derive`, `card`, `serve`, `bsf` |
 //! | [`demo`] | the narrated layer 1–3 scenario: the keycast-card emulator driven over TS 31.102 APDUs, and a GBA_ME terminal |
+//! | [`bsf_cmd`] | `keycast serve bsf` (TOML configuration, Ub/Zn/metrics service) and `keycast bsf subscriber add|import|show|delete` |
 //! | [`card_cmd`] | `keycast card new|show|apdu|reset-counters|serve-vpcd` over card files |
 //! | [`inspect`] | field-by-field MIKEY decoding, the typed verdict, verify and decrypt with keys |
 //! | [`derive`](mod@derive) | Milenage, GBA, MIKEY PRF and SRTP derivations with every intermediate value |
@@ -17,6 +18,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod bsf_cmd;
 pub mod card_cmd;
 pub mod cli;
 pub mod demo;
