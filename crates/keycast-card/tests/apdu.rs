@@ -6,27 +6,22 @@
 use keycast_card::apdu::{EfGbabp, EfGbanlRecord, EfMskRecord, EfMukRecord, StatusWord};
 use keycast_card::mbms::{AuditCounters, TekOut};
 use keycast_card::sac::LocalKeyStatus;
-use keycast_card::usim::{AkaAnswer, LocalKeyRequest, Usim, UsimIdentity, local_key_request_mac};
+use keycast_card::usim::{AkaAnswer, LocalKeyRequest, Usim, local_key_request_mac};
 use keycast_card::{ApduCard, Card, CardError, CardOpError, Emulator, Transport, TransportError};
 use keycast_crypto::gba::{self, LocalKeyParams, NafId};
-use keycast_crypto::keys::{KsIntNaf, Opc, SekPek, Smk, SubscriberKey, Tek, TekSalt};
+use keycast_crypto::keys::{KsIntNaf, SekPek, Smk, Tek, TekSalt};
 use keycast_crypto::milenage::{Milenage, gba_u_autn_star};
 use keycast_mikey::{
     KeyDomainId, LtkmContent, ProtectionAfterReception, SekPekId, StkmContent, StkmExt, TekField,
     TrafficProtectionProtocol,
 };
 
-const IDI: &str = "bmsc.example.org";
-const BTID: &str = "I1U8vpY3qJ0hiuZNrke/NQ==@bsf.example.org";
-const LIFETIME: &str = "2026-12-01T00:00:00Z";
-const IMPI: &str = "001010000000001@ims.mnc001.mcc001.3gppnetwork.org";
+mod common;
+
+use common::{AMF, BTID, IDI, IMPI, LIFETIME, SQN, arr, k, opc, rand, usim};
 
 fn h(s: &str) -> Vec<u8> {
     hex::decode(s.trim().replace(' ', "")).unwrap()
-}
-
-fn arr<const N: usize>(s: &str) -> [u8; N] {
-    h(s).try_into().unwrap()
 }
 
 /// Published MIKEY vectors (vectors/mikey; SMK = Ks_int_NAF of reference vectors §2).
@@ -35,33 +30,13 @@ fn vector(name: &str) -> Vec<u8> {
     h(&std::fs::read_to_string(path).unwrap())
 }
 
-// Milenage test set 1 (TS 35.208 §4.3; reference vectors §1).
-fn k() -> SubscriberKey {
-    SubscriberKey::from_bytes(arr("465b5ce8b199b49faa5f0a2ee238a6bc"))
-}
-fn opc() -> Opc {
-    Opc::from_bytes(arr("cd63cb71954a9f4e48a5994e37a02baf"))
-}
-const RAND: &str = "23553cbe9637a89d218ae64dae47bf35";
-const SQN: [u8; 6] = [0xff, 0x9b, 0xb4, 0xd0, 0xb6, 0x07];
-const AMF: [u8; 2] = [0xb9, 0xb9];
-
-fn usim() -> Usim {
-    let identity =
-        UsimIdentity { imsi: "001010000000001".into(), impi: IMPI.into(), iccid: "8900100000000000001".into() };
-    let mut usim = Usim::new(identity, k(), opc());
-    // Just below set 1's SQN, so set 1 is fresh.
-    usim.sqn_ms = [0xff, 0x9b, 0xb4, 0xd0, 0xb6, 0x00];
-    usim
-}
-
 fn autn() -> [u8; 16] {
-    Milenage::new(&k(), &opc()).build_autn(SQN, AMF, &arr(RAND))
+    Milenage::new(&k(), &opc()).build_autn(SQN, AMF, &rand())
 }
 
 fn autn_star() -> [u8; 16] {
     let m = Milenage::new(&k(), &opc());
-    let (_, _, ik, _) = m.f2345(&arr(RAND));
+    let (_, _, ik, _) = m.f2345(&rand());
     gba_u_autn_star(&autn(), &ik)
 }
 
@@ -84,7 +59,7 @@ fn apdu_card(usim: Usim) -> ApduCard<Emulator> {
 
 /// Bootstraps and derives the MBMS NAF key through any card; checks the vectors on the way.
 fn bootstrap(card: &mut impl Card) {
-    let AkaAnswer::SuccessGba { res } = card.gba_bootstrap(&arr(RAND), &autn_star()).unwrap() else {
+    let AkaAnswer::SuccessGba { res } = card.gba_bootstrap(&rand(), &autn_star()).unwrap() else {
         panic!("expected RES")
     };
     assert_eq!(hex::encode(res.expose_secret()), "a54211d5e3ba50be", "vectors §2: RES with LSB flipped");
@@ -170,7 +145,7 @@ fn full_flow_over_apdus_with_the_published_vectors() {
 
     assert_eq!(
         card.read_gba_bp().unwrap(),
-        Some(EfGbabp { rand: arr(RAND), b_tid: Some(BTID.into()), lifetime: Some(LIFETIME.into()) })
+        Some(EfGbabp { rand: rand(), b_tid: Some(BTID.into()), lifetime: Some(LIFETIME.into()) })
     );
     assert_eq!(
         card.read_gbanl_records().unwrap(),
@@ -216,14 +191,14 @@ fn full_flow_over_apdus_with_the_published_vectors() {
 #[test]
 fn authenticate_3g_over_apdus_answers_set_1() {
     let mut card = apdu_card(usim());
-    let AkaAnswer::Success3g { res, ck, ik } = card.authenticate_3g(&arr(RAND), &autn()).unwrap() else {
+    let AkaAnswer::Success3g { res, ck, ik } = card.authenticate_3g(&rand(), &autn()).unwrap() else {
         panic!("expected success")
     };
     assert_eq!(hex::encode(res.expose_secret()), "a54211d5e3ba50bf");
     assert_eq!(hex::encode(ck.expose_secret()), "b40ba9a3c58b2a05bbf0d987b21bf8cb");
     assert_eq!(hex::encode(ik.expose_secret()), "f769bcd751044604127672711c6d3441");
     // The same SQN again is stale: AUTS.
-    assert!(matches!(card.authenticate_3g(&arr(RAND), &autn()).unwrap(), AkaAnswer::SyncFailure { .. }));
+    assert!(matches!(card.authenticate_3g(&rand(), &autn()).unwrap(), AkaAnswer::SyncFailure { .. }));
 }
 
 // ------------------------------------------------------------------------ refusals
@@ -668,8 +643,8 @@ fn script(card: &mut dyn Card, iccid: &str) -> Vec<Outcome> {
         outcome(card.set_parental_limit(Some(12)), |()| Outcome::Unit),
         outcome(card.gba_naf_derivation(naf.as_bytes(), IMPI), Outcome::Key),
         outcome(card.write_gba_bp(BTID, LIFETIME), |()| Outcome::Unit),
-        outcome(card.gba_bootstrap(&arr(RAND), &bad_autn), Outcome::Aka),
-        outcome(card.gba_bootstrap(&arr(RAND), &autn_star()), Outcome::Aka),
+        outcome(card.gba_bootstrap(&rand(), &bad_autn), Outcome::Aka),
+        outcome(card.gba_bootstrap(&rand(), &autn_star()), Outcome::Aka),
         outcome(card.gba_naf_derivation(naf.as_bytes(), IMPI), Outcome::Key),
         outcome(card.write_gba_bp(BTID, LIFETIME), |()| Outcome::Unit),
         outcome(card.gba_naf_derivation(naf.as_bytes(), IMPI), Outcome::Key),
@@ -722,8 +697,8 @@ fn script(card: &mut dyn Card, iccid: &str) -> Vec<Outcome> {
         outcome(card.muk_deletion(IDI, BTID), |()| Outcome::Unit),
         outcome(card.msk_update(&vector("ltkm-streaming-ppt-playback")), Outcome::Verification),
         outcome(card.gba_naf_derivation(naf.as_bytes(), IMPI), Outcome::Key),
-        outcome(card.authenticate_3g(&arr(RAND), &autn()), Outcome::Aka),
-        outcome(card.authenticate_3g(&arr(RAND), &autn()), Outcome::Aka),
+        outcome(card.authenticate_3g(&rand(), &autn()), Outcome::Aka),
+        outcome(card.authenticate_3g(&rand(), &autn()), Outcome::Aka),
     ]);
     out
 }

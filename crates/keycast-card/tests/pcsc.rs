@@ -5,19 +5,22 @@
 //! prints `skipped: …` and passes.
 #![cfg(feature = "pcsc")]
 
+mod common;
+
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
+use common::{AMF, BTID, IDI, IMPI, LIFETIME, SQN, k, opc, rand, usim};
 use keycast_card::apdu::{EfGbabp, EfMskRecord};
 use keycast_card::mbms::TekOut;
 use keycast_card::pcsc_backend::{PcscCard, ReaderStatus, list_readers};
-use keycast_card::usim::{AkaAnswer, Usim, UsimIdentity};
+use keycast_card::usim::AkaAnswer;
 use keycast_card::vpcd::{DEFAULT_ATR, DEFAULT_VPCD_ADDR, VpcdError, VpcdExit, serve_vpcd_with};
 use keycast_card::{ApduCard, Card, Emulator, Transport, TransportError};
 use keycast_crypto::gba::{self, NafId};
-use keycast_crypto::keys::{Opc, SekPek, Smk, SubscriberKey, Tek, TekSalt};
+use keycast_crypto::keys::{SekPek, Smk, Tek, TekSalt};
 use keycast_crypto::milenage::{Milenage, gba_u_autn_star};
 use keycast_mikey::{
     KeyDomainId, KeyValidity, LtkmContent, ProtectionAfterReception, SekPekId, SrtpCs, SrtpPolicy, StkmContent,
@@ -185,39 +188,9 @@ fn t0_get_response_and_wrong_le_are_transparent() {
 
 // ------------------------------------------------------------------ the emulator over PC/SC
 
-const IDI: &str = "bmsc.example.org";
-const IMPI: &str = "001010000000001@ims.mnc001.mcc001.3gppnetwork.org";
-const BTID: &str = "I1U8vpY3qJ0hiuZNrke/NQ==@bsf.example.org";
-const LIFETIME: &str = "2026-12-01T00:00:00Z";
 /// The RAND of the MSK (LTKM), which also keys its STKMs.
 const MSK_RAND: [u8; 16] =
     [0xa0, 0xa1, 0xa2, 0xa3, 0xa4, 0xa5, 0xa6, 0xa7, 0xa8, 0xa9, 0xaa, 0xab, 0xac, 0xad, 0xae, 0xaf];
-
-fn arr<const N: usize>(s: &str) -> [u8; N] {
-    hex::decode(s).unwrap().try_into().unwrap()
-}
-
-// Milenage test set 1 (reference vectors §1).
-fn k() -> SubscriberKey {
-    SubscriberKey::from_bytes(arr("465b5ce8b199b49faa5f0a2ee238a6bc"))
-}
-fn opc() -> Opc {
-    Opc::from_bytes(arr("cd63cb71954a9f4e48a5994e37a02baf"))
-}
-fn rand() -> [u8; 16] {
-    arr("23553cbe9637a89d218ae64dae47bf35")
-}
-const SQN: [u8; 6] = [0xff, 0x9b, 0xb4, 0xd0, 0xb6, 0x07];
-const AMF: [u8; 2] = [0xb9, 0xb9];
-
-fn usim() -> Usim {
-    let identity =
-        UsimIdentity { imsi: "001010000000001".into(), impi: IMPI.into(), iccid: "8900100000000000001".into() };
-    let mut usim = Usim::new(identity, k(), opc());
-    // Just below set 1's SQN, so that it is fresh.
-    usim.sqn_ms = [0xff, 0x9b, 0xb4, 0xd0, 0xb6, 0x00];
-    usim
-}
 
 fn key_domain() -> KeyDomainId {
     KeyDomainId::from_mcc_mnc("001", "01").unwrap()
