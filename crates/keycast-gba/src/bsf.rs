@@ -21,8 +21,8 @@
 //! [`NonceIssuer::issue_ub`]: base64(RAND (16) ‖ AUTN (16) ‖ 0x01 ‖ issued-at (8) ‖ tag (16)),
 //! 76 characters; the tag is a truncated HMAC-SHA-256 under a key derived from the server secret,
 //! so authenticity and age are checked without state. The tag is also the key of the
-//! [`Pending`] record, which makes the nonce **single-use** (taken from the store on the first
-//! answer, whatever its outcome) across restarts; the in-memory [`NcTracker`]
+//! The [`Pending`] record of the challenge, kept under its RAND, makes the nonce **single-use**
+//! (taken from the store on the first answer, whatever its outcome) across restarts; the in-memory [`NcTracker`]
 //! ([`NcPolicy::SingleUse`]) refuses any second verified answer as well. `opaque` is
 //! hex(HMAC(server-derived key, nonce))[..32] and must be echoed.
 //!
@@ -42,11 +42,16 @@
 //!   [`BsfConfig::fake_amf`]), with a random RAND and the same Milenage work, so status, header
 //!   set, value lengths and timing match; its answers fail exactly like a wrong RES (401, then
 //!   403), and its AUTS fails like a bad MAC-S (403).
-//! - **SQN**: see [`sqn`] (step 32, IND unused; resync: SQN_MS + step). SQN_HE is advanced by a
-//!   compare-and-set before each vector, retried on contention.
+//! - **SQN**: see [`sqn`] (step 32, IND unused; resync: SQN_MS + step). The store advances SQN_HE
+//!   and records the pending challenge in one atomic step ([`BsfStore::start_run`]).
 //! - **Concurrent runs of one IMPI**: every challenge is independent (its own RAND, SQN and
 //!   pending record); each can be answered once; a later success replaces the earlier session.
 //! - Store failures, SQN exhaustion → 500 (`log_detail` says why; the body does not).
+//!
+//! # Concurrency
+//! [`Bsf::handle_ub`] takes `&self`: one value serves any number of concurrent requests. Its
+//! own state (nc tracker, failure counts, counters) sits behind short synchronous locks that
+//! are never held across an `.await`, so requests wait for each other only in the store.
 
 pub mod http;
 pub mod metrics;
@@ -57,6 +62,7 @@ pub mod store;
 pub mod zn;
 
 use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use keycast_crypto::gba::{b_tid, ks_from_ck_ik};
 use keycast_crypto::hmac::hmac_sha256;
@@ -75,15 +81,13 @@ pub use rng::{RandomSource, SeededRandom};
 pub use sql::{PgStore, SqliteStore, StorageKey, StorageKeyError};
 pub use sqn::{SQN_MAX, SqnScheme};
 pub use store::{
-    BsfStore, GbaType, MemoryStore, NonceKey, Pending, Purged, Session, StoreError, Subscriber, SubscriberSummary,
+    BsfStore, GbaType, MemoryStore, Pending, Purged, RunStart, Session, SqnAdvance, StoreError, Subscriber,
+    SubscriberSummary, TakenRun,
 };
 pub use zn::{ZnAnswer, ZnError, ZnKeys, ZnRequest, zn_keys};
 
 /// Longest IMPI accepted (an NAI, RFC 7542, is at most 253 octets).
 pub const MAX_IMPI_LEN: usize = 255;
-
-/// Attempts at the SQN compare-and-set before giving up with a 500.
-const SQN_CAS_ATTEMPTS: usize = 4;
 
 /// BSF configuration.
 #[derive(Clone)]
@@ -224,7 +228,6 @@ impl UbResponse {
 enum Halt {
     Store(StoreError),
     SqnExhausted(String),
-    Contention(String),
     Internal(&'static str),
 }
 
@@ -252,20 +255,27 @@ struct FailureRecord {
 }
 
 /// The BSF: configuration, nonce issuer, nc tracker, failure counts and metrics. One value
-/// serves any number of requests; the store and the clock come with each call.
+/// serves any number of concurrent requests (`&self`); the store and the clock come with each
+/// call.
 pub struct Bsf {
     config: BsfConfig,
     issuer: NonceIssuer,
-    nc: NcTracker,
+    nc: Mutex<NcTracker>,
     opaque_key: Zeroizing<[u8; 32]>,
     fake_key: Zeroizing<[u8; 32]>,
-    failures: HashMap<String, FailureRecord>,
-    metrics: BsfMetrics,
+    failures: Mutex<HashMap<String, FailureRecord>>,
+    metrics: Mutex<BsfMetrics>,
+}
+
+/// Locks a mutex of the core. Each guarded value stays consistent whatever panicked while it
+/// was held (every update is one map or counter operation), so poisoning is ignored.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl core::fmt::Debug for Bsf {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("Bsf").field("config", &self.config).field("metrics", &self.metrics).finish_non_exhaustive()
+        f.debug_struct("Bsf").field("config", &self.config).field("metrics", &self.metrics()).finish_non_exhaustive()
     }
 }
 
@@ -351,10 +361,10 @@ impl Bsf {
             opaque_key: derive_key(&config.server_secret, b"opaque"),
             fake_key: derive_key(&config.server_secret, b"fake-subscriber"),
             issuer,
-            nc,
+            nc: Mutex::new(nc),
             config,
-            failures: HashMap::new(),
-            metrics: BsfMetrics::default(),
+            failures: Mutex::new(HashMap::new()),
+            metrics: Mutex::new(BsfMetrics::default()),
         })
     }
 
@@ -364,10 +374,10 @@ impl Bsf {
         &self.config
     }
 
-    /// Counters over every request handled so far.
+    /// Counters over every request handled so far (a copy).
     #[must_use]
-    pub fn metrics(&self) -> &BsfMetrics {
-        &self.metrics
+    pub fn metrics(&self) -> BsfMetrics {
+        lock(&self.metrics).clone()
     }
 
     /// Zn with this BSF's [`BsfConfig::authorised_nafs`]; see [`zn_keys`].
@@ -386,7 +396,7 @@ impl Bsf {
     /// Handles one Ub request at time `now` (Unix seconds). Never panics on any input. The
     /// store's writes are committed when the returned future completes, so the response can go.
     pub async fn handle_ub<S: BsfStore, R: RandomSource + ?Sized>(
-        &mut self,
+        &self,
         store: &S,
         request: &UbRequest<'_>,
         now: u64,
@@ -397,9 +407,6 @@ impl Bsf {
             Err(halt) => {
                 let (cause, detail) = match halt {
                     Halt::Store(e) => (FailureCause::StoreFailure, e.to_string()),
-                    Halt::Contention(impi) => {
-                        (FailureCause::StoreFailure, format!("SQN compare-and-set kept failing for {impi}"))
-                    }
                     Halt::SqnExhausted(impi) => (FailureCause::SqnExhausted, format!("SQN space exhausted for {impi}")),
                     Halt::Internal(what) => (FailureCause::Internal, what.to_owned()),
                 };
@@ -408,12 +415,12 @@ impl Bsf {
                 r
             }
         };
-        self.metrics.record(&response.event);
+        lock(&self.metrics).record(&response.event);
         response
     }
 
     async fn process<S: BsfStore, R: RandomSource + ?Sized>(
-        &mut self,
+        &self,
         store: &S,
         req: &UbRequest<'_>,
         now: u64,
@@ -447,7 +454,7 @@ impl Bsf {
     /// Builds a fresh vector for `impi` (fake for an unknown IMPI), records it as pending and
     /// returns the 401 with the event `why` calls for.
     async fn challenge<S: BsfStore, R: RandomSource + ?Sized>(
-        &mut self,
+        &self,
         store: &S,
         impi: &str,
         now: u64,
@@ -456,44 +463,30 @@ impl Bsf {
     ) -> Result<UbResponse, Halt> {
         let mut rand = [0u8; 16];
         rng.fill(&mut rand);
-        let mut autn = None;
-        let mut known = false;
-        for _ in 0..SQN_CAS_ATTEMPTS {
-            match store.subscriber(impi).await? {
-                None => {
-                    let fake = self.fake_subscriber(impi);
-                    // The same store round trips as for a subscriber: this compare-and-set finds
-                    // no row and changes nothing.
-                    let _ = store.update_sqn(impi, fake.sqn, fake.sqn).await?;
-                    let m = Milenage::new(&fake.k, &fake.opc);
-                    autn = Some(build_autn(&m, &rand, fake.sqn, fake.amf, fake.gba_type));
-                    break;
-                }
-                Some(sub) => {
-                    known = true;
-                    let next = match why {
-                        Why::Resync(sqn_ms) => self.config.sqn.after_resync(sqn_ms),
-                        Why::Initial | Why::Rejected(_) => self.config.sqn.next(sub.sqn),
-                    };
-                    let sqn = next.ok_or_else(|| Halt::SqnExhausted(impi.to_owned()))?;
-                    if store.update_sqn(impi, sub.sqn, sqn).await? {
-                        let m = Milenage::new(&sub.k, &sub.opc);
-                        autn = Some(build_autn(&m, &rand, sqn, sub.amf, sub.gba_type));
-                        break;
-                    }
-                }
-            }
-        }
-        let autn = autn.ok_or_else(|| Halt::Contention(impi.to_owned()))?;
-        let nonce = self.issuer.issue_ub(&rand, &autn, now);
-        let info = self.issuer.check(&nonce, now).map_err(|_| Halt::Internal("fresh nonce does not check"))?;
+        let advance = match why {
+            Why::Resync(sqn_ms) => SqnAdvance::Resync { sqn_ms, scheme: self.config.sqn },
+            Why::Initial | Why::Rejected(_) => SqnAdvance::Next(self.config.sqn),
+        };
         let pending = Pending {
             impi: impi.to_owned(),
             rand,
             issued_at: now,
             expires_at: now.saturating_add(self.config.nonce_lifetime).saturating_add(1),
         };
-        store.put_pending(info.id, pending).await?;
+        // An unknown IMPI costs the same store round trip and Milenage work as a subscriber.
+        let (autn, known) = match store.start_run(impi, advance, pending).await? {
+            RunStart::Subscriber(sub) => {
+                let m = Milenage::new(&sub.k, &sub.opc);
+                (build_autn(&m, &rand, sub.sqn, sub.amf, sub.gba_type), true)
+            }
+            RunStart::Unknown => {
+                let fake = self.fake_subscriber(impi);
+                let m = Milenage::new(&fake.k, &fake.opc);
+                (build_autn(&m, &rand, fake.sqn, fake.amf, fake.gba_type), false)
+            }
+            RunStart::SqnExhausted => return Err(Halt::SqnExhausted(impi.to_owned())),
+        };
+        let nonce = self.issuer.issue_ub(&rand, &autn, now);
         let challenge = Challenge {
             realm: self.config.domain.clone(),
             opaque: Some(self.opaque_for(&nonce)),
@@ -518,7 +511,7 @@ impl Bsf {
     }
 
     async fn answer<S: BsfStore, R: RandomSource + ?Sized>(
-        &mut self,
+        &self,
         store: &S,
         req: &UbRequest<'_>,
         creds: &Credentials,
@@ -548,16 +541,12 @@ impl Bsf {
         if creds.opaque.as_deref() != Some(self.opaque_for(&creds.nonce).as_str()) {
             return Ok(UbResponse::bad_request("opaque does not match the challenge"));
         }
-        let Some(pending) = store.take_pending(&info.id).await? else {
+        let Some(TakenRun { pending, subscriber }) = store.take_run(&rand).await? else {
             return self.challenge(store, impi, now, rng, Why::Rejected(FailureCause::ReplayedNonce)).await;
         };
-        if pending.rand != rand {
-            return self.challenge(store, impi, now, rng, Why::Rejected(FailureCause::InvalidNonce)).await;
-        }
         if pending.impi != impi {
             return self.failed(store, impi, now, rng, FailureCause::IdentityMismatch).await;
         }
-        let subscriber = store.subscriber(impi).await?;
         let known = subscriber.is_some();
         let sub = subscriber.unwrap_or_else(|| self.fake_subscriber(impi));
         let wrong = if known { FailureCause::WrongResponse } else { FailureCause::UnknownImpi };
@@ -569,7 +558,7 @@ impl Bsf {
             if creds.verify_response(&Password::empty(), req.method, req.body).is_err() {
                 return self.failed(store, impi, now, rng, wrong).await;
             }
-            if self.nc.accept(&info, nc, now).is_err() {
+            if lock(&self.nc).accept(&info, nc, now).is_err() {
                 return self.challenge(store, impi, now, rng, Why::Rejected(FailureCause::ReplayedNc)).await;
             }
             return match m.recover_sqn_ms(&rand, &auts) {
@@ -592,7 +581,7 @@ impl Bsf {
             Err(VerifyError::Malformed) => return Ok(UbResponse::bad_request("response is not 32 hex digits")),
             Ok(()) | Err(_) => return self.failed(store, impi, now, rng, wrong).await,
         }
-        if self.nc.accept(&info, nc, now).is_err() {
+        if lock(&self.nc).accept(&info, nc, now).is_err() {
             return self.challenge(store, impi, now, rng, Why::Rejected(FailureCause::ReplayedNc)).await;
         }
 
@@ -619,7 +608,7 @@ impl Bsf {
                 expires_at,
             })
             .await?;
-        self.failures.remove(impi);
+        lock(&self.failures).remove(impi);
         Ok(UbResponse {
             status: 200,
             headers: vec![("Authentication-Info".into(), auth_info), ("Content-Type".into(), CONTENT_TYPE.into())],
@@ -631,7 +620,7 @@ impl Bsf {
 
     /// A failed answer: counts it, then 403 at the limit, otherwise a fresh challenge.
     async fn failed<S: BsfStore, R: RandomSource + ?Sized>(
-        &mut self,
+        &self,
         store: &S,
         impi: &str,
         now: u64,
@@ -639,7 +628,7 @@ impl Bsf {
         cause: FailureCause,
     ) -> Result<UbResponse, Halt> {
         if self.count_failure(impi, now) >= self.config.max_failures {
-            self.failures.remove(impi);
+            lock(&self.failures).remove(impi);
             return Ok(UbResponse::forbidden(FailureCause::TooManyFailures));
         }
         self.challenge(store, impi, now, rng, Why::Rejected(cause)).await
@@ -648,15 +637,16 @@ impl Bsf {
     /// Counts one failure for `impi` and returns the consecutive count. The map is bounded: when
     /// full, counts older than the window go, and if that frees nothing the map is cleared
     /// (a 64-bit RES cannot be guessed, so losing counts costs no security).
-    fn count_failure(&mut self, impi: &str, now: u64) -> u32 {
+    fn count_failure(&self, impi: &str, now: u64) -> u32 {
         let window = self.config.failure_window;
-        if !self.failures.contains_key(impi) && self.failures.len() >= self.config.failure_capacity.max(1) {
-            self.failures.retain(|_, r| now.saturating_sub(r.last) < window);
-            if self.failures.len() >= self.config.failure_capacity.max(1) {
-                self.failures.clear();
+        let mut failures = lock(&self.failures);
+        if !failures.contains_key(impi) && failures.len() >= self.config.failure_capacity.max(1) {
+            failures.retain(|_, r| now.saturating_sub(r.last) < window);
+            if failures.len() >= self.config.failure_capacity.max(1) {
+                failures.clear();
             }
         }
-        let r = self.failures.entry(impi.to_owned()).or_insert(FailureRecord { count: 0, last: now });
+        let r = failures.entry(impi.to_owned()).or_insert(FailureRecord { count: 0, last: now });
         if now.saturating_sub(r.last) >= window {
             r.count = 0;
         }
@@ -743,12 +733,12 @@ mod tests {
         let mut c = BsfConfig::new("bsf.example.org", [1; 32]);
         c.failure_capacity = 2;
         c.failure_window = 100;
-        let mut bsf = Bsf::new(c).unwrap();
+        let bsf = Bsf::new(c).unwrap();
         assert_eq!(bsf.count_failure("a", 0), 1);
         assert_eq!(bsf.count_failure("a", 50), 2);
         assert_eq!(bsf.count_failure("a", 150), 1, "outside the window");
         assert_eq!(bsf.count_failure("b", 150), 1);
         assert_eq!(bsf.count_failure("c", 160), 1);
-        assert!(bsf.failures.len() <= 2);
+        assert!(lock(&bsf.failures).len() <= 2);
     }
 }

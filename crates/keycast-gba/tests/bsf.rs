@@ -8,8 +8,9 @@ use keycast_crypto::gba::{NafId, UA_PROTOCOL_HTTP_DIGEST};
 use keycast_crypto::keys::{Opc, Res, SubscriberKey};
 use keycast_crypto::milenage::sqn_from_u64;
 use keycast_gba::bsf::{
-    Bsf, BsfConfig, BsfEvent, BsfStore, FailureCause, GbaType, MemoryStore, NonceKey, Pending, Purged, SeededRandom,
-    Session, StoreError, Subscriber, SubscriberSummary, UbRequest, UbResponse, ZnError, ZnKeys, ZnRequest,
+    Bsf, BsfConfig, BsfEvent, BsfStore, FailureCause, GbaType, MemoryStore, Pending, Purged, RunStart, SeededRandom,
+    Session, SqnAdvance, StoreError, Subscriber, SubscriberSummary, TakenRun, UbRequest, UbResponse, ZnError, ZnKeys,
+    ZnRequest,
 };
 use keycast_provisioning::bootstrapping::BootstrappingInfo;
 use keycast_provisioning::digest::{
@@ -128,13 +129,7 @@ fn answer_with(c: &Challenge, impi: &str, password: &[u8]) -> (DigestClient, Sen
 
 /// A whole run against the card: initial request, card, answer. Returns the final response,
 /// with the client's check of `Authentication-Info` done on a 200.
-async fn bootstrap<S: BsfStore>(
-    bsf: &mut Bsf,
-    store: &S,
-    rng: &mut SeededRandom,
-    usim: &mut Usim,
-    now: u64,
-) -> UbResponse {
+async fn bootstrap<S: BsfStore>(bsf: &Bsf, store: &S, rng: &mut SeededRandom, usim: &mut Usim, now: u64) -> UbResponse {
     let gba_type = store.subscriber(IMPI).await.unwrap().unwrap().gba_type;
     let c = challenge_of(&bsf.handle_ub(store, &get(&initial_header(IMPI)), now, rng).await);
     let res = res_of(&run_card(usim, gba_type, &c));
@@ -168,7 +163,7 @@ const KS_INT_NAF: &str = "5ecf80629e0becb2def8d9b3cb80ae3f99ab18f9c50f49fd5da0e6
 /// GBA_U with the vectors of §2: AUTN*, the flipped RES, B-TID, Ks, Ks_ext_NAF, Ks_int_NAF.
 #[tokio::test]
 async fn gba_u_bootstrap_reproduces_the_worked_example() {
-    let (mut bsf, store, mut rng) = (new_bsf(), new_store(GbaType::GbaU), new_rng());
+    let (bsf, store, mut rng) = (new_bsf(), new_store(GbaType::GbaU), new_rng());
     let mut usim = card(SQN1 - 32);
 
     let r = bsf.handle_ub(&store, &get(&initial_header(IMPI)), T0, &mut rng).await;
@@ -230,7 +225,7 @@ async fn gba_u_bootstrap_reproduces_the_worked_example() {
 /// GBA_ME with the 3G context: plain AUTN, plain RES, Ks_NAF to aware and non-aware NAFs alike.
 #[tokio::test]
 async fn gba_me_bootstrap_gives_ks_naf_to_every_naf() {
-    let (mut bsf, store, mut rng) = (new_bsf(), new_store(GbaType::GbaMe), new_rng());
+    let (bsf, store, mut rng) = (new_bsf(), new_store(GbaType::GbaMe), new_rng());
     let mut usim = card(SQN1 - 32);
     let c = challenge_of(&bsf.handle_ub(&store, &get(&initial_header(IMPI)), T0, &mut rng).await);
     assert_eq!(rand_autn(&c).1, h::<16>("55f328b43577b9b94a9ffac354dfafb3"), "AUTN of vectors.md §2");
@@ -264,7 +259,7 @@ async fn gba_me_bootstrap_gives_ks_naf_to_every_naf() {
 
 #[tokio::test]
 async fn wrong_res_gets_a_fresh_challenge_then_403_at_the_limit() {
-    let (mut bsf, store, mut rng) = (new_bsf(), new_store(GbaType::GbaMe), new_rng());
+    let (bsf, store, mut rng) = (new_bsf(), new_store(GbaType::GbaMe), new_rng());
     let mut nonces = Vec::new();
     let mut c = challenge_of(&bsf.handle_ub(&store, &get(&initial_header(IMPI)), T0, &mut rng).await);
     for attempt in 1..=3 {
@@ -286,13 +281,13 @@ async fn wrong_res_gets_a_fresh_challenge_then_403_at_the_limit() {
 
     // The UE may start again, and the count restarts.
     let mut usim = card(SQN1);
-    let r = bootstrap(&mut bsf, &store, &mut rng, &mut usim, T0 + 1).await;
+    let r = bootstrap(&bsf, &store, &mut rng, &mut usim, T0 + 1).await;
     assert_eq!(r.status, 200, "{r:?}");
 }
 
 #[tokio::test]
 async fn gba_u_answer_with_the_unflipped_res_is_wrong() {
-    let (mut bsf, store, mut rng) = (new_bsf(), new_store(GbaType::GbaU), new_rng());
+    let (bsf, store, mut rng) = (new_bsf(), new_store(GbaType::GbaU), new_rng());
     let c = challenge_of(&bsf.handle_ub(&store, &get(&initial_header(IMPI)), T0, &mut rng).await);
     let (_, _, header) = answer_with(&c, IMPI, &h::<8>("a54211d5e3ba50bf"));
     let r = bsf.handle_ub(&store, &get(&header), T0, &mut rng).await;
@@ -302,7 +297,7 @@ async fn gba_u_answer_with_the_unflipped_res_is_wrong() {
 
 #[tokio::test]
 async fn replayed_nonce_is_refused() {
-    let (mut bsf, store, mut rng) = (new_bsf(), new_store(GbaType::GbaMe), new_rng());
+    let (bsf, store, mut rng) = (new_bsf(), new_store(GbaType::GbaMe), new_rng());
     let mut usim = card(SQN1 - 32);
     let c = challenge_of(&bsf.handle_ub(&store, &get(&initial_header(IMPI)), T0, &mut rng).await);
     let res = res_of(&run_card(&mut usim, GbaType::GbaMe, &c));
@@ -314,32 +309,32 @@ async fn replayed_nonce_is_refused() {
     assert_eq!(store.session(BTID1).await.unwrap().unwrap().bootstrapped_at, T0, "the session is untouched");
 }
 
-/// A store that fails to delete taken challenges (say, a lagging replica): the nc tracker still
-/// refuses a second answer to the single-use nonce, whatever its nc.
-struct LeakyStore(MemoryStore);
+/// A store that fails to delete taken challenges (say, a lagging replica): a taken challenge
+/// can be taken again. The nc tracker must still refuse a second answer to the single-use nonce,
+/// whatever its nc.
+#[derive(Default)]
+struct LeakyStore(MemoryStore, std::sync::Mutex<std::collections::HashMap<[u8; 16], TakenRun>>);
 
 impl BsfStore for LeakyStore {
+    async fn start_run(&self, impi: &str, advance: SqnAdvance, pending: Pending) -> Result<RunStart, StoreError> {
+        self.0.start_run(impi, advance, pending).await
+    }
+    async fn take_run(&self, rand: &[u8; 16]) -> Result<Option<TakenRun>, StoreError> {
+        let taken = self.0.take_run(rand).await?;
+        let mut leaked = self.1.lock().unwrap();
+        if let Some(t) = &taken {
+            leaked.insert(*rand, t.clone());
+        }
+        Ok(taken.or_else(|| leaked.get(rand).cloned()))
+    }
     async fn subscriber(&self, impi: &str) -> Result<Option<Subscriber>, StoreError> {
         self.0.subscriber(impi).await
-    }
-    async fn update_sqn(&self, impi: &str, expected: u64, new: u64) -> Result<bool, StoreError> {
-        self.0.update_sqn(impi, expected, new).await
     }
     async fn put_session(&self, session: Session) -> Result<(), StoreError> {
         self.0.put_session(session).await
     }
     async fn session(&self, btid: &str) -> Result<Option<Session>, StoreError> {
         self.0.session(btid).await
-    }
-    async fn put_pending(&self, key: NonceKey, pending: Pending) -> Result<(), StoreError> {
-        self.0.put_pending(key, pending).await
-    }
-    async fn take_pending(&self, key: &NonceKey) -> Result<Option<Pending>, StoreError> {
-        let p = self.0.take_pending(key).await?;
-        if let Some(p) = &p {
-            self.0.put_pending(*key, p.clone()).await?;
-        }
-        Ok(p)
     }
     async fn add_subscriber(&self, subscriber: &Subscriber) -> Result<(), StoreError> {
         self.0.add_subscriber(subscriber).await
@@ -357,8 +352,8 @@ impl BsfStore for LeakyStore {
 
 #[tokio::test]
 async fn replayed_nc_is_refused() {
-    let (mut bsf, mut rng) = (new_bsf(), new_rng());
-    let store = LeakyStore(new_store(GbaType::GbaMe));
+    let (bsf, mut rng) = (new_bsf(), new_rng());
+    let store = LeakyStore(new_store(GbaType::GbaMe), Default::default());
     let mut usim = card(SQN1 - 32);
     let c = challenge_of(&bsf.handle_ub(&store, &get(&initial_header(IMPI)), T0, &mut rng).await);
     let res = res_of(&run_card(&mut usim, GbaType::GbaMe, &c));
@@ -377,7 +372,7 @@ async fn replayed_nc_is_refused() {
 
 #[tokio::test]
 async fn expired_nonce_gets_stale_challenge() {
-    let (mut bsf, store, mut rng) = (new_bsf(), new_store(GbaType::GbaMe), new_rng());
+    let (bsf, store, mut rng) = (new_bsf(), new_store(GbaType::GbaMe), new_rng());
     let mut usim = card(SQN1 - 32);
     let c = challenge_of(&bsf.handle_ub(&store, &get(&initial_header(IMPI)), T0, &mut rng).await);
     let res = res_of(&run_card(&mut usim, GbaType::GbaMe, &c));
@@ -396,7 +391,7 @@ async fn expired_nonce_gets_stale_challenge() {
 
 #[tokio::test]
 async fn forged_nonces_are_refused() {
-    let (mut bsf, store, mut rng) = (new_bsf(), new_store(GbaType::GbaMe), new_rng());
+    let (bsf, store, mut rng) = (new_bsf(), new_store(GbaType::GbaMe), new_rng());
     let c = challenge_of(&bsf.handle_ub(&store, &get(&initial_header(IMPI)), T0, &mut rng).await);
     let mut raw = STANDARD.decode(&c.nonce).unwrap();
     raw[0] ^= 1; // another RAND under the old tag
@@ -404,7 +399,7 @@ async fn forged_nonces_are_refused() {
 
     let mut other_config = config();
     other_config.server_secret = zeroize::Zeroizing::new([0x43; 32]);
-    let mut other = Bsf::new(other_config).unwrap();
+    let other = Bsf::new(other_config).unwrap();
     let other_store = new_store(GbaType::GbaMe);
     let foreign = challenge_of(&other.handle_ub(&other_store, &get(&initial_header(IMPI)), T0, &mut rng).await);
 
@@ -436,7 +431,7 @@ fn shape(r: &UbResponse) -> (u16, Vec<String>, String, usize, [u8; 2]) {
 #[tokio::test]
 async fn unknown_impi_is_indistinguishable_from_a_known_one() {
     const STRANGER: &str = "001019999999999@ims.mnc001.mcc001.3gppnetwork.org";
-    let (mut bsf, mut rng) = (new_bsf(), new_rng());
+    let (bsf, mut rng) = (new_bsf(), new_rng());
     let store = new_store(GbaType::GbaMe);
 
     let known = bsf.handle_ub(&store, &get(&initial_header(IMPI)), T0, &mut rng).await;
@@ -482,7 +477,7 @@ async fn unknown_impi_is_indistinguishable_from_a_known_one() {
 
 #[tokio::test]
 async fn auts_resynchronises_then_bootstrap_succeeds() {
-    let (mut bsf, store, mut rng) = (new_bsf(), new_store(GbaType::GbaMe), new_rng());
+    let (bsf, store, mut rng) = (new_bsf(), new_store(GbaType::GbaMe), new_rng());
     let mut usim = card(0x21); // far behind SQN of set 1: the card answers AUTS
     let c = challenge_of(&bsf.handle_ub(&store, &get(&initial_header(IMPI)), T0, &mut rng).await);
     let AkaAnswer::SyncFailure { auts } = run_card(&mut usim, GbaType::GbaMe, &c) else { panic!("expected AUTS") };
@@ -505,7 +500,7 @@ async fn auts_resynchronises_then_bootstrap_succeeds() {
 
 #[tokio::test]
 async fn gba_u_auts_resynchronises_too() {
-    let (mut bsf, store, mut rng) = (new_bsf(), new_store(GbaType::GbaU), new_rng());
+    let (bsf, store, mut rng) = (new_bsf(), new_store(GbaType::GbaU), new_rng());
     let mut usim = card(SQN1 + 1000); // ahead of the BSF
     let c = challenge_of(&bsf.handle_ub(&store, &get(&initial_header(IMPI)), T0, &mut rng).await);
     let AkaAnswer::SyncFailure { auts } = run_card(&mut usim, GbaType::GbaU, &c) else { panic!("expected AUTS") };
@@ -519,7 +514,7 @@ async fn gba_u_auts_resynchronises_too() {
 
 #[tokio::test]
 async fn auts_with_bad_mac_s_is_refused() {
-    let (mut bsf, store, mut rng) = (new_bsf(), new_store(GbaType::GbaMe), new_rng());
+    let (bsf, store, mut rng) = (new_bsf(), new_store(GbaType::GbaMe), new_rng());
     let c = challenge_of(&bsf.handle_ub(&store, &get(&initial_header(IMPI)), T0, &mut rng).await);
     let mut auts = h::<14>("451e8beca41a80125eca8884b56a");
     auts[13] ^= 0x80;
@@ -533,7 +528,7 @@ async fn auts_with_bad_mac_s_is_refused() {
 
 #[tokio::test]
 async fn malformed_authorization_gets_400() {
-    let (mut bsf, store, mut rng) = (new_bsf(), new_store(GbaType::GbaMe), new_rng());
+    let (bsf, store, mut rng) = (new_bsf(), new_store(GbaType::GbaMe), new_rng());
     let no_header = UbRequest { method: "GET", uri: "/", authorization: None, user_agent: None, body: b"" };
     assert_eq!(bsf.handle_ub(&store, &no_header, T0, &mut rng).await.status, 400);
 
@@ -597,7 +592,7 @@ async fn malformed_authorization_gets_400() {
 
 #[tokio::test]
 async fn concurrent_challenges_for_one_impi_are_each_answerable_once() {
-    let (mut bsf, store, mut rng) = (new_bsf(), new_store(GbaType::GbaMe), SeededRandom::new([9; 32]));
+    let (bsf, store, mut rng) = (new_bsf(), new_store(GbaType::GbaMe), SeededRandom::new([9; 32]));
     let mut usim = card(SQN1 - 32);
     let a = challenge_of(&bsf.handle_ub(&store, &get(&initial_header(IMPI)), T0, &mut rng).await);
     let b = challenge_of(&bsf.handle_ub(&store, &get(&initial_header(IMPI)), T0 + 1, &mut rng).await);
@@ -623,9 +618,9 @@ async fn concurrent_challenges_for_one_impi_are_each_answerable_once() {
 
 #[tokio::test]
 async fn zn_refusals_are_distinct() {
-    let (mut bsf, store, mut rng) = (new_bsf(), new_store(GbaType::GbaU), new_rng());
+    let (bsf, store, mut rng) = (new_bsf(), new_store(GbaType::GbaU), new_rng());
     let mut usim = card(SQN1 - 32);
-    let btid = btid_of(&bootstrap(&mut bsf, &store, &mut rng, &mut usim, T0).await);
+    let btid = btid_of(&bootstrap(&bsf, &store, &mut rng, &mut usim, T0).await);
     let end = T0 + 86_400;
     assert!(bsf.zn_keys(&store, &zn(&btid, &naf_mbms(), true), end - 1).await.is_ok());
     assert_eq!(
@@ -648,7 +643,7 @@ async fn zn_refusals_are_distinct() {
 
 #[tokio::test]
 async fn auth_int_covers_the_request_body() {
-    let (mut bsf, store, mut rng) = (new_bsf(), new_store(GbaType::GbaMe), new_rng());
+    let (bsf, store, mut rng) = (new_bsf(), new_store(GbaType::GbaMe), new_rng());
     let mut usim = card(SQN1 - 32);
     let c = challenge_of(&bsf.handle_ub(&store, &get(&initial_header(IMPI)), T0, &mut rng).await);
     let res = res_of(&run_card(&mut usim, GbaType::GbaMe, &c));
@@ -671,7 +666,7 @@ proptest! {
 
     #[test]
     fn arbitrary_authorization_never_panics(s in "\\PC{0,300}", uri in "\\PC{0,20}", body in proptest::collection::vec(any::<u8>(), 0..40)) {
-        let (mut bsf, store, mut rng) = (new_bsf(), new_store(GbaType::GbaU), new_rng());
+        let (bsf, store, mut rng) = (new_bsf(), new_store(GbaType::GbaU), new_rng());
         for header in [s.clone(), format!("Digest {s}"), format!("Digest username=\"{IMPI}\", realm=\"{DOMAIN}\", {s}")] {
             let req = UbRequest { method: "GET", uri: &uri, authorization: Some(&header), user_agent: Some(&s), body: &body };
             let r = block_on(bsf.handle_ub(&store, &req, T0, &mut rng));
@@ -683,7 +678,7 @@ proptest! {
     fn arbitrary_answer_fields_never_panic(nonce in "\\PC{0,100}", opaque in proptest::option::of("\\PC{0,40}"),
                                           auts in proptest::option::of(any::<[u8; 14]>()), nc in any::<u32>(),
                                           now in any::<u64>()) {
-        let (mut bsf, store, mut rng) = (new_bsf(), new_store(GbaType::GbaMe), new_rng());
+        let (bsf, store, mut rng) = (new_bsf(), new_store(GbaType::GbaMe), new_rng());
         let c = challenge_of(&block_on(bsf.handle_ub(&store, &get(&initial_header(IMPI)), T0, &mut rng)));
         let (_, sent, _) = answer_with(&c, IMPI, &[1; 8]);
         let mut creds = sent.credentials().clone();

@@ -16,8 +16,9 @@ use keycast_crypto::gba::NafId;
 use keycast_crypto::keys::{Ks, Opc, SubscriberKey};
 use keycast_crypto::milenage::sqn_from_u64;
 use keycast_gba::bsf::{
-    Bsf, BsfConfig, BsfStore, GbaType, MemoryStore, Pending, PgStore, Purged, SeededRandom, Session, SqliteStore,
-    StorageKey, StoreError, Subscriber, SubscriberSummary, UbRequest, ZnKeys, ZnRequest,
+    Bsf, BsfConfig, BsfStore, GbaType, MemoryStore, Pending, PgStore, Purged, RunStart, SeededRandom, Session,
+    SqliteStore, SqnAdvance, SqnScheme, StorageKey, StoreError, Subscriber, SubscriberSummary, UbRequest, ZnKeys,
+    ZnRequest,
 };
 use keycast_provisioning::bootstrapping::BootstrappingInfo;
 use keycast_provisioning::digest::{Challenge, Credentials, DigestClient, Password, Qop};
@@ -70,8 +71,12 @@ fn session(btid: &str, impi: &str, expires_at: u64) -> Session {
     }
 }
 
-fn pending(impi: &str, expires_at: u64) -> Pending {
-    Pending { impi: impi.into(), rand: [9; 16], issued_at: T0, expires_at }
+fn pending(impi: &str, rand: u8, expires_at: u64) -> Pending {
+    Pending { impi: impi.into(), rand: [rand; 16], issued_at: T0, expires_at }
+}
+
+fn next() -> SqnAdvance {
+    SqnAdvance::Next(SqnScheme::default())
 }
 
 /// The generic suite: every function takes any `BsfStore`.
@@ -102,34 +107,58 @@ mod suite {
         assert_eq!(s.list_subscribers().await.unwrap(), vec![SubscriberSummary::from(&b)]);
     }
 
-    pub async fn sqn_compare_and_set<S: BsfStore>(s: Arc<S>) {
+    pub async fn start_run_advances_sqn_atomically<S: BsfStore>(s: Arc<S>) {
         s.add_subscriber(&subscriber(IMPI, GbaType::GbaMe, 64)).await.unwrap();
-        assert_eq!(s.update_sqn(IMPI, 32, 96).await, Ok(false), "conflict");
-        assert_eq!(s.subscriber(IMPI).await.unwrap().unwrap().sqn, 64);
-        assert_eq!(s.update_sqn(IMPI, 64, 96).await, Ok(true));
-        assert_eq!(s.subscriber(IMPI).await.unwrap().unwrap().sqn, 96);
-        assert_eq!(s.update_sqn(IMPI, 64, 128).await, Ok(false), "stale expectation");
-        assert_eq!(s.update_sqn(IMPI, 96, 0x21).await, Ok(true), "resync may lower SQN_HE");
-        assert_eq!(s.update_sqn("nobody", 0, 1).await, Ok(false));
+        let RunStart::Subscriber(got) = s.start_run(IMPI, next(), pending(IMPI, 1, T0 + 300)).await.unwrap() else {
+            panic!("subscriber expected")
+        };
+        assert_eq!(got.sqn, 96, "SQN_HE + 32");
+        assert_eq!((got.k, got.opc), (SubscriberKey::from_bytes(h(K1)), Opc::from_bytes(h(OPC1))), "keys opened");
+        assert_eq!(s.subscriber(IMPI).await.unwrap().unwrap().sqn, 96, "stored as SQN_HE");
+        let resync = SqnAdvance::Resync { sqn_ms: 0x21, scheme: SqnScheme::default() };
+        let RunStart::Subscriber(got) = s.start_run(IMPI, resync, pending(IMPI, 2, T0 + 300)).await.unwrap() else {
+            panic!("subscriber expected")
+        };
+        assert_eq!(got.sqn, 0x41, "resync: SQN_MS + 32, which may lower SQN_HE");
+        assert_eq!(s.start_run("nobody", next(), pending("nobody", 3, T0 + 300)).await, Ok(RunStart::Unknown));
         let top = (1u64 << 48) - 1;
-        assert_eq!(s.update_sqn(IMPI, 0x21, top).await, Ok(true), "the whole 48-bit range");
-        assert_eq!(s.subscriber(IMPI).await.unwrap().unwrap().sqn, top);
+        s.add_subscriber(&subscriber("top@x", GbaType::GbaMe, top - 32)).await.unwrap();
+        let RunStart::Subscriber(got) = s.start_run("top@x", next(), pending("top@x", 4, T0 + 300)).await.unwrap()
+        else {
+            panic!("subscriber expected")
+        };
+        assert_eq!(got.sqn, top, "the whole 48-bit range");
+        assert_eq!(s.start_run("top@x", next(), pending("top@x", 5, T0 + 300)).await, Ok(RunStart::SqnExhausted));
+        assert_eq!(s.subscriber("top@x").await.unwrap().unwrap().sqn, top, "unchanged when exhausted");
+        assert_eq!(s.take_run(&[5; 16]).await, Ok(None), "nothing recorded when exhausted");
+        for (rand, impi) in [(1, IMPI), (2, IMPI), (3, "nobody"), (4, "top@x")] {
+            let taken = s.take_run(&[rand; 16]).await.unwrap().expect("recorded");
+            assert_eq!(taken.pending, pending(impi, rand, T0 + 300));
+            assert_eq!(taken.subscriber.is_some(), impi != "nobody");
+        }
     }
 
-    pub async fn concurrent_sqn_updates_have_one_winner<S: BsfStore + Send + Sync + 'static>(s: Arc<S>) {
+    pub async fn concurrent_runs_get_distinct_sqns<S: BsfStore + Send + Sync + 'static>(s: Arc<S>) {
         s.add_subscriber(&subscriber(IMPI, GbaType::GbaMe, 64)).await.unwrap();
-        let tasks: Vec<_> = (0..16u64)
+        let tasks: Vec<_> = (0..32u8)
             .map(|i| {
                 let s = Arc::clone(&s);
-                tokio::spawn(async move { s.update_sqn(IMPI, 64, 96 + i).await.unwrap() })
+                tokio::spawn(async move {
+                    match s.start_run(IMPI, next(), pending(IMPI, i, T0 + 300)).await.unwrap() {
+                        RunStart::Subscriber(sub) => sub.sqn,
+                        other => panic!("{other:?}"),
+                    }
+                })
             })
             .collect();
-        let mut winners = 0;
+        let mut sqns = Vec::new();
         for t in tasks {
-            winners += usize::from(t.await.unwrap());
+            sqns.push(t.await.unwrap());
         }
-        assert_eq!(winners, 1);
-        assert!((96..112).contains(&s.subscriber(IMPI).await.unwrap().unwrap().sqn));
+        sqns.sort_unstable();
+        let want: Vec<u64> = (1..=32).map(|i| 64 + 32 * i).collect();
+        assert_eq!(sqns, want, "every run its own SQN, none skipped");
+        assert_eq!(s.subscriber(IMPI).await.unwrap().unwrap().sqn, 64 + 32 * 32);
     }
 
     pub async fn session_put_replace_get<S: BsfStore>(s: Arc<S>) {
@@ -161,43 +190,82 @@ mod suite {
     pub async fn expired_sessions_and_pending_are_purged<S: BsfStore>(s: Arc<S>) {
         s.put_session(session("old@bsf", "a", T0 + 10)).await.unwrap();
         s.put_session(session("new@bsf", "b", T0 + 20)).await.unwrap();
-        s.put_pending([1; 16], pending("a", T0 + 10)).await.unwrap();
-        s.put_pending([2; 16], pending("b", T0 + 20)).await.unwrap();
+        s.start_run("a", next(), pending("a", 1, T0 + 10)).await.unwrap();
+        s.start_run("b", next(), pending("b", 2, T0 + 20)).await.unwrap();
         assert_eq!(s.purge_expired(T0 + 9).await.unwrap(), Purged::default());
         assert_eq!(s.purge_expired(T0 + 10).await.unwrap(), Purged { sessions: 1, pending: 1 }, "expiry is inclusive");
         assert_eq!(s.session("old@bsf").await, Ok(None));
         assert!(s.session("new@bsf").await.unwrap().is_some());
-        assert_eq!(s.take_pending(&[1; 16]).await, Ok(None));
-        assert_eq!(s.take_pending(&[2; 16]).await, Ok(Some(pending("b", T0 + 20))));
+        assert_eq!(s.take_run(&[1; 16]).await, Ok(None));
+        assert_eq!(s.take_run(&[2; 16]).await.unwrap().unwrap().pending, pending("b", 2, T0 + 20));
         // A session past its expiry is still returned until purged: the caller checks it.
         assert_eq!(s.session("new@bsf").await.unwrap().unwrap().expires_at, T0 + 20);
     }
 
-    pub async fn pending_is_taken_once<S: BsfStore>(s: Arc<S>) {
-        assert_eq!(s.take_pending(&[7; 16]).await, Ok(None));
-        s.put_pending([7; 16], pending(IMPI, T0 + 300)).await.unwrap();
-        s.put_pending([8; 16], pending("other", T0 + 300)).await.unwrap();
-        assert_eq!(s.take_pending(&[7; 16]).await, Ok(Some(pending(IMPI, T0 + 300))));
-        assert_eq!(s.take_pending(&[7; 16]).await, Ok(None));
-        assert_eq!(s.take_pending(&[8; 16]).await, Ok(Some(pending("other", T0 + 300))));
+    pub async fn run_is_taken_once<S: BsfStore>(s: Arc<S>) {
+        assert_eq!(s.take_run(&[7; 16]).await, Ok(None));
+        s.add_subscriber(&subscriber(IMPI, GbaType::GbaU, 64)).await.unwrap();
+        s.start_run(IMPI, next(), pending(IMPI, 7, T0 + 300)).await.unwrap();
+        s.start_run("other", next(), pending("other", 8, T0 + 300)).await.unwrap();
+        let taken = s.take_run(&[7; 16]).await.unwrap().unwrap();
+        assert_eq!(taken.pending, pending(IMPI, 7, T0 + 300));
+        let sub = taken.subscriber.expect("its subscriber comes with it");
+        assert_eq!((sub.impi.as_str(), sub.sqn, sub.gba_type), (IMPI, 96, GbaType::GbaU));
+        assert_eq!(s.take_run(&[7; 16]).await, Ok(None));
+        let other = s.take_run(&[8; 16]).await.unwrap().unwrap();
+        assert_eq!((other.pending, other.subscriber), (pending("other", 8, T0 + 300), None));
+        // A subscriber deleted while its challenge is pending: the challenge comes back alone.
+        s.start_run(IMPI, next(), pending(IMPI, 9, T0 + 300)).await.unwrap();
+        s.delete_subscriber(IMPI).await.unwrap();
+        assert_eq!(s.take_run(&[9; 16]).await.unwrap().unwrap().subscriber, None);
     }
 
     pub async fn concurrent_takes_have_one_winner<S: BsfStore + Send + Sync + 'static>(s: Arc<S>) {
         for round in 0..4u8 {
-            let key = [round; 16];
-            s.put_pending(key, pending(IMPI, T0 + 300)).await.unwrap();
+            s.start_run(IMPI, next(), pending(IMPI, round, T0 + 300)).await.unwrap();
             let tasks: Vec<_> = (0..16)
                 .map(|_| {
                     let s = Arc::clone(&s);
-                    tokio::spawn(async move { s.take_pending(&key).await.unwrap() })
+                    tokio::spawn(async move { s.take_run(&[round; 16]).await.unwrap() })
                 })
                 .collect();
             let mut got = Vec::new();
             for t in tasks {
-                got.extend(t.await.unwrap());
+                got.extend(t.await.unwrap().map(|t| t.pending));
             }
-            assert_eq!(got, vec![pending(IMPI, T0 + 300)], "exactly one of 16 takes wins (round {round})");
+            assert_eq!(got, vec![pending(IMPI, round, T0 + 300)], "exactly one of 16 takes wins (round {round})");
         }
+    }
+
+    /// Many bootstraps' calls at once, mixed: every one answered, none lost or mixed up (the SQL
+    /// stores serve them in shared transactions).
+    pub async fn interleaved_runs_of_many_subscribers<S: BsfStore + Send + Sync + 'static>(s: Arc<S>) {
+        for i in 0..64u64 {
+            s.add_subscriber(&subscriber(&format!("u{i}@x"), GbaType::GbaMe, 32 * i)).await.unwrap();
+        }
+        let tasks: Vec<_> = (0..64u8)
+            .map(|i| {
+                let s = Arc::clone(&s);
+                tokio::spawn(async move {
+                    let impi = format!("u{i}@x");
+                    let RunStart::Subscriber(sub) =
+                        s.start_run(&impi, next(), pending(&impi, i, T0 + 300)).await.unwrap()
+                    else {
+                        panic!("subscriber expected")
+                    };
+                    assert_eq!(sub.sqn, 32 * u64::from(i) + 32);
+                    let taken = s.take_run(&[i; 16]).await.unwrap().unwrap();
+                    assert_eq!(taken.pending.impi, impi);
+                    let btid = format!("{i}@bsf");
+                    s.put_session(session(&btid, &impi, T0 + 100)).await.unwrap();
+                    assert_eq!(s.session(&btid).await.unwrap().unwrap().impi, impi);
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        assert_eq!(s.purge_expired(T0 + 100).await.unwrap(), Purged { sessions: 64, pending: 0 });
     }
 
     /// A whole GBA_U run (Milenage set 1, the worked example of vectors.md §2) through `Bsf`
@@ -214,7 +282,7 @@ mod suite {
     pub async fn bootstrap<S: BsfStore>(s: &S) -> String {
         let mut config = BsfConfig::new(DOMAIN, [0x42; 32]);
         config.authorised_nafs = vec![BSM.into()];
-        let mut bsf = Bsf::new(config).unwrap();
+        let bsf = Bsf::new(config).unwrap();
         let mut rng = SeededRandom::new([7; 32]);
         rng.queue(&h::<16>("23553cbe9637a89d218ae64dae47bf35"));
         let id =
@@ -346,8 +414,7 @@ mod at_rest {
         s.add_subscriber(&subscriber(IMPI, GbaType::GbaU, SQN1 - 32)).await.unwrap();
         s.add_subscriber(&subscriber("b@x", GbaType::GbaMe, 7)).await.unwrap();
         assert_eq!(suite::bootstrap(&*s).await, BTID1);
-        s.put_pending([3; 16], pending("b@x", T0 + 300)).await.unwrap();
-        s.update_sqn("b@x", 7, 39).await.unwrap();
+        s.start_run("b@x", next(), pending("b@x", 3, T0 + 300)).await.unwrap();
         let list = s.list_subscribers().await.unwrap();
         drop(s);
         let again = f.reopen(storage_key()).await.unwrap();
@@ -355,7 +422,7 @@ mod at_rest {
         assert_eq!(again.subscriber(IMPI).await.unwrap().unwrap().sqn, SQN1);
         assert_eq!(again.subscriber("b@x").await.unwrap().unwrap().sqn, 39);
         suite::check_session(&again).await;
-        assert_eq!(again.take_pending(&[3; 16]).await, Ok(Some(pending("b@x", T0 + 300))));
+        assert_eq!(again.take_run(&[3; 16]).await.unwrap().unwrap().pending, pending("b@x", 3, T0 + 300));
         f.close().await;
     }
 }
@@ -484,12 +551,13 @@ macro_rules! all_generic {
     ($make:expr) => {
         generic_suite!($make;
             subscriber_add_get_duplicate_delete,
-            sqn_compare_and_set,
-            concurrent_sqn_updates_have_one_winner,
+            start_run_advances_sqn_atomically,
+            concurrent_runs_get_distinct_sqns,
             session_put_replace_get,
             expired_sessions_and_pending_are_purged,
-            pending_is_taken_once,
+            run_is_taken_once,
             concurrent_takes_have_one_winner,
+            interleaved_runs_of_many_subscribers,
             gba_u_bootstrap_end_to_end,
         );
     };
@@ -545,14 +613,14 @@ mod postgres {
 #[test]
 fn handle_ub_future_is_send() {
     fn assert_send<T: Send>(_: &T) {}
-    async fn run(bsf: &mut Bsf, store: &SqliteStore, rng: &mut SeededRandom) {
+    async fn run(bsf: &Bsf, store: &SqliteStore, rng: &mut SeededRandom) {
         let request = UbRequest { method: "GET", uri: "/", authorization: None, user_agent: None, body: b"" };
         bsf.handle_ub(store, &request, T0, rng).await;
     }
     let fut = async {
         let store = SqliteFixture::new().await;
-        let mut bsf = Bsf::new(BsfConfig::new(DOMAIN, [1; 32])).unwrap();
-        run(&mut bsf, &store.store(), &mut SeededRandom::new([1; 32])).await;
+        let bsf = Bsf::new(BsfConfig::new(DOMAIN, [1; 32])).unwrap();
+        run(&bsf, &store.store(), &mut SeededRandom::new([1; 32])).await;
     };
     assert_send(&fut);
 }

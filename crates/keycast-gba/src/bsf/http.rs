@@ -41,18 +41,13 @@
 //!
 //! # Concurrency
 //!
-//! [`Bsf::handle_ub`] takes `&mut self` (nonce issuer, nc tracker, failure counts, counters) for
-//! the whole request, store round trips included. The state keeps the core and its random source
-//! in one `tokio::sync::Mutex` held across those awaits, so Ub requests pass through the core
-//! one at a time. Chosen for now because it keeps the core's guarantees exactly as tested
-//! (failure counts and the nc tracker see every request in order) with no change to the core;
-//! its cost is that Ub throughput is bounded by one request's store latency (SQLite with
-//! `synchronous=FULL`: a few fsyncs per request). Correctness across requests never depends on
-//! the lock: the store's compare-and-set on SQN and atomic `take_pending` make nonces
+//! [`Bsf::handle_ub`] takes `&self`: requests go through the core concurrently, and wait for
+//! each other only inside the store (the SQL stores group the writes of concurrent requests
+//! into one transaction). The random source sits behind a synchronous lock taken only to draw
+//! a RAND. Correctness across requests never depends on the shell: the store advances SQN and
+//! records the challenge atomically and takes a challenge at most once, so nonces are
 //! single-use and SQNs unique even between BSF instances. Each Ub request runs in its own task,
-//! so a client that disconnects cannot cancel a request half-way. Zn does not take the lock
-//! (it reads the store only). Lifting the limit means splitting the core into a short,
-//! synchronous decision step and the store IO (left for the load bench to justify).
+//! so a client that disconnects cannot cancel a request half-way.
 
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
@@ -160,14 +155,20 @@ pub struct ConnInfo {
     pub client_cert_names: Vec<String>,
 }
 
-struct Core {
-    bsf: Bsf,
-    rng: Box<dyn RandomSource + Send>,
+/// The state's random source, lent to one request at a time for each draw.
+struct SharedRandom<'a>(&'a StdMutex<Box<dyn RandomSource + Send>>);
+
+impl RandomSource for SharedRandom<'_> {
+    fn fill(&mut self, buf: &mut [u8]) {
+        // A panic inside `fill` leaves no half-updated state that matters for the next draw.
+        self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner).fill(buf);
+    }
 }
 
 /// The shared state of the BSF service.
 pub struct BsfState<S> {
-    core: tokio::sync::Mutex<Core>,
+    bsf: Bsf,
+    rng: StdMutex<Box<dyn RandomSource + Send>>,
     store: Arc<S>,
     authorised_nafs: Vec<String>,
     zn_auth: ZnAuth,
@@ -188,19 +189,13 @@ impl<S: BsfStore + Send + Sync + 'static> BsfState<S> {
     #[must_use]
     pub fn new(bsf: Bsf, store: Arc<S>, zn_auth: ZnAuth) -> Self {
         let authorised_nafs = bsf.config().authorised_nafs.clone();
-        BsfState {
-            core: tokio::sync::Mutex::new(Core { bsf, rng: Box::new(OsRandom) }),
-            store,
-            authorised_nafs,
-            zn_auth,
-            clock: system_clock(),
-        }
+        BsfState { bsf, rng: StdMutex::new(Box::new(OsRandom)), store, authorised_nafs, zn_auth, clock: system_clock() }
     }
 
     /// Replaces the random source (tests: a [`crate::bsf::SeededRandom`]).
     #[must_use]
     pub fn with_rng(mut self, rng: impl RandomSource + Send + 'static) -> Self {
-        self.core.get_mut().rng = Box::new(rng);
+        self.rng = StdMutex::new(Box::new(rng));
         self
     }
 
@@ -219,7 +214,7 @@ impl<S: BsfStore + Send + Sync + 'static> BsfState<S> {
 
     /// The core's counters so far.
     pub async fn core_metrics(&self) -> BsfMetrics {
-        self.core.lock().await.bsf.metrics().clone()
+        self.bsf.metrics()
     }
 }
 
@@ -280,9 +275,7 @@ async fn ub<S: BsfStore + Send + Sync + 'static>(
             user_agent: user_agent.as_deref(),
             body: &body,
         };
-        let mut guard = state.core.lock().await;
-        let Core { bsf, rng } = &mut *guard;
-        bsf.handle_ub(&*state.store, &request, now, rng.as_mut()).await
+        state.bsf.handle_ub(&*state.store, &request, now, &mut SharedRandom(&state.rng)).await
     });
     let response = match task.await {
         Ok(r) => r,

@@ -1,10 +1,19 @@
 //! The SQL implementations of [`BsfStore`]: [`SqliteStore`] (the default: one file, zero setup)
 //! and [`PgStore`] (PostgreSQL by URL, for several BSF instances sharing one database).
 //!
-//! Both run the same SQL text (`$1`-style parameters, `ON CONFLICT`, `DELETE … RETURNING`) through
-//! sqlx's run-time query API; only the schema files differ (`migrations/sqlite/`,
-//! `migrations/postgres/`, embedded in the binary and applied by [`SqliteStore::open`] and
-//! [`PgStore::open`]).
+//! Both run the same SQL text (`$1`-style parameters, `ON CONFLICT`, `DELETE … RETURNING`,
+//! multi-row `VALUES`) through sqlx's run-time query API; only the schema files differ
+//! (`migrations/sqlite/`, `migrations/postgres/`, embedded in the binary and applied by
+//! [`SqliteStore::open`] and [`PgStore::open`]).
+//!
+//! # Group commit
+//! The three calls of a bootstrap ([`BsfStore::start_run`], [`BsfStore::take_run`],
+//! [`BsfStore::put_session`]) go to one writer task per store, which serves all the calls that
+//! queued up meanwhile in one transaction of at most six statements and one commit (see
+//! [`batch`]). A lone call costs one transaction as before; under load the commit (the fsync,
+//! for SQLite) and the per-statement cost are shared by up to 256 calls. Each call still
+//! returns only after its commit. Administration and reads ([`BsfStore::subscriber`],
+//! [`BsfStore::session`] for Zn) use the pool directly.
 //!
 //! # Encryption at rest
 //! K, OPc and Ks never reach the database in clear. Each is AES-key-wrapped (RFC 3394) under a
@@ -26,13 +35,22 @@ use keycast_crypto::hmac::hmac_sha256;
 use keycast_crypto::key_wrap;
 use keycast_crypto::keys::{Ks, Opc, SubscriberKey};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, SqlSafeStr};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::{AssertSqlSafe, ConnectOptions, Connection, Row, SqlSafeStr};
 use thiserror::Error;
 use zeroize::Zeroizing;
 
-use super::store::{BsfStore, GbaType, NonceKey, Pending, Purged, Session, StoreError, Subscriber, SubscriberSummary};
+use super::store::{
+    BsfStore, GbaType, Pending, Purged, RunStart, Session, SqnAdvance, StoreError, Subscriber, SubscriberSummary,
+    TakenRun,
+};
+
+mod batch;
+
+use batch::{Answer, BatchConnection, Request, SessionRow, StartAnswer, SubscriberRow, Writer};
 
 /// The key that protects K, OPc and Ks at rest (16 bytes, from the service's configuration).
 /// Every BSF instance sharing a database must have the same one. Prints as `StorageKey(…)`.
@@ -96,15 +114,27 @@ impl StorageKey {
 
 const CHECK_NAME: &str = "storage_key_check";
 
-fn migrator(sql: &'static str) -> Migrator {
-    Migrator::with_migrations(vec![Migration::new(
-        1,
-        Cow::Borrowed("init"),
-        MigrationType::Simple,
-        sql.into_sql_str(),
-        false,
-    )])
+/// The schema steps of one backend, in order (embedded in the binary).
+fn migrator(steps: &[(i64, &'static str, &'static str)]) -> Migrator {
+    Migrator::with_migrations(
+        steps
+            .iter()
+            .map(|&(version, name, sql)| {
+                Migration::new(version, Cow::Borrowed(name), MigrationType::Simple, sql.into_sql_str(), false)
+            })
+            .collect(),
+    )
 }
+
+const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "init", include_str!("../../migrations/sqlite/0001_init.sql")),
+    (2, "pending by rand", include_str!("../../migrations/sqlite/0002_pending_by_rand.sql")),
+];
+
+const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "init", include_str!("../../migrations/postgres/0001_init.sql")),
+    (2, "pending by rand", include_str!("../../migrations/postgres/0002_pending_by_rand.sql")),
+];
 
 fn backend(e: sqlx::Error) -> StoreError {
     StoreError::Backend(e.to_string())
@@ -131,22 +161,50 @@ fn array<const N: usize>(bytes: &[u8], what: &str) -> Result<[u8; N], StoreError
     bytes.try_into().map_err(|_| StoreError::Corrupt(format!("{what} is {} bytes, not {N}", bytes.len())))
 }
 
+impl SubscriberRow {
+    /// The subscriber, K and OPc unwrapped (each checked against its column and row).
+    fn open(self, key: &StorageKey) -> Result<Subscriber, StoreError> {
+        let k = key.unwrap("K", &[&self.impi], &self.wrapped_k)?;
+        let opc = key.unwrap("OPc", &[&self.impi], &self.wrapped_opc)?;
+        Ok(Subscriber {
+            k: SubscriberKey::from_slice(&k).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            opc: Opc::from_slice(&opc).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            sqn: self.sqn,
+            amf: array(&self.amf, "AMF")?,
+            gba_type: gba_type_from_db(&self.gba_type)?,
+            imsi: self.imsi,
+            impi: self.impi,
+        })
+    }
+}
+
+impl SessionRow {
+    /// The row for `session`, Ks wrapped under its B-TID and IMPI.
+    fn seal(session: Session, key: &StorageKey) -> Self {
+        SessionRow {
+            wrapped_ks: key.wrap("Ks", &[&session.btid, &session.impi], session.ks.expose_secret()),
+            btid: session.btid,
+            impi: session.impi,
+            rand: session.rand,
+            gba_type: session.gba_type,
+            bootstrapped_at: session.bootstrapped_at,
+            expires_at: session.expires_at,
+        }
+    }
+}
+
+fn dynamic(sql: String) -> AssertSqlSafe<String> {
+    // Built only from fixed text and `$n` placeholders: no value is ever spliced in.
+    AssertSqlSafe(sql)
+}
+
 const SQL_CHECK_INSERT: &str = "INSERT INTO keycast_meta (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING";
 const SQL_CHECK_SELECT: &str = "SELECT value FROM keycast_meta WHERE name = $1";
+const SUBSCRIBER_COLUMNS: &str = "impi, imsi, wrapped_k, wrapped_opc, sqn, amf, gba_type";
 const SQL_SUBSCRIBER: &str =
     "SELECT impi, imsi, wrapped_k, wrapped_opc, sqn, amf, gba_type FROM subscribers WHERE impi = $1";
-const SQL_UPDATE_SQN: &str = "UPDATE subscribers SET sqn = $3 WHERE impi = $1 AND sqn = $2";
-const SQL_SESSION_DROP_BTID: &str = "DELETE FROM sessions WHERE btid = $1 AND impi <> $2";
-const SQL_SESSION_UPSERT: &str = "INSERT INTO sessions \
-     (btid, impi, wrapped_ks, rand, gba_type, bootstrapped_at, expires_at) VALUES ($1, $2, $3, $4, $5, $6, $7) \
-     ON CONFLICT (impi) DO UPDATE SET btid = excluded.btid, wrapped_ks = excluded.wrapped_ks, rand = excluded.rand, \
-     gba_type = excluded.gba_type, bootstrapped_at = excluded.bootstrapped_at, expires_at = excluded.expires_at";
 const SQL_SESSION: &str =
     "SELECT btid, impi, wrapped_ks, rand, gba_type, bootstrapped_at, expires_at FROM sessions WHERE btid = $1";
-const SQL_PUT_PENDING: &str = "INSERT INTO pending (nonce_key, impi, rand, issued_at, expires_at) \
-     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (nonce_key) DO UPDATE SET impi = excluded.impi, rand = excluded.rand, \
-     issued_at = excluded.issued_at, expires_at = excluded.expires_at";
-const SQL_TAKE_PENDING: &str = "DELETE FROM pending WHERE nonce_key = $1 RETURNING impi, rand, issued_at, expires_at";
 const SQL_ADD_SUBSCRIBER: &str = "INSERT INTO subscribers (impi, imsi, wrapped_k, wrapped_opc, sqn, amf, gba_type) \
      VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (impi) DO NOTHING";
 const SQL_DELETE_SESSIONS_OF: &str = "DELETE FROM sessions WHERE impi = $1";
@@ -155,23 +213,71 @@ const SQL_LIST_SUBSCRIBERS: &str = "SELECT impi, imsi, sqn, amf, gba_type FROM s
 const SQL_PURGE_SESSIONS: &str = "DELETE FROM sessions WHERE expires_at <= $1";
 const SQL_PURGE_PENDING: &str = "DELETE FROM pending WHERE expires_at <= $1";
 
-/// Implements [`BsfStore`] for a store type with fields `pool` and `key`; the SQL text is shared.
+/// The batch statements (see [`batch`]); `lock` is the row-locking clause of the subscriber read.
+fn sql_take(n: usize) -> AssertSqlSafe<String> {
+    dynamic(format!(
+        "DELETE FROM pending WHERE rand IN ({}) RETURNING rand, impi, issued_at, expires_at",
+        batch::list(n, 1)
+    ))
+}
+
+fn sql_read_subscribers(n: usize, lock: &str) -> AssertSqlSafe<String> {
+    dynamic(format!(
+        "SELECT {SUBSCRIBER_COLUMNS} FROM subscribers WHERE impi IN ({}) ORDER BY impi{lock}",
+        batch::list(n, 1)
+    ))
+}
+
+fn sql_update_sqn(n: usize) -> AssertSqlSafe<String> {
+    dynamic(format!(
+        "UPDATE subscribers SET sqn = v.column2 FROM (VALUES {}) AS v WHERE subscribers.impi = v.column1",
+        batch::rows(n, 2)
+    ))
+}
+
+fn sql_insert_pending(n: usize) -> AssertSqlSafe<String> {
+    dynamic(format!(
+        "INSERT INTO pending (rand, impi, issued_at, expires_at) VALUES {} ON CONFLICT (rand) DO UPDATE SET \
+         impi = excluded.impi, issued_at = excluded.issued_at, expires_at = excluded.expires_at",
+        batch::rows(n, 4)
+    ))
+}
+
+fn sql_drop_btids(n: usize) -> AssertSqlSafe<String> {
+    dynamic(format!("DELETE FROM sessions WHERE btid IN ({})", batch::list(n, 1)))
+}
+
+fn sql_upsert_sessions(n: usize) -> AssertSqlSafe<String> {
+    dynamic(format!(
+        "INSERT INTO sessions (btid, impi, wrapped_ks, rand, gba_type, bootstrapped_at, expires_at) VALUES {} \
+         ON CONFLICT (impi) DO UPDATE SET btid = excluded.btid, wrapped_ks = excluded.wrapped_ks, \
+         rand = excluded.rand, gba_type = excluded.gba_type, bootstrapped_at = excluded.bootstrapped_at, \
+         expires_at = excluded.expires_at",
+        batch::rows(n, 7)
+    ))
+}
+
+/// Implements [`BsfStore`] for a store type with fields `pool`, `key` and `writer`; the SQL text
+/// is shared, `$begin` opens a batch transaction that holds the write lock (or `None` for the
+/// pool's plain `BEGIN`), `$lock` is the row lock of the subscriber read.
 macro_rules! sql_store {
-    ($store:ident, $pool:ty, $migration:expr) => {
+    ($store:ident, $pool:ty, $db:ty, $conn:ty, $options:ty, $migrations:expr, $begin:expr, $lock:expr) => {
         impl $store {
-            /// Applies the migrations and checks (or, on a new database, records) the storage key.
-            async fn init(pool: &$pool, key: &StorageKey) -> Result<(), StoreError> {
-                migrator($migration).run(pool).await.map_err(|e| StoreError::Backend(format!("migration: {e}")))?;
+            /// Applies the migrations, checks (or, on a new database, records) the storage key and
+            /// starts the batch writer.
+            async fn init(pool: $pool, options: $options, key: StorageKey) -> Result<Self, StoreError> {
+                migrator($migrations).run(&pool).await.map_err(|e| StoreError::Backend(format!("migration: {e}")))?;
                 sqlx::query(SQL_CHECK_INSERT)
                     .bind(CHECK_NAME)
                     .bind(key.check_value())
-                    .execute(pool)
+                    .execute(&pool)
                     .await
                     .map_err(backend)?;
-                let row = sqlx::query(SQL_CHECK_SELECT).bind(CHECK_NAME).fetch_one(pool).await.map_err(backend)?;
+                let row = sqlx::query(SQL_CHECK_SELECT).bind(CHECK_NAME).fetch_one(&pool).await.map_err(backend)?;
                 let stored: Vec<u8> = row.try_get("value").map_err(backend)?;
                 key_wrap::unwrap(&key.kek("check", &[]), &stored).map_err(|_| StoreError::WrongStorageKey)?;
-                Ok(())
+                let writer = Writer::start::<$conn>(options)?;
+                Ok($store { pool, key, writer })
             }
 
             /// The connection pool (administration, inspection in tests).
@@ -184,67 +290,149 @@ macro_rules! sql_store {
             pub async fn close(&self) {
                 self.pool.close().await;
             }
+
+            fn subscriber_row(row: &<$db as sqlx::Database>::Row) -> Result<SubscriberRow, StoreError> {
+                Ok(SubscriberRow {
+                    impi: row.try_get("impi").map_err(backend)?,
+                    imsi: row.try_get("imsi").map_err(backend)?,
+                    wrapped_k: row.try_get("wrapped_k").map_err(backend)?,
+                    wrapped_opc: row.try_get("wrapped_opc").map_err(backend)?,
+                    sqn: from_db(row.try_get("sqn").map_err(backend)?, "SQN")?,
+                    amf: row.try_get("amf").map_err(backend)?,
+                    gba_type: row.try_get("gba_type").map_err(backend)?,
+                })
+            }
+        }
+
+        impl BatchConnection for $conn {
+            type Options = $options;
+
+            async fn connect(options: &$options) -> Result<Self, StoreError> {
+                options.connect().await.map_err(backend)
+            }
+
+            /// One batch in one transaction: take, read, decide ([`batch::plan`]), write, commit.
+            async fn execute(&mut self, requests: Vec<Request>) -> Result<Vec<Answer>, StoreError> {
+                let begin: Option<&'static str> = $begin;
+                let mut tx = match begin {
+                    Some(statement) => self.begin_with(statement).await,
+                    None => self.begin().await,
+                }
+                .map_err(backend)?;
+
+                let keys = batch::take_keys(&requests);
+                let mut taken = Vec::with_capacity(keys.len());
+                if !keys.is_empty() {
+                    let mut q = sqlx::query(sql_take(keys.len()));
+                    for k in &keys {
+                        q = q.bind(k.to_vec());
+                    }
+                    for row in q.fetch_all(&mut *tx).await.map_err(backend)? {
+                        let rand: Vec<u8> = row.try_get("rand").map_err(backend)?;
+                        taken.push(Pending {
+                            impi: row.try_get("impi").map_err(backend)?,
+                            rand: array(&rand, "RAND")?,
+                            issued_at: from_db(row.try_get("issued_at").map_err(backend)?, "issued_at")?,
+                            expires_at: from_db(row.try_get("expires_at").map_err(backend)?, "expires_at")?,
+                        });
+                    }
+                }
+
+                let impis = batch::impis_to_read(&requests, &taken);
+                let mut subscribers = Vec::with_capacity(impis.len());
+                if !impis.is_empty() {
+                    let mut q = sqlx::query(sql_read_subscribers(impis.len(), $lock));
+                    for impi in &impis {
+                        q = q.bind(impi.as_str());
+                    }
+                    for row in q.fetch_all(&mut *tx).await.map_err(backend)? {
+                        subscribers.push($store::subscriber_row(&row)?);
+                    }
+                }
+
+                let plan = batch::plan(requests, taken, subscribers);
+
+                if !plan.sqn.is_empty() {
+                    let mut q = sqlx::query(sql_update_sqn(plan.sqn.len()));
+                    for (impi, sqn) in &plan.sqn {
+                        q = q.bind(impi.as_str()).bind(to_db(*sqn));
+                    }
+                    q.execute(&mut *tx).await.map_err(backend)?;
+                }
+                if !plan.pending.is_empty() {
+                    let mut q = sqlx::query(sql_insert_pending(plan.pending.len()));
+                    for p in &plan.pending {
+                        q = q
+                            .bind(p.rand.to_vec())
+                            .bind(p.impi.as_str())
+                            .bind(to_db(p.issued_at))
+                            .bind(to_db(p.expires_at));
+                    }
+                    q.execute(&mut *tx).await.map_err(backend)?;
+                }
+                if !plan.sessions.is_empty() {
+                    // A B-TID held by another IMPI's session (a RAND collision) is taken over; the
+                    // upsert then replaces each IMPI's earlier session (one per IMPI, UNIQUE).
+                    let mut q = sqlx::query(sql_drop_btids(plan.sessions.len()));
+                    for s in &plan.sessions {
+                        q = q.bind(s.btid.as_str());
+                    }
+                    q.execute(&mut *tx).await.map_err(backend)?;
+                    let mut q = sqlx::query(sql_upsert_sessions(plan.sessions.len()));
+                    for s in &plan.sessions {
+                        q = q
+                            .bind(s.btid.as_str())
+                            .bind(s.impi.as_str())
+                            .bind(s.wrapped_ks.as_slice())
+                            .bind(s.rand.to_vec())
+                            .bind(s.gba_type.as_str())
+                            .bind(to_db(s.bootstrapped_at))
+                            .bind(to_db(s.expires_at));
+                    }
+                    q.execute(&mut *tx).await.map_err(backend)?;
+                }
+                tx.commit().await.map_err(backend)?;
+                Ok(plan.answers)
+            }
         }
 
         impl BsfStore for $store {
-            async fn subscriber(&self, impi: &str) -> Result<Option<Subscriber>, StoreError> {
-                let Some(row) =
-                    sqlx::query(SQL_SUBSCRIBER).bind(impi).fetch_optional(&self.pool).await.map_err(backend)?
-                else {
-                    return Ok(None);
-                };
-                let impi: String = row.try_get("impi").map_err(backend)?;
-                let wrapped_k: Vec<u8> = row.try_get("wrapped_k").map_err(backend)?;
-                let wrapped_opc: Vec<u8> = row.try_get("wrapped_opc").map_err(backend)?;
-                let k = self.key.unwrap("K", &[&impi], &wrapped_k)?;
-                let opc = self.key.unwrap("OPc", &[&impi], &wrapped_opc)?;
-                let amf: Vec<u8> = row.try_get("amf").map_err(backend)?;
-                let gba_type: String = row.try_get("gba_type").map_err(backend)?;
-                Ok(Some(Subscriber {
-                    imsi: row.try_get("imsi").map_err(backend)?,
-                    k: SubscriberKey::from_slice(&k).map_err(|e| StoreError::Corrupt(e.to_string()))?,
-                    opc: Opc::from_slice(&opc).map_err(|e| StoreError::Corrupt(e.to_string()))?,
-                    sqn: from_db(row.try_get("sqn").map_err(backend)?, "SQN")?,
-                    amf: array(&amf, "AMF")?,
-                    gba_type: gba_type_from_db(&gba_type)?,
-                    impi,
-                }))
+            async fn start_run(
+                &self,
+                impi: &str,
+                advance: SqnAdvance,
+                pending: Pending,
+            ) -> Result<RunStart, StoreError> {
+                let request = Request::Start { impi: impi.to_owned(), advance, pending };
+                match self.writer.call(request).await? {
+                    Answer::Start(StartAnswer::Subscriber(row)) => Ok(RunStart::Subscriber(row.open(&self.key)?)),
+                    Answer::Start(StartAnswer::Unknown) => Ok(RunStart::Unknown),
+                    Answer::Start(StartAnswer::Exhausted) => Ok(RunStart::SqnExhausted),
+                    _ => Err(StoreError::new("batch answered a start with another kind of answer")),
+                }
             }
 
-            async fn update_sqn(&self, impi: &str, expected: u64, new: u64) -> Result<bool, StoreError> {
-                let done = sqlx::query(SQL_UPDATE_SQN)
-                    .bind(impi)
-                    .bind(to_db(expected))
-                    .bind(to_db(new))
-                    .execute(&self.pool)
-                    .await
-                    .map_err(backend)?;
-                Ok(done.rows_affected() == 1)
+            async fn take_run(&self, rand: &[u8; 16]) -> Result<Option<TakenRun>, StoreError> {
+                match self.writer.call(Request::Take { rand: *rand }).await? {
+                    Answer::Take(None) => Ok(None),
+                    Answer::Take(Some((pending, row))) => {
+                        let subscriber = row.map(|r| r.open(&self.key)).transpose()?;
+                        Ok(Some(TakenRun { pending, subscriber }))
+                    }
+                    _ => Err(StoreError::new("batch answered a take with another kind of answer")),
+                }
             }
 
             async fn put_session(&self, session: Session) -> Result<(), StoreError> {
-                let wrapped_ks = self.key.wrap("Ks", &[&session.btid, &session.impi], session.ks.expose_secret());
-                let mut tx = self.pool.begin().await.map_err(backend)?;
-                // A B-TID of another IMPI's session (a RAND collision) is taken over.
-                sqlx::query(SQL_SESSION_DROP_BTID)
-                    .bind(&session.btid)
-                    .bind(&session.impi)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(backend)?;
-                // One session per IMPI (UNIQUE): the upsert replaces the earlier one atomically.
-                sqlx::query(SQL_SESSION_UPSERT)
-                    .bind(&session.btid)
-                    .bind(&session.impi)
-                    .bind(wrapped_ks)
-                    .bind(session.rand.to_vec())
-                    .bind(session.gba_type.as_str())
-                    .bind(to_db(session.bootstrapped_at))
-                    .bind(to_db(session.expires_at))
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(backend)?;
-                tx.commit().await.map_err(backend)
+                match self.writer.call(Request::Session(SessionRow::seal(session, &self.key))).await? {
+                    Answer::Session => Ok(()),
+                    _ => Err(StoreError::new("batch answered a session with another kind of answer")),
+                }
+            }
+
+            async fn subscriber(&self, impi: &str) -> Result<Option<Subscriber>, StoreError> {
+                let row = sqlx::query(SQL_SUBSCRIBER).bind(impi).fetch_optional(&self.pool).await.map_err(backend)?;
+                row.map(|row| Self::subscriber_row(&row)?.open(&self.key)).transpose()
             }
 
             async fn session(&self, btid: &str) -> Result<Option<Session>, StoreError> {
@@ -267,35 +455,6 @@ macro_rules! sql_store {
                     expires_at: from_db(row.try_get("expires_at").map_err(backend)?, "expires_at")?,
                     btid,
                     impi,
-                }))
-            }
-
-            async fn put_pending(&self, key: NonceKey, pending: Pending) -> Result<(), StoreError> {
-                sqlx::query(SQL_PUT_PENDING)
-                    .bind(key.to_vec())
-                    .bind(pending.impi)
-                    .bind(pending.rand.to_vec())
-                    .bind(to_db(pending.issued_at))
-                    .bind(to_db(pending.expires_at))
-                    .execute(&self.pool)
-                    .await
-                    .map_err(backend)?;
-                Ok(())
-            }
-
-            async fn take_pending(&self, key: &NonceKey) -> Result<Option<Pending>, StoreError> {
-                let row = sqlx::query(SQL_TAKE_PENDING)
-                    .bind(key.to_vec())
-                    .fetch_optional(&self.pool)
-                    .await
-                    .map_err(backend)?;
-                let Some(row) = row else { return Ok(None) };
-                let rand: Vec<u8> = row.try_get("rand").map_err(backend)?;
-                Ok(Some(Pending {
-                    impi: row.try_get("impi").map_err(backend)?,
-                    rand: array(&rand, "RAND")?,
-                    issued_at: from_db(row.try_get("issued_at").map_err(backend)?, "issued_at")?,
-                    expires_at: from_db(row.try_get("expires_at").map_err(backend)?, "expires_at")?,
                 }))
             }
 
@@ -363,6 +522,7 @@ macro_rules! sql_store {
 pub struct SqliteStore {
     pool: SqlitePool,
     key: StorageKey,
+    writer: Writer,
 }
 
 impl SqliteStore {
@@ -396,9 +556,13 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true);
-        let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await.map_err(backend)?;
-        Self::init(&pool, &key).await?;
-        Ok(SqliteStore { pool, key })
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .test_before_acquire(false)
+            .connect_with(options.clone())
+            .await
+            .map_err(backend)?;
+        Self::init(pool, options, key).await
     }
 }
 
@@ -407,6 +571,7 @@ impl SqliteStore {
 pub struct PgStore {
     pool: PgPool,
     key: StorageKey,
+    writer: Writer,
 }
 
 impl PgStore {
@@ -425,14 +590,30 @@ impl PgStore {
     /// # Errors
     /// As [`PgStore::open`].
     pub async fn connect_with(options: PgConnectOptions, key: StorageKey) -> Result<Self, StoreError> {
-        let pool = PgPoolOptions::new().max_connections(8).connect_with(options).await.map_err(backend)?;
-        Self::init(&pool, &key).await?;
-        Ok(PgStore { pool, key })
+        let pool = PgPoolOptions::new()
+            .max_connections(8)
+            .test_before_acquire(false)
+            .connect_with(options.clone())
+            .await
+            .map_err(backend)?;
+        Self::init(pool, options, key).await
     }
 }
 
-sql_store!(SqliteStore, SqlitePool, include_str!("../../migrations/sqlite/0001_init.sql"));
-sql_store!(PgStore, PgPool, include_str!("../../migrations/postgres/0001_init.sql"));
+// SQLite: `BEGIN IMMEDIATE` takes the database's write lock before the reads, so the SQN read
+// and its update cannot interleave with another writer (e.g. `keycast bsf subscriber` run
+// beside the service). PostgreSQL: `FOR UPDATE` locks the subscriber rows read.
+sql_store!(
+    SqliteStore,
+    SqlitePool,
+    sqlx::Sqlite,
+    SqliteConnection,
+    SqliteConnectOptions,
+    SQLITE_MIGRATIONS,
+    Some("BEGIN IMMEDIATE"),
+    ""
+);
+sql_store!(PgStore, PgPool, sqlx::Postgres, PgConnection, PgConnectOptions, POSTGRES_MIGRATIONS, None, " FOR UPDATE");
 
 #[cfg(test)]
 mod tests {

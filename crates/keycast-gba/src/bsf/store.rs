@@ -10,6 +10,8 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use keycast_crypto::keys::{Ks, Opc, SubscriberKey};
 use thiserror::Error;
 
+use super::sqn::SqnScheme;
+
 /// The GBA flavour of a subscriber's card (TS 33.220 §4, §5.2–5.3), from its GUSS.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum GbaType {
@@ -70,22 +72,67 @@ pub struct Session {
     pub expires_at: u64,
 }
 
-/// Key of a pending challenge: the 16-octet tag of its nonce
-/// ([`keycast_provisioning::digest::NonceInfo::id`]).
-pub type NonceKey = [u8; 16];
-
-/// A challenge that was sent and not yet answered. Holds no secret: XRES, CK and IK are
-/// recomputed from K, OPc and RAND when the answer arrives.
+/// A challenge that was sent and not yet answered, kept under its RAND (128 random bits, so
+/// unique). Holds no secret: XRES, CK and IK are recomputed from K, OPc and RAND when the answer
+/// arrives.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pending {
     /// The IMPI the challenge was issued to (known or not: unknown IMPIs get a fake vector).
     pub impi: String,
-    /// RAND of the challenge.
+    /// RAND of the challenge (the key of the record).
     pub rand: [u8; 16],
     /// When the nonce was issued (Unix seconds).
     pub issued_at: u64,
     /// When the nonce stops being accepted (Unix seconds); the entry may be purged after it.
     pub expires_at: u64,
+}
+
+/// How [`BsfStore::start_run`] moves SQN_HE for the new vector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SqnAdvance {
+    /// The next SQN after SQN_HE ([`SqnScheme::next`]).
+    Next(SqnScheme),
+    /// The first SQN after a verified AUTS carrying `sqn_ms` ([`SqnScheme::after_resync`]).
+    Resync {
+        /// SQN_MS recovered from AUTS.
+        sqn_ms: u64,
+        /// The scheme.
+        scheme: SqnScheme,
+    },
+}
+
+impl SqnAdvance {
+    /// The SQN of the new vector when SQN_HE is `current`; `None` when the space is exhausted.
+    #[must_use]
+    pub fn apply(self, current: u64) -> Option<u64> {
+        match self {
+            SqnAdvance::Next(scheme) => scheme.next(current),
+            SqnAdvance::Resync { sqn_ms, scheme } => scheme.after_resync(sqn_ms),
+        }
+    }
+}
+
+/// What [`BsfStore::start_run`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RunStart {
+    /// The subscriber, with [`Subscriber::sqn`] already advanced to the SQN of the new vector
+    /// (stored as SQN_HE); the pending challenge is recorded.
+    Subscriber(Subscriber),
+    /// No subscriber has this IMPI; the pending challenge is recorded all the same (the caller
+    /// answers with a fake vector).
+    Unknown,
+    /// The subscriber's 48-bit SQN space is exhausted: nothing was changed or recorded.
+    SqnExhausted,
+}
+
+/// What [`BsfStore::take_run`] returned: the pending challenge, and the subscriber its IMPI
+/// names as it is now (`None` when there is none, e.g. deleted since).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TakenRun {
+    /// The pending challenge, now removed.
+    pub pending: Pending,
+    /// The subscriber of `pending.impi`.
+    pub subscriber: Option<Subscriber>,
 }
 
 /// A storage failure. Carries no secret (IMPIs and B-TIDs are identifiers, not secrets).
@@ -159,30 +206,40 @@ pub struct Purged {
 /// that many requests use at once, and every write is durable (committed) before the returned
 /// future completes. The futures are `Send`, so a generic shell can run them on any task.
 ///
+/// A bootstrap makes three calls, each one round trip, so that a store can serve many
+/// concurrent runs with few transactions (the SQL stores group the calls of concurrent runs
+/// into one transaction, see [`crate::bsf::sql`]): [`BsfStore::start_run`] for the 401,
+/// [`BsfStore::take_run`] and [`BsfStore::put_session`] for the 200.
+///
 /// Contract for implementers (checked for every backend by `tests/store_conformance.rs`):
-/// - [`BsfStore::update_sqn`] is a compare-and-set: it writes `new` only when the stored SQN
-///   still equals `expected`, and says whether it did. Concurrent challenge builders for one
-///   IMPI thus never issue the same SQN twice; the loser reads again and retries.
+/// - [`BsfStore::start_run`] reads the subscriber, advances SQN_HE and records the pending
+///   challenge **atomically**: concurrent runs of one IMPI never get the same SQN, and each
+///   gets the one after the other's.
+/// - [`BsfStore::take_run`] removes and returns atomically: of two concurrent takes of one RAND
+///   at most one gets the entry. This is what makes a Ub nonce single-use across restarts and
+///   across BSF instances sharing the store.
 /// - [`BsfStore::put_session`] stores the session under its B-TID and **removes every earlier
 ///   session of the same IMPI** (a later success replaces the session, TS 33.220 §4.4.2).
-/// - [`BsfStore::take_pending`] removes and returns atomically (`DELETE … RETURNING`): of two
-///   concurrent takes of one key at most one gets the entry. This is what makes a Ub nonce
-///   single-use across restarts and across BSF instances sharing the store.
 /// - [`BsfStore::add_subscriber`] refuses an existing IMPI with
 ///   [`StoreError::DuplicateSubscriber`]; [`BsfStore::list_subscribers`] returns no secret.
 pub trait BsfStore {
-    /// The subscriber with this IMPI.
+    /// Starts a run for `impi`: advances its SQN_HE as `advance` says and records `pending`
+    /// (keyed by its RAND, replacing an entry with the same RAND), in one atomic step.
     ///
     /// # Errors
-    /// [`StoreError`].
-    fn subscriber(&self, impi: &str) -> impl Future<Output = Result<Option<Subscriber>, StoreError>> + Send;
+    /// [`StoreError`]; nothing is changed then.
+    fn start_run(
+        &self,
+        impi: &str,
+        advance: SqnAdvance,
+        pending: Pending,
+    ) -> impl Future<Output = Result<RunStart, StoreError>> + Send;
 
-    /// Sets SQN_HE of `impi` to `new` if it is still `expected`; `Ok(false)` when it was not
-    /// (or the subscriber is gone).
+    /// Removes the pending challenge with this RAND and returns it with its subscriber.
     ///
     /// # Errors
     /// [`StoreError`].
-    fn update_sqn(&self, impi: &str, expected: u64, new: u64) -> impl Future<Output = Result<bool, StoreError>> + Send;
+    fn take_run(&self, rand: &[u8; 16]) -> impl Future<Output = Result<Option<TakenRun>, StoreError>> + Send;
 
     /// Stores a session, replacing earlier sessions of the same IMPI.
     ///
@@ -196,17 +253,11 @@ pub trait BsfStore {
     /// [`StoreError`].
     fn session(&self, btid: &str) -> impl Future<Output = Result<Option<Session>, StoreError>> + Send;
 
-    /// Records a pending challenge (replacing one with the same key).
+    /// The subscriber with this IMPI (administration).
     ///
     /// # Errors
     /// [`StoreError`].
-    fn put_pending(&self, key: NonceKey, pending: Pending) -> impl Future<Output = Result<(), StoreError>> + Send;
-
-    /// Removes and returns the pending challenge with this key.
-    ///
-    /// # Errors
-    /// [`StoreError`].
-    fn take_pending(&self, key: &NonceKey) -> impl Future<Output = Result<Option<Pending>, StoreError>> + Send;
+    fn subscriber(&self, impi: &str) -> impl Future<Output = Result<Option<Subscriber>, StoreError>> + Send;
 
     /// Adds a subscriber (provisioning).
     ///
@@ -241,7 +292,8 @@ struct Memory {
     sessions: HashMap<String, Session>,
     /// IMPI → B-TID of its current session.
     session_of: HashMap<String, String>,
-    pending: HashMap<NonceKey, Pending>,
+    /// RAND → pending challenge.
+    pending: HashMap<[u8; 16], Pending>,
 }
 
 /// An in-memory [`BsfStore`] (tests and single-process use; nothing survives a restart).
@@ -297,18 +349,32 @@ impl MemoryStore {
 }
 
 impl BsfStore for MemoryStore {
-    async fn subscriber(&self, impi: &str) -> Result<Option<Subscriber>, StoreError> {
-        Ok(self.lock().subscribers.get(impi).cloned())
+    async fn start_run(&self, impi: &str, advance: SqnAdvance, pending: Pending) -> Result<RunStart, StoreError> {
+        let mut m = self.lock();
+        let start = match m.subscribers.get_mut(impi) {
+            None => RunStart::Unknown,
+            Some(s) => match advance.apply(s.sqn) {
+                None => return Ok(RunStart::SqnExhausted),
+                Some(sqn) => {
+                    s.sqn = sqn;
+                    RunStart::Subscriber(s.clone())
+                }
+            },
+        };
+        m.pending.insert(pending.rand, pending);
+        Ok(start)
     }
 
-    async fn update_sqn(&self, impi: &str, expected: u64, new: u64) -> Result<bool, StoreError> {
-        match self.lock().subscribers.get_mut(impi) {
-            Some(s) if s.sqn == expected => {
-                s.sqn = new;
-                Ok(true)
-            }
-            _ => Ok(false),
-        }
+    async fn take_run(&self, rand: &[u8; 16]) -> Result<Option<TakenRun>, StoreError> {
+        let mut m = self.lock();
+        Ok(m.pending.remove(rand).map(|pending| {
+            let subscriber = m.subscribers.get(&pending.impi).cloned();
+            TakenRun { pending, subscriber }
+        }))
+    }
+
+    async fn subscriber(&self, impi: &str) -> Result<Option<Subscriber>, StoreError> {
+        Ok(self.lock().subscribers.get(impi).cloned())
     }
 
     async fn put_session(&self, session: Session) -> Result<(), StoreError> {
@@ -330,15 +396,6 @@ impl BsfStore for MemoryStore {
 
     async fn session(&self, btid: &str) -> Result<Option<Session>, StoreError> {
         Ok(self.lock().sessions.get(btid).cloned())
-    }
-
-    async fn put_pending(&self, key: NonceKey, pending: Pending) -> Result<(), StoreError> {
-        self.lock().pending.insert(key, pending);
-        Ok(())
-    }
-
-    async fn take_pending(&self, key: &NonceKey) -> Result<Option<Pending>, StoreError> {
-        Ok(self.lock().pending.remove(key))
     }
 
     async fn add_subscriber(&self, subscriber: &Subscriber) -> Result<(), StoreError> {
@@ -403,15 +460,28 @@ mod tests {
         }
     }
 
+    fn pending(impi: &str, rand: u8) -> Pending {
+        Pending { impi: impi.into(), rand: [rand; 16], issued_at: 1, expires_at: 2 }
+    }
+
     #[tokio::test]
-    async fn sqn_is_compare_and_set() {
+    async fn start_run_advances_sqn_and_records_the_challenge() {
         let s = MemoryStore::new();
         s.insert_subscriber(sub("a"));
-        assert_eq!(s.update_sqn("a", 32, 96).await, Ok(false));
-        assert_eq!(s.update_sqn("a", 64, 96).await, Ok(true));
+        let next = SqnAdvance::Next(SqnScheme::default());
+        let RunStart::Subscriber(got) = s.start_run("a", next, pending("a", 1)).await.unwrap() else { panic!() };
+        assert_eq!(got.sqn, 96);
         assert_eq!(s.subscriber("a").await.unwrap().unwrap().sqn, 96);
-        assert_eq!(s.update_sqn("a", 96, 0x21).await, Ok(true), "resync may lower SQN_HE");
-        assert_eq!(s.update_sqn("nobody", 0, 1).await, Ok(false));
+        let resync = SqnAdvance::Resync { sqn_ms: 0x21, scheme: SqnScheme::default() };
+        let RunStart::Subscriber(got) = s.start_run("a", resync, pending("a", 2)).await.unwrap() else { panic!() };
+        assert_eq!(got.sqn, 0x41, "resync may lower SQN_HE");
+        assert_eq!(s.start_run("nobody", next, pending("nobody", 3)).await, Ok(RunStart::Unknown));
+        assert_eq!(s.pending_len(), 3);
+        let mut full = sub("full");
+        full.sqn = crate::bsf::SQN_MAX;
+        s.insert_subscriber(full);
+        assert_eq!(s.start_run("full", next, pending("full", 4)).await, Ok(RunStart::SqnExhausted));
+        assert_eq!(s.pending_len(), 3, "nothing recorded when exhausted");
     }
 
     #[tokio::test]
@@ -428,11 +498,13 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn pending_is_taken_once() {
+    async fn run_is_taken_once_with_its_subscriber() {
         let s = MemoryStore::new();
-        let p = Pending { impi: "a".into(), rand: [1; 16], issued_at: 1, expires_at: 2 };
-        s.put_pending([7; 16], p.clone()).await.unwrap();
-        assert_eq!(s.take_pending(&[7; 16]).await, Ok(Some(p)));
-        assert_eq!(s.take_pending(&[7; 16]).await, Ok(None));
+        s.insert_subscriber(sub("a"));
+        s.start_run("a", SqnAdvance::Next(SqnScheme::default()), pending("a", 7)).await.unwrap();
+        let taken = s.take_run(&[7; 16]).await.unwrap().unwrap();
+        assert_eq!(taken.pending, pending("a", 7));
+        assert_eq!(taken.subscriber.unwrap().sqn, 96);
+        assert_eq!(s.take_run(&[7; 16]).await, Ok(None));
     }
 }
