@@ -39,7 +39,7 @@ use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{AssertSqlSafe, ConnectOptions, Connection, Row, SqlSafeStr};
+use sqlx::{AssertSqlSafe, ConnectOptions, Row, SqlSafeStr};
 use thiserror::Error;
 use zeroize::Zeroizing;
 
@@ -50,7 +50,7 @@ use super::store::{
 
 mod batch;
 
-use batch::{Answer, BatchConnection, Request, SessionRow, StartAnswer, SubscriberRow, Writer};
+use batch::{Answer, BatchConnection, Request, Script, SessionRow, StartAnswer, SubscriberRow, Writer};
 
 /// The key that protects K, OPc and Ks at rest (16 bytes, from the service's configuration).
 /// Every BSF instance sharing a database must have the same one. Prints as `StorageKey(…)`.
@@ -200,7 +200,6 @@ fn dynamic(sql: String) -> AssertSqlSafe<String> {
 
 const SQL_CHECK_INSERT: &str = "INSERT INTO keycast_meta (name, value) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING";
 const SQL_CHECK_SELECT: &str = "SELECT value FROM keycast_meta WHERE name = $1";
-const SUBSCRIBER_COLUMNS: &str = "impi, imsi, wrapped_k, wrapped_opc, sqn, amf, gba_type";
 const SQL_SUBSCRIBER: &str =
     "SELECT impi, imsi, wrapped_k, wrapped_opc, sqn, amf, gba_type FROM subscribers WHERE impi = $1";
 const SQL_SESSION: &str =
@@ -213,55 +212,23 @@ const SQL_LIST_SUBSCRIBERS: &str = "SELECT impi, imsi, sqn, amf, gba_type FROM s
 const SQL_PURGE_SESSIONS: &str = "DELETE FROM sessions WHERE expires_at <= $1";
 const SQL_PURGE_PENDING: &str = "DELETE FROM pending WHERE expires_at <= $1";
 
-/// The batch statements (see [`batch`]); `lock` is the row-locking clause of the subscriber read.
-fn sql_take(n: usize) -> AssertSqlSafe<String> {
-    dynamic(format!(
-        "DELETE FROM pending WHERE rand IN ({}) RETURNING rand, impi, issued_at, expires_at",
-        batch::list(n, 1)
-    ))
-}
-
-fn sql_read_subscribers(n: usize, lock: &str) -> AssertSqlSafe<String> {
-    dynamic(format!(
-        "SELECT {SUBSCRIBER_COLUMNS} FROM subscribers WHERE impi IN ({}) ORDER BY impi{lock}",
-        batch::list(n, 1)
-    ))
-}
-
-fn sql_update_sqn(n: usize) -> AssertSqlSafe<String> {
-    dynamic(format!(
-        "UPDATE subscribers SET sqn = v.column2 FROM (VALUES {}) AS v WHERE subscribers.impi = v.column1",
-        batch::rows(n, 2)
-    ))
-}
-
-fn sql_insert_pending(n: usize) -> AssertSqlSafe<String> {
-    dynamic(format!(
-        "INSERT INTO pending (rand, impi, issued_at, expires_at) VALUES {} ON CONFLICT (rand) DO UPDATE SET \
-         impi = excluded.impi, issued_at = excluded.issued_at, expires_at = excluded.expires_at",
-        batch::rows(n, 4)
-    ))
-}
-
-fn sql_drop_btids(n: usize) -> AssertSqlSafe<String> {
-    dynamic(format!("DELETE FROM sessions WHERE btid IN ({})", batch::list(n, 1)))
-}
-
-fn sql_upsert_sessions(n: usize) -> AssertSqlSafe<String> {
-    dynamic(format!(
-        "INSERT INTO sessions (btid, impi, wrapped_ks, rand, gba_type, bootstrapped_at, expires_at) VALUES {} \
-         ON CONFLICT (impi) DO UPDATE SET btid = excluded.btid, wrapped_ks = excluded.wrapped_ks, \
-         rand = excluded.rand, gba_type = excluded.gba_type, bootstrapped_at = excluded.bootstrapped_at, \
-         expires_at = excluded.expires_at",
-        batch::rows(n, 7)
-    ))
-}
+/// Fixed parts of the batch statements (see [`batch`]); the rest is built per batch.
+const SQL_SELECT_SUBSCRIBERS: &str =
+    "SELECT impi, imsi, wrapped_k, wrapped_opc, sqn, amf, gba_type FROM subscribers WHERE ";
+const SQL_PENDING_CONFLICT: &str = " ON CONFLICT (rand) DO UPDATE SET impi = excluded.impi, \
+     issued_at = excluded.issued_at, expires_at = excluded.expires_at";
+const SQL_INSERT_SESSIONS: &str =
+    "INSERT INTO sessions (btid, impi, wrapped_ks, rand, gba_type, bootstrapped_at, expires_at) VALUES ";
+const SQL_SESSION_CONFLICT: &str = " ON CONFLICT (impi) DO UPDATE SET btid = excluded.btid, \
+     wrapped_ks = excluded.wrapped_ks, rand = excluded.rand, gba_type = excluded.gba_type, \
+     bootstrapped_at = excluded.bootstrapped_at, expires_at = excluded.expires_at";
 
 /// Implements [`BsfStore`] for a store type with fields `pool`, `key` and `writer`; the SQL text
-/// is shared, `$begin` opens a batch transaction that holds the write lock (or `None` for the
-/// pool's plain `BEGIN`), `$lock` is the row lock of the subscriber read.
+/// is shared. `$begin` opens a batch transaction, `$lock` is the row-locking clause of the
+/// subscriber read, `$combine` sends each phase of a batch as one multi-statement query.
 macro_rules! sql_store {
-    ($store:ident, $pool:ty, $db:ty, $conn:ty, $options:ty, $migrations:expr, $begin:expr, $lock:expr) => {
+    ($store:ident, $pool:ty, $db:ty, $conn:ty, $options:ty, $migrations:expr, $begin:expr, $lock:literal,
+     $combine:expr) => {
         impl $store {
             /// Applies the migrations, checks (or, on a new database, records) the storage key and
             /// starts the batch writer.
@@ -308,90 +275,106 @@ macro_rules! sql_store {
             type Options = $options;
 
             async fn connect(options: &$options) -> Result<Self, StoreError> {
-                options.connect().await.map_err(backend)
+                // Batch statements differ by row count: room for every size of each.
+                options.clone().statement_cache_capacity(8 * batch::MAX_BATCH).connect().await.map_err(backend)
             }
 
-            /// One batch in one transaction: take, read, decide ([`batch::plan`]), write, commit.
+            /// One batch in one transaction: read and take, decide ([`batch::plan`]), write,
+            /// commit. On failure the transaction is rolled back (the writer then opens a new
+            /// connection for the next batch).
             async fn execute(&mut self, requests: Vec<Request>) -> Result<Vec<Answer>, StoreError> {
-                let begin: Option<&'static str> = $begin;
-                let mut tx = match begin {
-                    Some(statement) => self.begin_with(statement).await,
-                    None => self.begin().await,
+                let result = $store::run_batch(self, requests).await;
+                if result.is_err() {
+                    let _ = sqlx::query("ROLLBACK").execute(&mut *self).await;
                 }
-                .map_err(backend)?;
+                result
+            }
+        }
 
+        impl $store {
+            async fn run_batch(conn: &mut $conn, requests: Vec<Request>) -> Result<Vec<Answer>, StoreError> {
+                let combine: bool = $combine;
                 let keys = batch::take_keys(&requests);
-                let mut taken = Vec::with_capacity(keys.len());
-                if !keys.is_empty() {
-                    let mut q = sqlx::query(sql_take(keys.len()));
-                    for k in &keys {
-                        q = q.bind(k.to_vec());
-                    }
-                    for row in q.fetch_all(&mut *tx).await.map_err(backend)? {
-                        let rand: Vec<u8> = row.try_get("rand").map_err(backend)?;
-                        taken.push(Pending {
-                            impi: row.try_get("impi").map_err(backend)?,
-                            rand: array(&rand, "RAND")?,
-                            issued_at: from_db(row.try_get("issued_at").map_err(backend)?, "issued_at")?,
-                            expires_at: from_db(row.try_get("expires_at").map_err(backend)?, "expires_at")?,
-                        });
-                    }
-                }
+                let impis = batch::start_impis(&requests);
 
-                let impis = batch::impis_to_read(&requests, &taken);
-                let mut subscribers = Vec::with_capacity(impis.len());
-                if !impis.is_empty() {
-                    let mut q = sqlx::query(sql_read_subscribers(impis.len(), $lock));
-                    for impi in &impis {
-                        q = q.bind(impi.as_str());
+                // Read phase: lock, read the subscribers involved, take the answered challenges.
+                let mut script = Script::<<$db as sqlx::Database>::Arguments>::new(combine);
+                script.statement($begin);
+                if !impis.is_empty() || !keys.is_empty() {
+                    script.statement(SQL_SELECT_SUBSCRIBERS);
+                    if !impis.is_empty() {
+                        script.text("impi IN ").list(impis.iter().copied())?;
                     }
-                    for row in q.fetch_all(&mut *tx).await.map_err(backend)? {
-                        subscribers.push($store::subscriber_row(&row)?);
+                    if !keys.is_empty() {
+                        if !impis.is_empty() {
+                            script.text(" OR ");
+                        }
+                        script.text("impi IN (SELECT impi FROM pending WHERE rand IN ");
+                        script.list(keys.iter().map(|k| k.as_slice()))?.text(")");
+                    }
+                    script.text(concat!(" ORDER BY impi", $lock));
+                }
+                if !keys.is_empty() {
+                    script.statement("DELETE FROM pending WHERE rand IN ").list(keys.iter().map(|k| k.as_slice()))?;
+                    script.text(" RETURNING rand, impi, issued_at, expires_at");
+                }
+                let mut taken = Vec::with_capacity(keys.len());
+                let mut subscribers = Vec::with_capacity(impis.len() + keys.len());
+                for (sql, args) in script.finish() {
+                    for row in sqlx::query_with(dynamic(sql), args).fetch_all(&mut *conn).await.map_err(backend)? {
+                        if row.try_column("imsi").is_ok() {
+                            subscribers.push(Self::subscriber_row(&row)?);
+                        } else {
+                            let rand: Vec<u8> = row.try_get("rand").map_err(backend)?;
+                            taken.push(Pending {
+                                impi: row.try_get("impi").map_err(backend)?,
+                                rand: array(&rand, "RAND")?,
+                                issued_at: from_db(row.try_get("issued_at").map_err(backend)?, "issued_at")?,
+                                expires_at: from_db(row.try_get("expires_at").map_err(backend)?, "expires_at")?,
+                            });
+                        }
                     }
                 }
 
                 let plan = batch::plan(requests, taken, subscribers);
 
+                // Write phase, then commit.
+                let mut script = Script::<<$db as sqlx::Database>::Arguments>::new(combine);
                 if !plan.sqn.is_empty() {
-                    let mut q = sqlx::query(sql_update_sqn(plan.sqn.len()));
-                    for (impi, sqn) in &plan.sqn {
-                        q = q.bind(impi.as_str()).bind(to_db(*sqn));
+                    script.statement("UPDATE subscribers SET sqn = v.column2 FROM (VALUES ");
+                    for (i, (impi, sqn)) in plan.sqn.iter().enumerate() {
+                        script.text(if i == 0 { "(" } else { ", (" }).bind(impi.as_str())?.text(", ");
+                        script.bind(to_db(*sqn))?.text(")");
                     }
-                    q.execute(&mut *tx).await.map_err(backend)?;
+                    script.text(") AS v WHERE subscribers.impi = v.column1");
                 }
                 if !plan.pending.is_empty() {
-                    let mut q = sqlx::query(sql_insert_pending(plan.pending.len()));
-                    for p in &plan.pending {
-                        q = q
-                            .bind(p.rand.to_vec())
-                            .bind(p.impi.as_str())
-                            .bind(to_db(p.issued_at))
-                            .bind(to_db(p.expires_at));
+                    script.statement("INSERT INTO pending (rand, impi, issued_at, expires_at) VALUES ");
+                    for (i, p) in plan.pending.iter().enumerate() {
+                        script.text(if i == 0 { "(" } else { ", (" }).bind(p.rand.as_slice())?.text(", ");
+                        script.bind(p.impi.as_str())?.text(", ").bind(to_db(p.issued_at))?.text(", ");
+                        script.bind(to_db(p.expires_at))?.text(")");
                     }
-                    q.execute(&mut *tx).await.map_err(backend)?;
+                    script.text(SQL_PENDING_CONFLICT);
                 }
                 if !plan.sessions.is_empty() {
                     // A B-TID held by another IMPI's session (a RAND collision) is taken over; the
                     // upsert then replaces each IMPI's earlier session (one per IMPI, UNIQUE).
-                    let mut q = sqlx::query(sql_drop_btids(plan.sessions.len()));
-                    for s in &plan.sessions {
-                        q = q.bind(s.btid.as_str());
+                    script.statement("DELETE FROM sessions WHERE btid IN ");
+                    script.list(plan.sessions.iter().map(|s| s.btid.as_str()))?;
+                    script.statement(SQL_INSERT_SESSIONS);
+                    for (i, s) in plan.sessions.iter().enumerate() {
+                        script.text(if i == 0 { "(" } else { ", (" }).bind(s.btid.as_str())?.text(", ");
+                        script.bind(s.impi.as_str())?.text(", ").bind(s.wrapped_ks.as_slice())?.text(", ");
+                        script.bind(s.rand.as_slice())?.text(", ").bind(s.gba_type.as_str())?.text(", ");
+                        script.bind(to_db(s.bootstrapped_at))?.text(", ").bind(to_db(s.expires_at))?.text(")");
                     }
-                    q.execute(&mut *tx).await.map_err(backend)?;
-                    let mut q = sqlx::query(sql_upsert_sessions(plan.sessions.len()));
-                    for s in &plan.sessions {
-                        q = q
-                            .bind(s.btid.as_str())
-                            .bind(s.impi.as_str())
-                            .bind(s.wrapped_ks.as_slice())
-                            .bind(s.rand.to_vec())
-                            .bind(s.gba_type.as_str())
-                            .bind(to_db(s.bootstrapped_at))
-                            .bind(to_db(s.expires_at));
-                    }
-                    q.execute(&mut *tx).await.map_err(backend)?;
+                    script.text(SQL_SESSION_CONFLICT);
                 }
-                tx.commit().await.map_err(backend)?;
+                script.statement("COMMIT");
+                for (sql, args) in script.finish() {
+                    sqlx::query_with(dynamic(sql), args).execute(&mut *conn).await.map_err(backend)?;
+                }
                 Ok(plan.answers)
             }
         }
@@ -610,10 +593,21 @@ sql_store!(
     SqliteConnection,
     SqliteConnectOptions,
     SQLITE_MIGRATIONS,
-    Some("BEGIN IMMEDIATE"),
-    ""
+    "BEGIN IMMEDIATE",
+    "",
+    true
 );
-sql_store!(PgStore, PgPool, sqlx::Postgres, PgConnection, PgConnectOptions, POSTGRES_MIGRATIONS, None, " FOR UPDATE");
+sql_store!(
+    PgStore,
+    PgPool,
+    sqlx::Postgres,
+    PgConnection,
+    PgConnectOptions,
+    POSTGRES_MIGRATIONS,
+    "BEGIN",
+    " FOR UPDATE",
+    false
+);
 
 #[cfg(test)]
 mod tests {

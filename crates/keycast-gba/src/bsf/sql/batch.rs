@@ -17,7 +17,8 @@
 //! [`BsfStore::put_session`]: crate::bsf::BsfStore::put_session
 
 use std::collections::HashMap;
-use std::fmt::Write as _;
+
+use sqlx::{Arguments, Encode, Type};
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -100,13 +101,13 @@ pub(super) fn take_keys(requests: &[Request]) -> Vec<[u8; 16]> {
     keys
 }
 
-/// The IMPIs whose subscriber rows the batch reads, sorted (PostgreSQL locks them in this order,
-/// so two BSF instances cannot deadlock on them) and distinct.
-pub(super) fn impis_to_read(requests: &[Request], taken: &[Pending]) -> Vec<String> {
-    let mut impis: Vec<String> = requests
+/// The IMPIs of the runs the batch starts, sorted and distinct. The batch reads these
+/// subscribers and those named by the challenges it takes, in IMPI order (PostgreSQL locks them
+/// in that order, so two BSF instances cannot deadlock on them).
+pub(super) fn start_impis(requests: &[Request]) -> Vec<&str> {
+    let mut impis: Vec<&str> = requests
         .iter()
-        .filter_map(|r| if let Request::Start { impi, .. } = r { Some(impi.clone()) } else { None })
-        .chain(taken.iter().map(|p| p.impi.clone()))
+        .filter_map(|r| if let Request::Start { impi, .. } = r { Some(impi.as_str()) } else { None })
         .collect();
     impis.sort_unstable();
     impis.dedup();
@@ -161,30 +162,76 @@ pub(super) fn plan(requests: Vec<Request>, taken: Vec<Pending>, subscribers: Vec
     Plan { sqn, pending, sessions, answers }
 }
 
-/// `$first, $first+1, …` for `n` values: an `IN (…)` list.
-pub(super) fn list(n: usize, first: usize) -> String {
-    let mut out = String::with_capacity(n * 5);
-    for i in 0..n {
-        if i > 0 {
-            out.push_str(", ");
-        }
-        let _ = write!(out, "${}", first + i);
-    }
-    out
+/// The statements of one batch with their arguments. The placeholders come from the backend's
+/// own [`Arguments::format_placeholder`] (`?` for SQLite, `$n` for PostgreSQL). With `combine`,
+/// the statements go out as one multi-statement query (SQLite: one round trip to its worker
+/// thread for the lot); without, one by one (PostgreSQL's extended protocol takes one statement
+/// per query).
+pub(super) struct Script<A> {
+    combine: bool,
+    done: Vec<(String, A)>,
+    sql: String,
+    args: A,
 }
 
-/// `($1, …, $cols), ($cols+1, …)` for `rows` rows: a multi-row `VALUES` list.
-pub(super) fn rows(rows: usize, cols: usize) -> String {
-    let mut out = String::with_capacity(rows * cols * 5);
-    for r in 0..rows {
-        if r > 0 {
-            out.push_str(", ");
-        }
-        out.push('(');
-        out.push_str(&list(cols, 1 + r * cols));
-        out.push(')');
+impl<A: Arguments> Script<A> {
+    pub(super) fn new(combine: bool) -> Self {
+        Script { combine, done: Vec::new(), sql: String::new(), args: A::default() }
     }
-    out
+
+    /// Starts the next statement with this text.
+    pub(super) fn statement(&mut self, text: &str) -> &mut Self {
+        if !self.sql.is_empty() {
+            if self.combine {
+                self.sql.push_str("; ");
+            } else {
+                self.done.push((core::mem::take(&mut self.sql), core::mem::take(&mut self.args)));
+            }
+        }
+        self.sql.push_str(text);
+        self
+    }
+
+    /// Appends text to the current statement.
+    pub(super) fn text(&mut self, text: &str) -> &mut Self {
+        self.sql.push_str(text);
+        self
+    }
+
+    /// Appends a placeholder bound to `value`.
+    pub(super) fn bind<'t, T>(&mut self, value: T) -> Result<&mut Self, StoreError>
+    where
+        T: Encode<'t, A::Database> + Type<A::Database>,
+    {
+        self.args.add(value).map_err(|e| StoreError::new(format!("bind: {e}")))?;
+        self.args.format_placeholder(&mut self.sql).map_err(|e| StoreError::new(format!("placeholder: {e}")))?;
+        Ok(self)
+    }
+
+    /// Appends `(v, v, …)`, each value bound.
+    pub(super) fn list<'t, T, I>(&mut self, values: I) -> Result<&mut Self, StoreError>
+    where
+        I: IntoIterator<Item = T>,
+        T: Encode<'t, A::Database> + Type<A::Database>,
+    {
+        self.sql.push('(');
+        for (i, v) in values.into_iter().enumerate() {
+            if i > 0 {
+                self.sql.push_str(", ");
+            }
+            self.bind(v)?;
+        }
+        self.sql.push(')');
+        Ok(self)
+    }
+
+    /// The queries to run, in order.
+    pub(super) fn finish(mut self) -> Vec<(String, A)> {
+        if !self.sql.is_empty() {
+            self.done.push((self.sql, self.args));
+        }
+        self.done
+    }
 }
 
 /// One queued call with its reply channel.
@@ -377,9 +424,21 @@ mod tests {
     }
 
     #[test]
-    fn placeholder_lists() {
-        assert_eq!(list(3, 1), "$1, $2, $3");
-        assert_eq!(rows(2, 2), "($1, $2), ($3, $4)");
-        assert_eq!(impis_to_read(&[start("b", 1), start("a", 2)], &[pending("b", 3)]), ["a", "b"]);
+    fn scripts_combine_for_sqlite_and_split_for_postgres() {
+        let build = |combine| {
+            let mut s = Script::<sqlx::sqlite::SqliteArguments>::new(combine);
+            s.statement("BEGIN");
+            s.statement("DELETE FROM t WHERE k IN ").list([1i64, 2]).unwrap();
+            s.statement("UPDATE t SET v = ").bind(3i64).unwrap().text(" WHERE k = ").bind(4i64).unwrap();
+            s.finish().into_iter().map(|(sql, args)| (sql, args.len())).collect::<Vec<_>>()
+        };
+        assert_eq!(build(true), [("BEGIN; DELETE FROM t WHERE k IN (?, ?); UPDATE t SET v = ? WHERE k = ?".into(), 4)]);
+        assert_eq!(build(false).len(), 3);
+        let mut pg = Script::<sqlx::postgres::PgArguments>::new(false);
+        pg.statement("SELECT 1 WHERE 1 IN ").list([1i64, 2]).unwrap();
+        pg.statement("SELECT ").bind(3i64).unwrap();
+        let sql: Vec<String> = pg.finish().into_iter().map(|(sql, _)| sql).collect();
+        assert_eq!(sql, ["SELECT 1 WHERE 1 IN ($1, $2)", "SELECT $1"]);
+        assert_eq!(start_impis(&[start("b", 1), start("a", 2), start("b", 3)]), ["a", "b"]);
     }
 }
