@@ -4,7 +4,7 @@
 //! | module | what |
 //! |---|---|
 //! | [`cli`] | clap definitions and dispatch of `demo`, `inspect`, `derive`, `card`, `serve`, `bsf` |
-//! | [`demo`] | the narrated layer 1–3 scenario: the keycast-card emulator driven over TS 31.102 APDUs, and a GBA_ME terminal |
+//! | [`demo`] | the narrated layer 1–3 scenario: the keycast-card emulator driven over TS 31.102 APDUs, GBA_U and GBA_ME terminals bootstrapped through keycast-gba's BSF over loopback |
 //! | [`bsf_cmd`] | `keycast serve bsf` (TOML configuration, Ub/Zn/metrics service) and `keycast bsf subscriber add|import|show|delete` |
 //! | [`card_cmd`] | `keycast card new|show|apdu|reset-counters|serve-vpcd` over card files |
 //! | [`inspect`] | field-by-field MIKEY decoding, the typed verdict, verify and decrypt with keys |

@@ -21,6 +21,11 @@ fn demo_holds_every_expectation() {
         .stdout(predicate::str::contains("ok      card refuses an AUTN* with one bit flipped: refused as expected — SW 9862"))
         .stdout(predicate::str::contains("[demo key] RES (GBA_U, LSB flipped) = a54211d5e3ba50be"))
         .stdout(predicate::str::contains("the BSF recovers SQN_MS = ff9bb4d0b607 from AUTS"))
+        // The BSF is keycast-gba's over loopback: its 401 and 200, Zn, and the resynchronisation.
+        .stdout(predicate::str::contains("ok      BSF's 401 carries test set 1's RAND and AUTN*"))
+        .stdout(predicate::str::contains("ok      BSF answers the BSM on Zn: 200: IMPI 001010000000001@"))
+        .stdout(predicate::str::contains("ok      BSF resynchronises SQN from the terminal's AUTS"))
+        .stdout(predicate::str::contains("ok      BSF refuses Zn for the first B-TID: 404 unknown-btid"))
         .stdout(predicate::str::contains("(P-10): refused as expected — SW 6982"))
         .stdout(predicate::str::contains("Local Key Establishment"))
         .stdout(predicate::str::contains("ok      card refuses the same STKM bytes again (replay)"))
@@ -63,6 +68,11 @@ fn demo_wire_output_feeds_inspect() {
     // Every card operation is an APDU exchange: SELECT of the USIM, then AUTHENTICATE.
     assert!(text.contains("apdu > 00a4040c07a0000000871002"));
     assert!(text.contains("apdu < 9000"));
+    // And every Ub message, without the port or the store's temporary path.
+    assert!(text.contains("http < 401 WWW-Authenticate: Digest realm=\"bsf.example.org\""));
+    assert!(text.contains("http < 200 Authentication-Info: "));
+    assert!(!text.contains("keycast-demo-"));
+    assert!(text.split("127.0.0.1:").skip(1).all(|rest| rest.starts_with("<port>")));
     let mut lines = text.lines();
     lines.find(|l| l.trim_start().starts_with("LTKM:") && l.contains("bytes on the wire")).unwrap();
     let ltkm = lines.next().unwrap().trim_start().strip_prefix("hex: ").unwrap().to_owned();

@@ -5,19 +5,34 @@
 //! AUTHENTICATE in the 3G, GBA and MBMS contexts, UPDATE BINARY of EF_GBABP and READ of EF_MUK and
 //! EF_MSK. The demo sees only the card's answers and status words, never its state.
 //!
-//! (a) GBA_U bootstrapping with an MBMS card (Milenage test set 1): the card checks AUTN*, answers
-//!     RES, keeps Ks and SMK = Ks_int_NAF, and releases SRK = Ks_ext_NAF;
+//! The BSF is keycast-gba's ([`keycast_gba::bsf`]), started in process on a loopback port with a
+//! SQLite store in a temporary directory. The terminals bootstrap against it over HTTP with
+//! keycast-gba's client ([`keycast_gba::client::http::bootstrap`]), and the BSM gets its NAF keys
+//! from it over Zn (`POST /zn/v1/naf-keys`, bearer token from loopback). The demo provisions the
+//! subscribers and queues the test-set RANDs in the BSF's seeded random source, then holds what
+//! the BSF sends against the published test-set values.
+//!
+//! (a) GBA_U bootstrapping with an MBMS card (Milenage test set 1): the BSF's 401 carries RAND and
+//!     AUTN*, the card checks it and answers RES, the BSF's 200 carries the B-TID, which the
+//!     terminal writes into EF_GBABP; the BSM gets SMK = Ks_int_NAF and SRK = Ks_ext_NAF over Zn,
+//!     the card keeps its SMK and releases its SRK;
 //! (b) the BSM seals an LTKM, the card opens it and answers a verification message;
 //! (c) the broadcaster seals STKMs, the card answers TEK ‖ salt (a resend gives the same TEK, a
 //!     lower TEK ID is refused);
 //! (d) a content-protected TEK without a secure channel (P-10), tampered, replayed, unknown-key and
 //!     out-of-window STKMs, a replayed LTKM, an invalidation;
 //! (e) a solicited-pull trigger, and the LTKM that answers the terminal's LTKM Request;
-//! (f) a GBA_ME terminal (Milenage test set 2, the card used only through its 3G context) whose
-//!     store receives the same SEK, so one STKM gives the same TEK on both terminals.
+//! (f) a GBA_ME terminal (Milenage test set 2, the card used only through its 3G context, Ks in
+//!     the terminal's store) bootstraps through the BSF; the BSM gets Ks_NAF over Zn and its store
+//!     receives the same SEK, so one STKM gives the same TEK on both terminals;
+//! (g) the BSF's SQN_HE of the GBA_U subscriber is set back, so the card answers the next
+//!     challenge with AUTS; the BSF resynchronises and the same run succeeds with a new B-TID.
 //!
 //! Every expectation is checked and printed as `ok` or `FAILED`. No randomness: every value
-//! comes from the Milenage test sets or from a seeded generator, so the output is reproducible.
+//! comes from the Milenage test sets or from a seeded generator, and the BSF's clock is fixed,
+//! so the output is reproducible (the loopback port and the temporary path are never printed).
+
+mod network;
 
 use std::fmt::Write as _;
 
@@ -31,11 +46,15 @@ use keycast_card::{ApduCard, Card, CardOpError, Emulator, Transport, TransportEr
 use keycast_crypto::gba::{self, GbaMode, NafId};
 use keycast_crypto::keys::{Op, Opc, SekPek, Smk, SubscriberKey, Tek, TekSalt};
 use keycast_crypto::milenage::{self, Milenage};
+use keycast_gba::bsf::http::ZN_PATH;
+use keycast_gba::bsf::{GbaType, Subscriber};
+use keycast_gba::client::{BootstrapConfig, GbaMode as TerminalMode};
 use keycast_mikey::{
     KeyDomainId, KeyValidity, Ltkm, LtkmContent, LtkmExt, ProtectionAfterReception, SecurityPolicy, SecurityPolicyExt,
     SekPekId, SolicitedPull, SrtpCs, SrtpPolicy, StkmContent, StkmExt, TekField, TrafficProtectionProtocol,
     VerificationMessage,
 };
+use network::{Entry, Network, Run, ZnExchange, ZnNafKeys, ZnReply};
 
 /// Milenage test set 1 (TS 35.208 §4.3, vectors.md §1): the GBA_U subscriber.
 mod set1 {
@@ -61,14 +80,19 @@ mod set2 {
 
 /// Names of the GBA worked example (vectors.md §2).
 const IMPI: &str = "001010000000001@ims.mnc001.mcc001.3gppnetwork.org";
+const IMSI: &str = "001010000000001";
 /// The GBA_ME subscriber's IMPI (a demo choice in the same form).
 const IMPI_ME: &str = "001010000000002@ims.mnc001.mcc001.3gppnetwork.org";
+const IMSI_ME: &str = "001010000000002";
 const BSF: &str = "bsf.example.org";
 const BSM_FQDN: &str = "bmsc.example.org";
 /// Key lifetime the BSF sends with the B-TID (the demo's T0 plus one day).
 const LIFETIME: &str = "2025-03-04T14:13:20Z";
 /// Start of the demo's key window, in NTP seconds (profile P-6: STKM TS = NTP seconds).
 const T0: u32 = 3_950_000_000;
+/// T0 as Unix seconds (NTP counts from 1900, Unix from 1970): the BSF's and the terminals' fixed
+/// clock, so that LIFETIME = T0 + one day on every run.
+const UNIX_T0: u64 = T0 as u64 - 2_208_988_800;
 /// Length of the SEK's TS window.
 const WINDOW: u32 = 3600;
 
@@ -187,6 +211,54 @@ impl Narrator {
             }
         }
         r
+    }
+
+    /// With `--wire`, the HTTP messages and APDUs of a bootstrapping run, in the order they went.
+    /// Only the Digest headers and the BootstrappingInfo are shown: the server's `Date` would
+    /// make the output differ from run to run.
+    fn transcript(&mut self, run: &Run) {
+        if !self.show_wire {
+            return;
+        }
+        for entry in &run.log {
+            match entry {
+                Entry::Request(r) => {
+                    let auth = r.header("Authorization").unwrap_or("(none)");
+                    self.info(format!("  http > {} {} Authorization: {auth}", r.method, r.uri));
+                }
+                Entry::Response(r) => {
+                    let header = ["WWW-Authenticate", "Authentication-Info"]
+                        .into_iter()
+                        .find_map(|name| r.header(name).map(|v| format!(" {name}: {v}")))
+                        .unwrap_or_default();
+                    self.info(format!("  http < {}{header}", r.status));
+                    if r.status == 200 {
+                        for line in String::from_utf8_lossy(&r.body).lines() {
+                            self.info(format!("  http <   {line}"));
+                        }
+                    }
+                }
+                // The checks narrate the card's answers; the APDUs below carry them.
+                Entry::Aka(_) => {}
+                Entry::Apdu { command, answer } => {
+                    self.info(format!("  apdu > {}", hex::encode(command)));
+                    self.info(format!("  apdu < {}", hex::encode(answer)));
+                }
+            }
+        }
+    }
+
+    /// With `--wire`, a Zn exchange: the request body and the answer's status (its keys are
+    /// printed, labelled, where they are used).
+    fn zn_wire(&mut self, exchange: &ZnExchange) {
+        if !self.show_wire {
+            return;
+        }
+        self.info(format!("  http > POST {ZN_PATH} Authorization: Bearer (token) {}", exchange.request_body));
+        match exchange.status {
+            Some(status) => self.info(format!("  http < {status} application/json")),
+            None => self.info("  http < (no answer)"),
+        }
     }
 
     /// Runs one card operation that must be refused with status word `want`.
@@ -380,7 +452,24 @@ pub fn run(opts: DemoOptions) -> DemoReport {
         "never real keys."
     ));
     n.line("The cards are keycast-card emulators driven over TS 31.102 APDUs (--wire shows every APDU).");
-    let Some(Layer1 { smk_bsm, b_tid, mut card }) = layer1(&mut n) else {
+    n.line(concat!(
+        "The BSF is keycast-gba's, in this process on 127.0.0.1:<port> over plain HTTP; the terminals bootstrap ",
+        "with keycast-gba's client and the BSM fetches its keys over Zn (--wire shows the HTTP messages)."
+    ));
+    let mut net = match Network::start(opts.seed, UNIX_T0) {
+        Ok(net) => {
+            n.check(
+                "BSF serves Ub and Zn on 127.0.0.1:<port>",
+                Ok("SQLite store in a temporary directory, clock fixed at T0, seeded random source".to_owned()),
+            );
+            net
+        }
+        Err(e) => {
+            n.check("BSF starts on 127.0.0.1", Err(e));
+            return finish(n);
+        }
+    };
+    let Some(Layer1 { smk_bsm, b_tid, mut card }) = layer1(&mut n, &mut net) else {
         return finish(n);
     };
     let kd = KeyDomainId::from_mcc_mnc("001", "01").expect("constant MCC/MNC");
@@ -647,7 +736,7 @@ pub fn run(opts: DemoOptions) -> DemoReport {
 
     // (f) A GBA_ME terminal.
     n.heading("(f) A GBA_ME terminal (Milenage test set 2) receives the same SEK");
-    let Some(GbaMeTerminal { mut store, smk: smk_me, b_tid: b_tid_me }) = gba_me(&mut n) else {
+    let Some(GbaMeTerminal { mut store, smk: smk_me, b_tid: b_tid_me }) = gba_me(&mut n, &mut net) else {
         return finish(n);
     };
     if let Ok(bytes) = sek2_ltkm.seal(&smk_bsm) {
@@ -703,6 +792,7 @@ pub fn run(opts: DemoOptions) -> DemoReport {
         Err(e) => Err(sw_text(e.status_word())),
     };
     n.check("GBA_ME terminal: the store opens the same STKM", r);
+    resync(&mut n, &mut net, &mut card, &b_tid);
     finish(n)
 }
 
@@ -712,9 +802,100 @@ struct Layer1 {
     card: CardReader,
 }
 
-/// (a) AKA with GBA_U on the card, then SMK and SRK on both sides (profile P-7).
-fn layer1(n: &mut Narrator) -> Option<Layer1> {
-    n.heading("(a) Layer 1: GBA_U bootstrapping with an MBMS card (Milenage test set 1)");
+/// The terminal's Ub configuration for `impi`.
+fn terminal(impi: &str, mode: TerminalMode) -> BootstrapConfig {
+    BootstrapConfig { bsf_host: BSF.to_owned(), impi: impi.to_owned(), user_agent: "Keycast-demo".to_owned(), mode }
+}
+
+/// Provisions `subscriber` so that the BSF's next vector carries `sqn`: SQN_HE is the SQN before
+/// it in the BSF's scheme. Returns whether the store took it.
+fn provision(n: &mut Narrator, net: &Network, mut subscriber: Subscriber, what: &str, sqn: [u8; 6]) -> bool {
+    let step = net.sqn_scheme().step;
+    let Some(sqn_he) = milenage::sqn_to_u64(sqn).checked_sub(step) else {
+        n.check(&format!("BSF provisions the {what}"), Err(format!("SQN {} is below one step", hex::encode(sqn))));
+        return false;
+    };
+    subscriber.sqn = sqn_he;
+    let detail = format!(
+        "{}, AMF {}, SQN_HE = {sqn_he:012x}: the next vector carries SQN {}",
+        subscriber.impi,
+        hex::encode(subscriber.amf),
+        hex::encode(sqn)
+    );
+    let r = net.add_subscriber(&subscriber).map(|()| detail);
+    let ok = r.is_ok();
+    n.check(&format!("BSF provisions the {what} in its SQLite store"), r);
+    ok
+}
+
+/// Expects the run's `i`-th 401 to carry `rand` and `autn` (named `autn_name`: AUTN or AUTN*).
+fn challenge_is(run: &Run, i: usize, rand: &[u8; 16], autn: &[u8; 16], autn_name: &str) -> Result<String, String> {
+    match run.challenges().get(i) {
+        Some(Some((r, a))) if r == rand && a == autn => Ok(format!(
+            "nonce = base64(RAND ‖ {autn_name} ‖ server data): RAND = {}, {autn_name} = {}",
+            hex::encode(r),
+            hex::encode(a)
+        )),
+        Some(Some((r, a))) => Err(format!("RAND {}, {autn_name} {}", hex::encode(r), hex::encode(a))),
+        Some(None) => Err("the 401 carries no Digest AKA challenge".to_owned()),
+        None => Err(run_error(run)),
+    }
+}
+
+/// Why a run stopped before the step being checked.
+fn run_error(run: &Run) -> String {
+    match &run.result {
+        Err(e) => format!("the run failed: {e}"),
+        Ok(_) => "the run ended without it".to_owned(),
+    }
+}
+
+/// The BSF's 200: the run succeeded and the BootstrappingInfo names `want_b_tid` and LIFETIME.
+fn bootstrapped(run: &Run, want_b_tid: &str) -> Result<String, String> {
+    let outcome = run.result.as_ref().map_err(ToString::to_string)?;
+    let info = run.bootstrapping_info().ok_or("no BootstrappingInfo in the 200")?;
+    let (b_tid, lifetime) = (info.btid(), info.lifetime().to_string());
+    if b_tid != want_b_tid || outcome.bootstrapped.b_tid != b_tid {
+        return Err(format!("B-TID {b_tid}, expected {want_b_tid}"));
+    }
+    if lifetime != LIFETIME {
+        return Err(format!("key lifetime {lifetime}, expected {LIFETIME}"));
+    }
+    Ok(format!("rspauth verified by the terminal; BootstrappingInfo: B-TID = {b_tid}, key lifetime {lifetime}"))
+}
+
+/// The BSM asks the BSF for its keys of `b_tid` over Zn; the answer must be for `impi` and
+/// `gba_type` with the run's lifetime.
+fn zn_keys(n: &mut Narrator, net: &Network, b_tid: &str, impi: &str, gba_type: &str) -> Option<ZnNafKeys> {
+    n.info(format!(
+        "BSM → BSF: POST {ZN_PATH} (Bearer token, from loopback): B-TID, NAF_Id of {BSM_FQDN}, GBA_U-aware"
+    ));
+    let exchange = net.zn(b_tid);
+    n.zn_wire(&exchange);
+    let what = "BSF answers the BSM on Zn";
+    match exchange.reply {
+        Ok(ZnReply::Granted(g)) if g.impi == impi && g.gba_type == gba_type && g.lifetime == LIFETIME => {
+            n.check(what, Ok(format!("200: IMPI {}, {}, lifetime {}", g.impi, g.gba_type, g.lifetime)));
+            Some(g.keys)
+        }
+        Ok(ZnReply::Granted(g)) => {
+            n.check(what, Err(format!("200 for IMPI {}, {}, lifetime {}", g.impi, g.gba_type, g.lifetime)));
+            None
+        }
+        Ok(ZnReply::Refused { status, error }) => {
+            n.check(what, Err(format!("{status} {error}")));
+            None
+        }
+        Err(e) => {
+            n.check(what, Err(e));
+            None
+        }
+    }
+}
+
+/// (a) AKA with GBA_U on the card through the BSF, then SMK and SRK on both sides (profile P-7).
+fn layer1(n: &mut Narrator, net: &mut Network) -> Option<Layer1> {
+    n.heading("(a) Layer 1: GBA_U bootstrapping with an MBMS card (Milenage test set 1) through the BSF");
     let k = SubscriberKey::from_bytes(unhex(set1::K));
     let op = Op::from_bytes(unhex(set1::OP));
     let rand: [u8; 16] = unhex(set1::RAND);
@@ -726,15 +907,73 @@ fn layer1(n: &mut Narrator) -> Option<Layer1> {
         "OPc computed from OP matches test set 1",
         if opc == Opc::from_bytes(unhex(set1::OPC)) { Ok(set1::OPC.to_owned()) } else { Err("differs".to_owned()) },
     );
-    // The network (HSS/BSF) side.
+    let subscriber = Subscriber {
+        impi: IMPI.to_owned(),
+        imsi: IMSI.to_owned(),
+        k: k.clone(),
+        opc: opc.clone(),
+        sqn: 0,
+        amf,
+        gba_type: GbaType::GbaU,
+    };
+    if !provision(n, net, subscriber, "GBA_U subscriber (test set 1)", sqn) {
+        return None;
+    }
+    // The BSF draws RAND from its seeded source; queueing test set 1's makes its vector the
+    // published one.
+    net.queue_rand(&rand);
+    // The published values, to hold the BSF's messages against.
     let hss = Milenage::new(&k, &opc);
-    let xres_out = hss.all(&rand, sqn, amf);
+    let vector = hss.all(&rand, sqn, amf);
     let autn = hss.build_autn(sqn, amf, &rand);
-    let autn_star = milenage::gba_u_autn_star(&autn, &xres_out.ik);
-    n.info(format!("BSF: RAND = {}, AUTN = {}", hex::encode(rand), hex::encode(autn)));
-    n.info(format!("BSF: GBA_U sends AUTN* = {} (MAC* = MAC-A ⊕ Trunc(SHA-1(IK)))", hex::encode(autn_star)));
-    // The card: its own K and OPc, and an SQN_MS just below test set 1's SQN.
-    let mut card = insert_card("001010000000001", IMPI, "8900100000000000001", k, opc, sqn);
+    let autn_star = milenage::gba_u_autn_star(&autn, &vector.ik);
+    let mut card = insert_card(IMSI, IMPI, "8900100000000000001", k, opc, sqn);
+    n.info(format!("terminal → BSF: GET / with Authorization: Digest username=\"{IMPI}\", empty nonce and response"));
+    let run = net.bootstrap(&terminal(IMPI, TerminalMode::GbaU), &mut card, None);
+    n.transcript(&run);
+    n.info(format!(
+        "test set 1: RAND = {}, AUTN = {}; GBA_U: AUTN* = {} (MAC* = MAC-A ⊕ Trunc(SHA-1(IK)))",
+        hex::encode(rand),
+        hex::encode(autn),
+        hex::encode(autn_star)
+    ));
+    n.check("BSF's 401 carries test set 1's RAND and AUTN*", challenge_is(&run, 0, &rand, &autn_star, "AUTN*"));
+    match run.answers().first() {
+        Some(AkaAnswer::SuccessGba { res }) => {
+            n.check(
+                "card checks AUTN* (AUTHENTICATE, GBA context, bootstrapping)",
+                Ok(format!("MAC* verified, SQN {} fresh; Ks = CK ‖ IK stays in the card", set1::SQN)),
+            );
+            n.demo_key("RES (GBA_U, LSB flipped)", res.expose_secret());
+            n.check(
+                "card's RES is test set 1's XRES with its LSB flipped",
+                if *res == milenage::flip_res_lsb(&vector.res) {
+                    Ok("the terminal answers the Digest challenge with it as the password".to_owned())
+                } else {
+                    Err("differ".to_owned())
+                },
+            );
+        }
+        Some(other) => {
+            n.check("card checks AUTN*", Err(format!("unexpected answer {other:?}")));
+            return None;
+        }
+        None => {
+            n.check("card checks AUTN*", Err(run_error(&run)));
+            return None;
+        }
+    }
+    let b_tid = gba::b_tid(&rand, BSF);
+    let accepted = bootstrapped(&run, &b_tid);
+    let ok = accepted.is_ok();
+    n.check("BSF accepts RES (= XRES, LSB flipped) and answers 200 OK", accepted);
+    if !ok {
+        return None;
+    }
+    n.demo_key(
+        "Ks = CK ‖ IK (test set 1; the BSF keeps it wrapped in its store, the card its own)",
+        gba::ks_from_ck_ik(&vector.ck, &vector.ik).expose_secret(),
+    );
     let mut forged = autn_star;
     forged[15] ^= 0x80;
     n.expect_refusal(
@@ -744,52 +983,9 @@ fn layer1(n: &mut Narrator) -> Option<Layer1> {
         0x9862,
         "MAC* does not verify",
     );
-    let xres = milenage::flip_res_lsb(&xres_out.res);
-    match n.on_card(&mut card, |c| c.gba_bootstrap(&rand, &autn_star)) {
-        Ok(AkaAnswer::SuccessGba { res }) => {
-            n.check(
-                "card checks AUTN* (AUTHENTICATE, GBA context, bootstrapping)",
-                Ok(format!("MAC-A verified, SQN {} fresh; Ks = CK ‖ IK stays in the card", set1::SQN)),
-            );
-            n.demo_key("RES (GBA_U, LSB flipped)", res.expose_secret());
-            n.check(
-                "BSF compares RES with XRES (LSB flipped)",
-                if res == xres { Ok("equal".to_owned()) } else { Err("differ".to_owned()) },
-            );
-        }
-        Ok(other) => {
-            n.check("card checks AUTN*", Err(format!("unexpected answer {other:?}")));
-            return None;
-        }
-        Err(e) => {
-            n.check("card checks AUTN*", Err(op_failed(&e)));
-            return None;
-        }
-    }
-    let auts = n.on_card(&mut card, |c| c.gba_bootstrap(&rand, &autn_star));
+    let gbabp = n.on_card(&mut card, |c| c.read_gba_bp());
     n.check(
-        "card answers AUTS to the same AUTN* again",
-        match auts {
-            Ok(AkaAnswer::SyncFailure { auts }) => match hss.recover_sqn_ms(&rand, &auts) {
-                Ok(sqn_ms) if sqn_ms == sqn => {
-                    Ok(format!("SQN not fresh; the BSF recovers SQN_MS = {} from AUTS", hex::encode(sqn_ms)))
-                }
-                Ok(sqn_ms) => Err(format!("AUTS carries SQN_MS {}", hex::encode(sqn_ms))),
-                Err(e) => Err(format!("AUTS does not verify: {e}")),
-            },
-            Ok(other) => Err(format!("unexpected answer {other:?}")),
-            Err(e) => Err(op_failed(&e)),
-        },
-    );
-    let ks_bsf = gba::ks_from_ck_ik(&xres_out.ck, &xres_out.ik);
-    n.demo_key("CK", xres_out.ck.expose_secret());
-    n.demo_key("IK", xres_out.ik.expose_secret());
-    n.demo_key("Ks = CK ‖ IK (the BSF's; the card keeps its own)", ks_bsf.expose_secret());
-    let b_tid = gba::b_tid(&rand, BSF);
-    n.info(format!("BSF: B-TID = {b_tid}, key lifetime {LIFETIME}"));
-    let gbabp = n.on_card(&mut card, |c| c.write_gba_bp(&b_tid, LIFETIME).and_then(|()| c.read_gba_bp()));
-    n.check(
-        "terminal writes B-TID and lifetime into EF_GBABP and reads the file back",
+        "EF_GBABP holds the bootstrap (the terminal wrote B-TID and lifetime after the 200)",
         match gbabp {
             Ok(Some(EfGbabp { rand: r, b_tid: Some(t), lifetime: Some(l) }))
                 if r == rand && t == b_tid && l == LIFETIME =>
@@ -801,15 +997,20 @@ fn layer1(n: &mut Narrator) -> Option<Layer1> {
         },
     );
     // NAF keys: the BSM gets them from the BSF over Zn; the card derives its own.
-    let naf_id = NafId::mbms(BSM_FQDN);
-    n.info(format!("NAF_Id = \"{BSM_FQDN}\" ‖ 01 00 00 00 01 = {}", hex::encode(naf_id.as_bytes())));
-    let (smk_bsm, srk_bsm) = match gba::mbms_keys(GbaMode::GbaUMbmsCard, &ks_bsf, &rand, IMPI, &naf_id) {
-        Ok(keys) => keys,
-        Err(e) => {
-            n.check("BSF derives the NAF keys", Err(format!("KDF failed: {e:?}")));
+    let (smk_bsm, srk_bsm) = match zn_keys(n, net, &b_tid, IMPI, "gba-u")? {
+        ZnNafKeys::U { ks_ext_naf, ks_int_naf: Some(int) } => (Smk::from_bytes(*int.expose_secret()), ks_ext_naf),
+        ZnNafKeys::U { ks_int_naf: None, .. } => {
+            n.check("Zn gives the GBA_U-aware BSM Ks_int_NAF", Err("only Ks_ext_NAF".to_owned()));
+            return None;
+        }
+        ZnNafKeys::Me(_) => {
+            n.check("Zn answers GBA_U keys for a GBA_U session", Err("Ks_NAF (GBA_ME)".to_owned()));
             return None;
         }
     };
+    let naf_id = NafId::mbms(BSM_FQDN);
+    n.info(format!("NAF_Id = \"{BSM_FQDN}\" ‖ 01 00 00 00 01 = {}", hex::encode(naf_id.as_bytes())));
+    n.info("BSM: SMK = Ks_int_NAF and SRK = Ks_ext_NAF, as the BSF sent them (profile P-7, GBA_U with an MBMS card)");
     n.demo_key("SMK = Ks_int_NAF (stays in the card)", smk_bsm.expose_secret());
     let ext_card = match n.on_card(&mut card, |c| c.gba_naf_derivation(naf_id.as_bytes(), IMPI)) {
         Ok(ext) => ext,
@@ -824,9 +1025,9 @@ fn layer1(n: &mut Narrator) -> Option<Layer1> {
         BASE64.encode(ext_card.expose_secret())
     ));
     n.check(
-        "card's Ks_ext_NAF equals the BSM's SRK",
+        "card's Ks_ext_NAF equals the SRK the BSM got over Zn",
         if srk_bsm.expose_secret() == ext_card.expose_secret() {
-            Ok("the card and the BSF hold the same Ks (profile P-7, GBA_U with an MBMS card)".to_owned())
+            Ok("the card and the BSF hold the same Ks; (b) shows the card's Ks_int_NAF is the BSM's SMK".to_owned())
         } else {
             Err("keys differ".to_owned())
         },
@@ -851,57 +1052,83 @@ struct GbaMeTerminal {
     b_tid: String,
 }
 
-/// (f), first half: AKA through the card's 3G context; Ks, SMK = Ks_NAF and SRK = MRK(Ks_NAF) in
-/// the terminal (profile P-7, GBA_ME); the BSM derives the same.
-fn gba_me(n: &mut Narrator) -> Option<GbaMeTerminal> {
+/// (f), first half: AKA through the card's 3G context against the BSF; Ks in the terminal's
+/// store, SMK = Ks_NAF and SRK = MRK(Ks_NAF) there (profile P-7, GBA_ME); the BSM gets Ks_NAF
+/// over Zn.
+fn gba_me(n: &mut Narrator, net: &mut Network) -> Option<GbaMeTerminal> {
     let k = SubscriberKey::from_bytes(unhex(set2::K));
     let opc = Opc::from_bytes(unhex(set2::OPC));
     let rand: [u8; 16] = unhex(set2::RAND);
     let (sqn, amf): ([u8; 6], [u8; 2]) = (unhex(set2::SQN), unhex(set2::AMF));
     n.demo_key("K (test set 2)", k.expose_secret());
     n.demo_key("OPc (test set 2)", opc.expose_secret());
+    let subscriber = Subscriber {
+        impi: IMPI_ME.to_owned(),
+        imsi: IMSI_ME.to_owned(),
+        k: k.clone(),
+        opc: opc.clone(),
+        sqn: 0,
+        amf,
+        gba_type: GbaType::GbaMe,
+    };
+    if !provision(n, net, subscriber, "GBA_ME subscriber (test set 2)", sqn) {
+        return None;
+    }
+    net.queue_rand(&rand);
     let hss = Milenage::new(&k, &opc);
-    let xres_out = hss.all(&rand, sqn, amf);
+    let xres = hss.all(&rand, sqn, amf).res;
     let autn = hss.build_autn(sqn, amf, &rand);
-    n.info(format!("BSF: RAND = {}, AUTN = {} (GBA_ME: plain AUTN)", hex::encode(rand), hex::encode(autn)));
-    let mut card = insert_card("001010000000002", IMPI_ME, "8900100000000000002", k, opc, sqn);
-    let (ck, ik) = match n.on_card(&mut card, |c| c.authenticate_3g(&rand, &autn)) {
-        Ok(AkaAnswer::Success3g { res, ck, ik }) => {
+    let mut card = insert_card(IMSI_ME, IMPI_ME, "8900100000000000002", k, opc, sqn);
+    let mut store = GbaMeStore::default();
+    let run = net.bootstrap(&terminal(IMPI_ME, TerminalMode::GbaMe), &mut card, Some(&mut store));
+    n.transcript(&run);
+    n.info(format!("test set 2: RAND = {}, AUTN = {} (GBA_ME: plain AUTN)", hex::encode(rand), hex::encode(autn)));
+    n.check("BSF's 401 carries test set 2's RAND and AUTN", challenge_is(&run, 0, &rand, &autn, "AUTN"));
+    match run.answers().first() {
+        Some(AkaAnswer::Success3g { res, ck, ik }) => {
             let vectors = hex::encode(res.expose_secret()) == set2::RES
                 && hex::encode(ck.expose_secret()) == set2::CK
                 && hex::encode(ik.expose_secret()) == set2::IK;
             n.check(
                 "card answers RES, CK and IK (AUTHENTICATE, 3G context)",
-                if vectors && res == xres_out.res {
+                if vectors && *res == xres {
                     Ok(format!("RES {} = XRES, CK and IK of test set 2 leave the card", set2::RES))
                 } else {
                     Err("RES, CK or IK differ from test set 2".to_owned())
                 },
             );
-            (ck, ik)
         }
-        Ok(other) => {
+        Some(other) => {
             n.check("card answers RES, CK and IK", Err(format!("unexpected answer {other:?}")));
             return None;
         }
-        Err(e) => {
-            n.check("card answers RES, CK and IK", Err(op_failed(&e)));
+        None => {
+            n.check("card answers RES, CK and IK", Err(run_error(&run)));
             return None;
         }
-    };
+    }
     let b_tid = gba::b_tid(&rand, BSF);
-    n.info(format!("BSF: B-TID = {b_tid}"));
-    let mut store = GbaMeStore::default();
-    store.bootstrap(&ck, &ik, rand, &b_tid);
-    let naf_id = NafId::mbms(BSM_FQDN);
-    let ks_bsf = gba::ks_from_ck_ik(&xres_out.ck, &xres_out.ik);
-    let (smk, srk_bsm) = match gba::mbms_keys(GbaMode::GbaMe, &ks_bsf, &rand, IMPI_ME, &naf_id) {
-        Ok(keys) => keys,
-        Err(e) => {
-            n.check("BSF derives the GBA_ME NAF keys", Err(format!("KDF failed: {e:?}")));
+    let accepted = bootstrapped(&run, &b_tid).and_then(|detail| {
+        if store.b_tid() == Some(b_tid.as_str()) {
+            Ok(format!("{detail}; the terminal's store keeps Ks = CK ‖ IK under it"))
+        } else {
+            Err(format!("the GBA_ME store holds B-TID {:?}", store.b_tid()))
+        }
+    });
+    let ok = accepted.is_ok();
+    n.check("BSF accepts RES and answers 200 OK", accepted);
+    if !ok {
+        return None;
+    }
+    let ks_naf = match zn_keys(n, net, &b_tid, IMPI_ME, "gba-me")? {
+        ZnNafKeys::Me(ks_naf) => ks_naf,
+        ZnNafKeys::U { .. } => {
+            n.check("Zn answers Ks_NAF for a GBA_ME session", Err("GBA_U keys".to_owned()));
             return None;
         }
     };
+    let smk = Smk::from_bytes(*ks_naf.expose_secret());
+    let srk_bsm = gba::mbms_srk(GbaMode::GbaMe, ks_naf.expose_secret());
     let srk = match store.mbms_naf_keys(BSM_FQDN, IMPI_ME) {
         Ok(srk) => srk,
         Err(e) => {
@@ -909,7 +1136,8 @@ fn gba_me(n: &mut Narrator) -> Option<GbaMeTerminal> {
             return None;
         }
     };
-    n.demo_key("SMK = Ks_NAF (in the terminal's store)", smk.expose_secret());
+    n.info("BSM: SMK = Ks_NAF as the BSF sent it, SRK = MRK(Ks_NAF) (profile P-7, GBA_ME)");
+    n.demo_key("SMK = Ks_NAF (the BSM's from Zn; the terminal's store derives its own)", smk.expose_secret());
     n.demo_key("SRK = MRK(Ks_NAF)", srk.expose_secret());
     n.check(
         "GBA_ME store and BSM derive the same SRK = MRK(Ks_NAF)",
@@ -920,6 +1148,124 @@ fn gba_me(n: &mut Narrator) -> Option<GbaMeTerminal> {
         },
     );
     Some(GbaMeTerminal { store, smk, b_tid })
+}
+
+/// (g) The GBA_U terminal bootstraps again after the BSF's SQN_HE fell back below the card's
+/// SQN_MS: the card answers AUTS, the BSF resynchronises, and the same run succeeds.
+fn resync(n: &mut Narrator, net: &mut Network, card: &mut CardReader, first_b_tid: &str) {
+    n.heading("(g) SQN resynchronisation: the GBA_U terminal bootstraps again after the BSF's SQN fell back");
+    let hss = Milenage::new(&SubscriberKey::from_bytes(unhex(set1::K)), &Opc::from_bytes(unhex(set1::OPC)));
+    let sqn: [u8; 6] = unhex(set1::SQN);
+    let step = net.sqn_scheme().step;
+    let lowered = milenage::sqn_to_u64(sqn).saturating_sub(step);
+    let set_back = net.sqn_he(IMPI).and_then(|he| net.set_sqn_he(IMPI, he, lowered).map(|()| he));
+    match set_back {
+        Ok(he) => n.check(
+            "BSF's SQN_HE of the GBA_U subscriber is set back",
+            Ok(format!(
+                "from {he:012x} to {lowered:012x}, as after restoring an old backup: its next vector repeats SQN {}",
+                set1::SQN
+            )),
+        ),
+        Err(e) => {
+            n.check("BSF's SQN_HE of the GBA_U subscriber is set back", Err(e));
+            return;
+        }
+    }
+    let resyncs_before = net.metrics().resyncs;
+    let run = net.bootstrap(&terminal(IMPI, TerminalMode::GbaU), card, None);
+    n.transcript(&run);
+    let challenges = run.challenges();
+    let answers = run.answers();
+    let sqn_ms = match (challenges.first(), answers.first()) {
+        (Some(Some((rand, autn))), Some(AkaAnswer::SyncFailure { auts })) => {
+            n.info(format!("BSF: 401 with RAND = {}, AUTN* = {}", hex::encode(rand), hex::encode(autn)));
+            let r = match hss.recover_sqn_ms(rand, auts) {
+                Ok(sqn_ms) if sqn_ms == sqn => Ok(sqn_ms),
+                Ok(sqn_ms) => Err(format!("AUTS carries SQN_MS {}", hex::encode(sqn_ms))),
+                Err(e) => Err(format!("AUTS does not verify: {e}")),
+            };
+            let sqn_ms = r.as_ref().ok().copied();
+            n.check(
+                "card answers AUTS to a challenge repeating its last SQN",
+                r.map(|s| format!("SQN not fresh; AUTS conceals SQN_MS = {} under AK* and MAC-S", hex::encode(s))),
+            );
+            sqn_ms
+        }
+        (_, Some(other)) => {
+            n.check("card answers AUTS", Err(format!("unexpected answer {other:?}")));
+            None
+        }
+        _ => {
+            n.check("card answers AUTS", Err(run_error(&run)));
+            None
+        }
+    };
+    let Some(sqn_ms) = sqn_ms else { return };
+    let next = milenage::sqn_to_u64(sqn_ms).saturating_add(step);
+    let after = challenges.get(1).copied().flatten();
+    if let Some((rand, autn)) = after {
+        n.info(format!("BSF: 401 with RAND = {}, AUTN* = {}", hex::encode(rand), hex::encode(autn)));
+    }
+    let resynchronised = match after.map(|(rand, autn)| hss.check_autn_star(&rand, &autn)) {
+        _ if !run.sent_auts() => Err("the terminal sent no AUTS".to_owned()),
+        None => Err(run_error(&run)),
+        Some(Err(e)) => Err(format!("the second challenge's AUTN* does not verify: {e}")),
+        Some(Ok(check)) if milenage::sqn_to_u64(check.sqn) != next => {
+            Err(format!("the second challenge carries SQN {}", hex::encode(check.sqn)))
+        }
+        Some(Ok(_)) => match (net.metrics().resyncs, net.sqn_he(IMPI)) {
+            (count, Ok(he)) if count == resyncs_before + 1 && he == next => Ok(format!(
+                "the BSF recovers SQN_MS = {} from AUTS: its next 401 carries SQN {next:012x} = SQN_MS + {step}, \
+                 its resync counter reads {count}",
+                hex::encode(sqn_ms)
+            )),
+            (count, he) => {
+                let he = he.map_or_else(|e| e, |v| format!("{v:012x}"));
+                Err(format!("resync counter {count}, SQN_HE {he}"))
+            }
+        },
+    };
+    n.check("BSF resynchronises SQN from the terminal's AUTS", resynchronised);
+    let new_b_tid = match (after, answers.get(1)) {
+        (Some((rand, _)), Some(AkaAnswer::SuccessGba { .. })) => {
+            let b_tid = gba::b_tid(&rand, BSF);
+            let r = bootstrapped(&run, &b_tid).and_then(|detail| match &run.result {
+                Ok(outcome) if outcome.attempts == 1 => Ok(format!("one run, two challenges; {detail}")),
+                Ok(outcome) => Err(format!("{} runs", outcome.attempts)),
+                Err(e) => Err(e.to_string()),
+            });
+            let ok = r.is_ok();
+            n.check("card accepts the new challenge and the BSF answers 200 OK", r);
+            ok.then_some(b_tid)
+        }
+        (_, other) => {
+            n.check("card accepts the new challenge", Err(format!("card answered {other:?}")));
+            None
+        }
+    };
+    let Some(new_b_tid) = new_b_tid else { return };
+    let old = net.zn(first_b_tid);
+    n.zn_wire(&old);
+    n.check(
+        "BSF refuses Zn for the first B-TID",
+        match old.reply {
+            Ok(ZnReply::Refused { status: 404, error }) if error == "unknown-btid" => {
+                Ok("404 unknown-btid: the new run replaced the subscriber's session".to_owned())
+            }
+            Ok(ZnReply::Refused { status, error }) => Err(format!("{status} {error}")),
+            Ok(ZnReply::Granted(_)) => Err("200: the old session still answers".to_owned()),
+            Err(e) => Err(e),
+        },
+    );
+    let Some(ZnNafKeys::U { ks_ext_naf, .. }) = zn_keys(n, net, &new_b_tid, IMPI, "gba-u") else { return };
+    let naf_id = NafId::mbms(BSM_FQDN);
+    let r = match n.on_card(card, |c| c.gba_naf_derivation(naf_id.as_bytes(), IMPI)) {
+        Ok(ext) if ext == ks_ext_naf => Ok("the BSM follows the terminal to the new Ks".to_owned()),
+        Ok(_) => Err("keys differ".to_owned()),
+        Err(e) => Err(op_failed(&e)),
+    };
+    n.check("card's new Ks_ext_NAF equals the one the BSM got over Zn", r);
 }
 
 fn finish(mut n: Narrator) -> DemoReport {
@@ -948,6 +1294,14 @@ mod tests {
         let b = run(DemoOptions { seed: 7, show_wire: true }).text;
         assert_eq!(a, b);
         assert_ne!(a, run(DemoOptions { seed: 8, show_wire: true }).text);
+    }
+
+    #[test]
+    fn inside_a_tokio_runtime_it_fails_without_panicking() {
+        let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let r = runtime.block_on(async { run(DemoOptions { seed: 1, show_wire: false }) });
+        assert_eq!((r.passed, r.failed), (0, 1), "{}", r.text);
+        assert!(r.text.ends_with("demo: FAILED\n"), "{}", r.text);
     }
 
     #[test]
