@@ -307,6 +307,10 @@ impl<S: BsfStore + Sync> BsfStore for Timed<S> {
         self.time(Op::Other, self.inner.session(btid)).await
     }
 
+    async fn set_sqn(&self, impi: &str, sqn: u64) -> Result<bool, StoreError> {
+        self.time(Op::Other, self.inner.set_sqn(impi, sqn)).await
+    }
+
     async fn add_subscriber(&self, subscriber: &Subscriber) -> Result<(), StoreError> {
         self.time(Op::Other, self.inner.add_subscriber(subscriber)).await
     }

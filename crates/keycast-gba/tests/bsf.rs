@@ -336,6 +336,9 @@ impl BsfStore for LeakyStore {
     async fn session(&self, btid: &str) -> Result<Option<Session>, StoreError> {
         self.0.session(btid).await
     }
+    async fn set_sqn(&self, impi: &str, sqn: u64) -> Result<bool, StoreError> {
+        self.0.set_sqn(impi, sqn).await
+    }
     async fn add_subscriber(&self, subscriber: &Subscriber) -> Result<(), StoreError> {
         self.0.add_subscriber(subscriber).await
     }

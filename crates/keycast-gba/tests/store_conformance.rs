@@ -131,6 +131,9 @@ mod suite {
         assert_eq!(s.start_run("top@x", next(), pending("top@x", 5, T0 + 300)).await, Ok(RunStart::SqnExhausted));
         assert_eq!(s.subscriber("top@x").await.unwrap().unwrap().sqn, top, "unchanged when exhausted");
         assert_eq!(s.take_run(&[5; 16]).await, Ok(None), "nothing recorded when exhausted");
+        assert_eq!(s.set_sqn("top@x", 0x40).await, Ok(true), "administration may set SQN_HE");
+        assert_eq!(s.subscriber("top@x").await.unwrap().unwrap().sqn, 0x40);
+        assert_eq!(s.set_sqn("nobody", 1).await, Ok(false));
         for (rand, impi) in [(1, IMPI), (2, IMPI), (3, "nobody"), (4, "top@x")] {
             let taken = s.take_run(&[rand; 16]).await.unwrap().expect("recorded");
             assert_eq!(taken.pending, pending(impi, rand, T0 + 300));

@@ -206,6 +206,7 @@ const SQL_SESSION: &str =
     "SELECT btid, impi, wrapped_ks, rand, gba_type, bootstrapped_at, expires_at FROM sessions WHERE btid = $1";
 const SQL_ADD_SUBSCRIBER: &str = "INSERT INTO subscribers (impi, imsi, wrapped_k, wrapped_opc, sqn, amf, gba_type) \
      VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (impi) DO NOTHING";
+const SQL_SET_SQN: &str = "UPDATE subscribers SET sqn = $2 WHERE impi = $1";
 const SQL_DELETE_SESSIONS_OF: &str = "DELETE FROM sessions WHERE impi = $1";
 const SQL_DELETE_SUBSCRIBER: &str = "DELETE FROM subscribers WHERE impi = $1";
 const SQL_LIST_SUBSCRIBERS: &str = "SELECT impi, imsi, sqn, amf, gba_type FROM subscribers ORDER BY impi";
@@ -439,6 +440,12 @@ macro_rules! sql_store {
                     btid,
                     impi,
                 }))
+            }
+
+            async fn set_sqn(&self, impi: &str, sqn: u64) -> Result<bool, StoreError> {
+                let done =
+                    sqlx::query(SQL_SET_SQN).bind(impi).bind(to_db(sqn)).execute(&self.pool).await.map_err(backend)?;
+                Ok(done.rows_affected() == 1)
             }
 
             async fn add_subscriber(&self, s: &Subscriber) -> Result<(), StoreError> {

@@ -259,6 +259,13 @@ pub trait BsfStore {
     /// [`StoreError`].
     fn subscriber(&self, impi: &str) -> impl Future<Output = Result<Option<Subscriber>, StoreError>> + Send;
 
+    /// Sets SQN_HE of `impi` (administration, e.g. after a card's SQN was reset); `Ok(false)`
+    /// when there is no such subscriber.
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    fn set_sqn(&self, impi: &str, sqn: u64) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
     /// Adds a subscriber (provisioning).
     ///
     /// # Errors
@@ -396,6 +403,10 @@ impl BsfStore for MemoryStore {
 
     async fn session(&self, btid: &str) -> Result<Option<Session>, StoreError> {
         Ok(self.lock().sessions.get(btid).cloned())
+    }
+
+    async fn set_sqn(&self, impi: &str, sqn: u64) -> Result<bool, StoreError> {
+        Ok(self.lock().subscribers.get_mut(impi).map(|s| s.sqn = sqn).is_some())
     }
 
     async fn add_subscriber(&self, subscriber: &Subscriber) -> Result<(), StoreError> {

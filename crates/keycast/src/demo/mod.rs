@@ -1158,7 +1158,7 @@ fn resync(n: &mut Narrator, net: &mut Network, card: &mut CardReader, first_b_ti
     let sqn: [u8; 6] = unhex(set1::SQN);
     let step = net.sqn_scheme().step;
     let lowered = milenage::sqn_to_u64(sqn).saturating_sub(step);
-    let set_back = net.sqn_he(IMPI).and_then(|he| net.set_sqn_he(IMPI, he, lowered).map(|()| he));
+    let set_back = net.sqn_he(IMPI).and_then(|he| net.set_sqn_he(IMPI, lowered).map(|()| he));
     match set_back {
         Ok(he) => n.check(
             "BSF's SQN_HE of the GBA_U subscriber is set back",

@@ -376,11 +376,11 @@ impl Network {
         }
     }
 
-    /// Sets SQN_HE of `impi` from `expected` to `new` (the store's compare-and-set).
-    pub fn set_sqn_he(&self, impi: &str, expected: u64, new: u64) -> Result<(), String> {
-        match self.runtime.block_on(self.state.store().update_sqn(impi, expected, new)) {
+    /// Sets SQN_HE of `impi` (the store's administration call).
+    pub fn set_sqn_he(&self, impi: &str, new: u64) -> Result<(), String> {
+        match self.runtime.block_on(self.state.store().set_sqn(impi, new)) {
             Ok(true) => Ok(()),
-            Ok(false) => Err(format!("SQN_HE of {impi} was not {expected:012x}")),
+            Ok(false) => Err(format!("no subscriber {impi}")),
             Err(e) => Err(e.to_string()),
         }
     }
