@@ -6,9 +6,10 @@
 //! ```
 //!
 //! One full bootstrap is two round trips on one keep-alive HTTP/1.1 connection per terminal:
-//! the initial request (→ 401 with RAND ‖ AUTN: SQN compare-and-set, Milenage, pending challenge
-//! stored) and the Digest AKA answer (→ 200 with `Authentication-Info` and a `BootstrappingInfo`:
-//! pending challenge taken, Milenage, session with Ks stored). A bootstrap counts when the 200
+//! the initial request (→ 401 with RAND ‖ AUTN: `start_run` advances SQN and stores the pending
+//! challenge, Milenage) and the Digest AKA answer (→ 200 with `Authentication-Info` and a
+//! `BootstrappingInfo`: `take_run` takes the challenge with its subscriber, Milenage,
+//! `put_session` stores the session with Ks). A bootstrap counts when the 200
 //! arrived, its `rspauth` verified and its B-TID is `base64(RAND)@domain`.
 //!
 //! The BSF is the production shell ([`serve`] with [`app`] on `127.0.0.1:0`, plain HTTP, OS

@@ -594,6 +594,32 @@ mod sqlite {
     all_generic!(SqliteFixture::new().await.into_pair());
     all_at_rest!(Some(SqliteFixture::new().await));
 
+    /// The writer leaves WAL checkpoints to a companion connection: what the batches wrote reaches
+    /// the database file without any batch running a checkpoint itself.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_wal_is_checkpointed_beside_the_writer() {
+        let f = SqliteFixture::new().await;
+        let s = f.store();
+        let db = f.dir.path().join("bsf.db");
+        let before = std::fs::metadata(&db).unwrap().len();
+        let tasks: Vec<_> = (0..2000u32)
+            .map(|i| {
+                let s = Arc::clone(&s);
+                tokio::spawn(async move { s.put_session(session(&format!("{i}@bsf"), &format!("u{i}"), T0 + 9)).await })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap().unwrap();
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while std::fs::metadata(&db).unwrap().len() <= before {
+            assert!(std::time::Instant::now() < deadline, "the database file never grew: no checkpoint ran");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        assert_eq!(s.purge_expired(T0 + 9).await.unwrap().sessions, 2000);
+        f.close().await;
+    }
+
     #[tokio::test]
     async fn open_url_creates_the_file() {
         let dir = tempfile::tempdir().unwrap();

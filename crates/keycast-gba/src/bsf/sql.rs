@@ -224,12 +224,48 @@ const SQL_SESSION_CONFLICT: &str = " ON CONFLICT (impi) DO UPDATE SET btid = exc
      wrapped_ks = excluded.wrapped_ks, rand = excluded.rand, gba_type = excluded.gba_type, \
      bootstrapped_at = excluded.bootstrapped_at, expires_at = excluded.expires_at";
 
+/// The writer's SQLite connection leaves WAL checkpoints to [`sqlite_checkpoints`], so that no
+/// batch waits for one.
+fn sqlite_writer_options(options: SqliteConnectOptions) -> SqliteConnectOptions {
+    options.pragma("wal_autocheckpoint", "0")
+}
+
+/// How often the writer's companion copies the WAL into the database file.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(250);
+
+/// Checkpoints the WAL on a connection of its own, beside the writer: a passive checkpoint
+/// copies what it can without waiting for (or stopping) the writer, and the WAL restarts from
+/// its beginning once a checkpoint has caught up.
+async fn sqlite_checkpoints(options: &SqliteConnectOptions) {
+    let mut conn: Option<SqliteConnection> = None;
+    loop {
+        tokio::time::sleep(CHECKPOINT_EVERY).await;
+        if conn.is_none() {
+            conn = options.connect().await.ok();
+        }
+        if let Some(c) = conn.as_mut()
+            && let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").execute(&mut *c).await
+        {
+            tracing::warn!(error = %e, "BSF store: WAL checkpoint failed");
+            conn = None;
+        }
+    }
+}
+
+/// The writer's PostgreSQL connection is an ordinary one.
+fn pg_writer_options(options: PgConnectOptions) -> PgConnectOptions {
+    options
+}
+
+/// PostgreSQL needs nothing beside the writer.
+async fn pg_housekeeping(_: &PgConnectOptions) {}
+
 /// Implements [`BsfStore`] for a store type with fields `pool`, `key` and `writer`; the SQL text
 /// is shared. `$begin` opens a batch transaction, `$lock` is the row-locking clause of the
 /// subscriber read, `$combine` sends each phase of a batch as one multi-statement query.
 macro_rules! sql_store {
     ($store:ident, $pool:ty, $db:ty, $conn:ty, $options:ty, $migrations:expr, $begin:expr, $lock:literal,
-     $combine:expr) => {
+     $combine:expr, $writer_options:path, $housekeeping:path) => {
         impl $store {
             /// Applies the migrations, checks (or, on a new database, records) the storage key and
             /// starts the batch writer.
@@ -277,7 +313,12 @@ macro_rules! sql_store {
 
             async fn connect(options: &$options) -> Result<Self, StoreError> {
                 // Batch statements differ by row count: room for every size of each.
-                options.clone().statement_cache_capacity(8 * batch::MAX_BATCH).connect().await.map_err(backend)
+                let options = $writer_options(options.clone()).statement_cache_capacity(8 * batch::MAX_BATCH);
+                options.connect().await.map_err(backend)
+            }
+
+            async fn housekeeping(options: &$options) {
+                $housekeeping(options).await;
             }
 
             /// One batch in one transaction: read and take, decide ([`batch::plan`]), write,
@@ -602,7 +643,9 @@ sql_store!(
     SQLITE_MIGRATIONS,
     "BEGIN IMMEDIATE",
     "",
-    true
+    true,
+    sqlite_writer_options,
+    sqlite_checkpoints
 );
 sql_store!(
     PgStore,
@@ -613,7 +656,9 @@ sql_store!(
     POSTGRES_MIGRATIONS,
     "BEGIN",
     " FOR UPDATE",
-    false
+    false,
+    pg_writer_options,
+    pg_housekeeping
 );
 
 #[cfg(test)]

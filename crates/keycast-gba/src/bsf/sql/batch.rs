@@ -256,6 +256,10 @@ pub(super) trait BatchConnection: Sized + 'static {
 
     /// Serves one batch in one transaction; one answer per request, in order.
     async fn execute(&mut self, requests: Vec<Request>) -> Result<Vec<Answer>, StoreError>;
+
+    /// Work that runs beside the writer for as long as it lives (never returns when there is
+    /// some; returns at once when there is none).
+    async fn housekeeping(options: &Self::Options);
 }
 
 /// The handle the store's methods use to queue calls. Cloning shares the writer.
@@ -286,7 +290,18 @@ impl Writer {
         let (queue, rx) = mpsc::channel::<Call>(QUEUE);
         std::thread::Builder::new()
             .name("bsf-store-writer".into())
-            .spawn(move || runtime.block_on(serve::<C>(options, rx)))
+            .spawn(move || {
+                runtime.block_on(async {
+                    let housekeeping = async {
+                        C::housekeeping(&options).await;
+                        core::future::pending::<()>().await;
+                    };
+                    tokio::select! {
+                        () = serve::<C>(&options, rx) => {}
+                        () = housekeeping => {}
+                    }
+                });
+            })
             .map_err(|e| StoreError::new(format!("store writer thread: {e}")))?;
         Ok(Writer { queue })
     }
@@ -299,7 +314,7 @@ impl Writer {
     }
 }
 
-async fn serve<C: BatchConnection>(options: C::Options, mut rx: mpsc::Receiver<Call>) {
+async fn serve<C: BatchConnection>(options: &C::Options, mut rx: mpsc::Receiver<Call>) {
     let mut connection: Option<C> = None;
     let mut calls: Vec<Call> = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut calls, MAX_BATCH).await > 0 {
@@ -308,7 +323,7 @@ async fn serve<C: BatchConnection>(options: C::Options, mut rx: mpsc::Receiver<C
         let result = async {
             let conn = match &mut connection {
                 Some(conn) => conn,
-                slot => slot.insert(C::connect(&options).await?),
+                slot => slot.insert(C::connect(options).await?),
             };
             conn.execute(requests).await
         }
