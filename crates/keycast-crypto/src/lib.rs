@@ -33,6 +33,7 @@
 #![warn(missing_docs)]
 
 pub mod aes_cm;
+pub mod at_rest;
 mod error;
 pub mod gba;
 pub mod hmac;

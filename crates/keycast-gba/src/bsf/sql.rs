@@ -31,8 +31,7 @@ use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
-use keycast_crypto::hmac::hmac_sha256;
-use keycast_crypto::key_wrap;
+pub use keycast_crypto::at_rest::{StorageKey, StorageKeyError};
 use keycast_crypto::keys::{Ks, Opc, SubscriberKey};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
@@ -40,7 +39,6 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 use sqlx::{AssertSqlSafe, ConnectOptions, Row, SqlSafeStr};
-use thiserror::Error;
 use zeroize::Zeroizing;
 
 use super::store::{
@@ -52,64 +50,23 @@ mod batch;
 
 use batch::{Answer, BatchConnection, Request, Script, SessionRow, StartAnswer, SubscriberRow, Writer};
 
-/// The key that protects K, OPc and Ks at rest (16 bytes, from the service's configuration).
-/// Every BSF instance sharing a database must have the same one. Prints as `StorageKey(…)`.
-#[derive(Clone)]
-pub struct StorageKey(Zeroizing<[u8; 16]>);
+/// Scope of the BSF's keys at rest ([`StorageKey`]'s derivation label).
+const SCOPE: &str = "keycast-bsf-store";
 
-impl core::fmt::Debug for StorageKey {
-    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.write_str("StorageKey(…)")
-    }
+/// Wraps a key for a column and row of this database.
+fn wrap(key: &StorageKey, column: &str, row: &[&str], bytes: &[u8]) -> Vec<u8> {
+    // K and OPc are 16 bytes, Ks 32: both valid RFC 3394 inputs, so this cannot fail.
+    key.wrap(SCOPE, column, row, bytes).unwrap_or_default()
 }
 
-/// A storage key that is not 32 hex digits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
-#[error("storage key must be 32 hex digits (16 bytes)")]
-pub struct StorageKeyError;
-
-impl StorageKey {
-    /// A storage key from its bytes.
-    #[must_use]
-    pub fn from_bytes(bytes: [u8; 16]) -> Self {
-        StorageKey(Zeroizing::new(bytes))
-    }
-
-    /// A storage key from 32 hex digits (as written in a configuration file).
-    ///
-    /// # Errors
-    /// [`StorageKeyError`].
-    pub fn from_hex(text: &str) -> Result<Self, StorageKeyError> {
-        let mut bytes = Zeroizing::new([0u8; 16]);
-        hex::decode_to_slice(text.trim(), &mut bytes[..]).map_err(|_| StorageKeyError)?;
-        Ok(StorageKey(bytes))
-    }
-
-    /// The KEK for one column of one row.
-    fn kek(&self, column: &str, row: &[&str]) -> Zeroizing<[u8; 16]> {
-        let mut parts: Vec<&[u8]> = vec![b"keycast-bsf-store ", column.as_bytes()];
-        for id in row {
-            parts.push(&[0]);
-            parts.push(id.as_bytes());
-        }
-        let mac = Zeroizing::new(hmac_sha256(&self.0[..], &parts));
-        Zeroizing::new(core::array::from_fn(|i| mac[i]))
-    }
-
-    fn wrap(&self, column: &str, row: &[&str], key: &[u8]) -> Vec<u8> {
-        // K and OPc are 16 bytes, Ks 32: both valid RFC 3394 inputs.
-        key_wrap::wrap(&self.kek(column, row), key).expect("16- or 32-byte key")
-    }
-
-    fn unwrap(&self, column: &'static str, row: &[&str], wrapped: &[u8]) -> Result<Zeroizing<Vec<u8>>, StoreError> {
-        key_wrap::unwrap(&self.kek(column, row), wrapped)
-            .map_err(|_| StoreError::Integrity { what: column, id: row.join(" ") })
-    }
-
-    /// The value stored in `keycast_meta` to recognise this key.
-    fn check_value(&self) -> Vec<u8> {
-        self.wrap("check", &[], &[0u8; 16])
-    }
+/// Unwraps a key of a column and row of this database.
+fn unwrap(
+    key: &StorageKey,
+    column: &'static str,
+    row: &[&str],
+    wrapped: &[u8],
+) -> Result<Zeroizing<Vec<u8>>, StoreError> {
+    key.unwrap(SCOPE, column, row, wrapped).map_err(|_| StoreError::Integrity { what: column, id: row.join(" ") })
 }
 
 const CHECK_NAME: &str = "storage_key_check";
@@ -164,8 +121,8 @@ fn array<const N: usize>(bytes: &[u8], what: &str) -> Result<[u8; N], StoreError
 impl SubscriberRow {
     /// The subscriber, K and OPc unwrapped (each checked against its column and row).
     fn open(self, key: &StorageKey) -> Result<Subscriber, StoreError> {
-        let k = key.unwrap("K", &[&self.impi], &self.wrapped_k)?;
-        let opc = key.unwrap("OPc", &[&self.impi], &self.wrapped_opc)?;
+        let k = unwrap(key, "K", &[&self.impi], &self.wrapped_k)?;
+        let opc = unwrap(key, "OPc", &[&self.impi], &self.wrapped_opc)?;
         Ok(Subscriber {
             k: SubscriberKey::from_slice(&k).map_err(|e| StoreError::Corrupt(e.to_string()))?,
             opc: Opc::from_slice(&opc).map_err(|e| StoreError::Corrupt(e.to_string()))?,
@@ -182,7 +139,7 @@ impl SessionRow {
     /// The row for `session`, Ks wrapped under its B-TID and IMPI.
     fn seal(session: Session, key: &StorageKey) -> Self {
         SessionRow {
-            wrapped_ks: key.wrap("Ks", &[&session.btid, &session.impi], session.ks.expose_secret()),
+            wrapped_ks: wrap(key, "Ks", &[&session.btid, &session.impi], session.ks.expose_secret()),
             btid: session.btid,
             impi: session.impi,
             rand: session.rand,
@@ -273,13 +230,15 @@ macro_rules! sql_store {
                 migrator($migrations).run(&pool).await.map_err(|e| StoreError::Backend(format!("migration: {e}")))?;
                 sqlx::query(SQL_CHECK_INSERT)
                     .bind(CHECK_NAME)
-                    .bind(key.check_value())
+                    .bind(key.check_value(SCOPE))
                     .execute(&pool)
                     .await
                     .map_err(backend)?;
                 let row = sqlx::query(SQL_CHECK_SELECT).bind(CHECK_NAME).fetch_one(&pool).await.map_err(backend)?;
                 let stored: Vec<u8> = row.try_get("value").map_err(backend)?;
-                key_wrap::unwrap(&key.kek("check", &[]), &stored).map_err(|_| StoreError::WrongStorageKey)?;
+                if !key.opens(SCOPE, &stored) {
+                    return Err(StoreError::WrongStorageKey);
+                }
                 let writer = Writer::start::<$conn>(options)?;
                 Ok($store { pool, key, writer })
             }
@@ -469,7 +428,7 @@ macro_rules! sql_store {
                 let btid: String = row.try_get("btid").map_err(backend)?;
                 let impi: String = row.try_get("impi").map_err(backend)?;
                 let wrapped_ks: Vec<u8> = row.try_get("wrapped_ks").map_err(backend)?;
-                let ks = self.key.unwrap("Ks", &[&btid, &impi], &wrapped_ks)?;
+                let ks = unwrap(&self.key, "Ks", &[&btid, &impi], &wrapped_ks)?;
                 let rand: Vec<u8> = row.try_get("rand").map_err(backend)?;
                 let gba_type: String = row.try_get("gba_type").map_err(backend)?;
                 Ok(Some(Session {
@@ -490,8 +449,8 @@ macro_rules! sql_store {
             }
 
             async fn add_subscriber(&self, s: &Subscriber) -> Result<(), StoreError> {
-                let wrapped_k = self.key.wrap("K", &[&s.impi], s.k.expose_secret());
-                let wrapped_opc = self.key.wrap("OPc", &[&s.impi], s.opc.expose_secret());
+                let wrapped_k = wrap(&self.key, "K", &[&s.impi], s.k.expose_secret());
+                let wrapped_opc = wrap(&self.key, "OPc", &[&s.impi], s.opc.expose_secret());
                 let done = sqlx::query(SQL_ADD_SUBSCRIBER)
                     .bind(&s.impi)
                     .bind(&s.imsi)
@@ -660,28 +619,3 @@ sql_store!(
     pg_writer_options,
     pg_housekeeping
 );
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn keks_are_bound_to_column_and_row() {
-        let key = StorageKey::from_bytes([1; 16]);
-        assert_ne!(*key.kek("K", &["a"]), *key.kek("OPc", &["a"]));
-        assert_ne!(*key.kek("K", &["a"]), *key.kek("K", &["b"]));
-        assert_ne!(*key.kek("Ks", &["ab", "c"]), *key.kek("Ks", &["a", "bc"]));
-        let wrapped = key.wrap("K", &["a"], &[7; 16]);
-        assert_eq!(&key.unwrap("K", &["a"], &wrapped).unwrap()[..], &[7; 16]);
-        assert_eq!(key.unwrap("K", &["b"], &wrapped), Err(StoreError::Integrity { what: "K", id: "b".into() }));
-    }
-
-    #[test]
-    fn storage_key_from_hex_and_debug() {
-        let key = StorageKey::from_hex("000102030405060708090a0b0c0d0e0f").unwrap();
-        assert_eq!(*key.0, core::array::from_fn::<u8, 16, _>(|i| i as u8));
-        assert_eq!(format!("{key:?}"), "StorageKey(…)");
-        assert_eq!(StorageKey::from_hex("0001").unwrap_err(), StorageKeyError);
-        assert_eq!(StorageKey::from_hex("zz0102030405060708090a0b0c0d0e0f").unwrap_err(), StorageKeyError);
-    }
-}
