@@ -1,6 +1,45 @@
-//! Layer 2: the BSM core (services, purchase items, subscriptions, SEK/PEK lifecycle, LTKM issue and delivery), its storage and HTTP/UDP services.
+//! Layer 2 on the network: the BSM (OMA BCAST Smartcard Profile subscription management). Built so
+//! far: the domain and its rules, the storage, the authentication of terminals on the provisioning
+//! interfaces (profile P-7), LTKM issuing, the push scheduler and verification intake; the HTTP
+//! and UDP services that tie them together come next.
 //!
-//! This crate is a room in the Keycast workspace (DESIGN.md §2) that a later issue fills; it holds
-//! no code yet, so nothing can depend on it by mistake.
+//! | module | what |
+//! |---|---|
+//! | [`domain`] | the catalogue (services, programs, purchase items and offers), SEK/PEK key groups with rollover and history, purchases, and the rules: [`domain::keys_to_deliver`], [`domain::keys_to_invalidate`] |
+//! | [`store`] | [`store::BsmStore`] with SQLite and PostgreSQL backends: catalogue, keys wrapped at rest, terminals and registrations, purchases, LTKM counters |
+//! | [`ua`] | sans-IO HTTP Digest authenticator: username B-TID, password base64(SRK), realm `3GPP-bootstrapping@<BSM FQDN>`, `qop="auth,auth-int"` |
+//! | [`keys`] | [`keys::KeyRecord`] (IMPI, GBA type, lifetime, SMK, SRK of a B-TID), the [`keys::KeySource`] trait and the bounded [`keys::KeyCache`] |
+//! | [`zn_client`] | the NAF side of Zn: the BSF's keys for a B-TID over HTTP (bearer token) or HTTPS (client certificate) |
+//! | [`http`] | the axum shell: [`http::require_ua_digest`] middleware and the [`http::UaIdentity`] extractor |
+//! | [`issue`] | LTKM issuing (P-3, P-4, P-11): [`issue::SekPekRecord`], [`issue::LtkmCounter`] (TS per terminal and SMK), delivery / validity update / invalidation / solicited pull |
+//! | [`delivery`] | sans-IO LTKM push scheduler (P-8): spread window, rate limit, jitter, retries with backoff, solicited pull, give-up |
+//! | [`verification`] | verification-message intake (P-5): match to the sent LTKM, check the MAC, acknowledge the delivery |
+//! | [`rng`] | the [`rng::RandomSource`] the issuer and the scheduler draw from |
+//!
+//! The decision logic ([`ua`], the key derivations in [`keys`]) does no IO, reads no clock and
+//! draws no randomness: the time and random octets are passed in. The shells ([`zn_client`],
+//! [`http`]) move bytes and call it.
+//!
+//! One request, start to end:
+//!
+//! ```text
+//! terminal --POST (no Authorization)--> require_ua_digest --begin--> 401 WWW-Authenticate
+//! terminal --POST + Digest (B-TID)----> begin: syntax, realm, uri, nonce ok -> NeedKeys(B-TID)
+//!                                       KeyCache -> ZnClient --POST /zn/v1/naf-keys--> BSF
+//!                                       complete: response over base64(SRK), nc -> accepted
+//!                                       handler(UaIdentity) -> response + Authentication-Info
+//! ```
 
 #![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod delivery;
+pub mod domain;
+pub mod http;
+pub mod issue;
+pub mod keys;
+pub mod rng;
+pub mod store;
+pub mod ua;
+pub mod verification;
+pub mod zn_client;

@@ -1,0 +1,89 @@
+-- keycast-bsm store, SQLite. SEK/PEKs are stored only AES-key-wrapped (RFC 3394) under keys
+-- derived from the service's storage key; keycast_meta holds the storage-key check value.
+CREATE TABLE keycast_meta (
+    name  TEXT PRIMARY KEY NOT NULL,
+    value BLOB NOT NULL
+) STRICT;
+
+CREATE TABLE services (
+    id         TEXT PRIMARY KEY NOT NULL,
+    name       TEXT NOT NULL,
+    key_domain BLOB NOT NULL CHECK (length(key_domain) = 3),
+    key_group  INTEGER NOT NULL CHECK (key_group BETWEEN 1 AND 65535),
+    streaming  INTEGER NOT NULL CHECK (streaming IN (0, 1))
+) STRICT;
+
+CREATE TABLE programs (
+    id           TEXT PRIMARY KEY NOT NULL,
+    service      TEXT NOT NULL REFERENCES services (id),
+    key_group    INTEGER NOT NULL CHECK (key_group BETWEEN 1 AND 65535),
+    window_from  INTEGER NOT NULL,
+    window_until INTEGER NOT NULL CHECK (window_until > window_from)
+) STRICT;
+
+CREATE TABLE purchase_items (
+    global_id TEXT PRIMARY KEY NOT NULL,
+    name      TEXT NOT NULL
+) STRICT;
+
+CREATE TABLE purchase_item_services (
+    item     TEXT NOT NULL REFERENCES purchase_items (global_id) ON DELETE CASCADE,
+    position INTEGER NOT NULL,
+    service  TEXT NOT NULL REFERENCES services (id),
+    PRIMARY KEY (item, position)
+) STRICT;
+
+-- kind: subscription | ppv | ppt | tokens; program for ppv, tokens for tokens.
+CREATE TABLE purchase_data (
+    id       TEXT PRIMARY KEY NOT NULL,
+    item     TEXT NOT NULL REFERENCES purchase_items (global_id),
+    amount   TEXT NOT NULL,
+    currency TEXT NOT NULL,
+    kind     TEXT NOT NULL CHECK (kind IN ('subscription', 'ppv', 'ppt', 'tokens')),
+    program  TEXT REFERENCES programs (id),
+    tokens   INTEGER CHECK (tokens >= 0),
+    period   INTEGER NOT NULL CHECK (period >= 0)
+) STRICT;
+
+-- SEK/PEK history: every key ever made, one window after the other per group.
+CREATE TABLE keys (
+    key_group    INTEGER NOT NULL CHECK (key_group BETWEEN 1 AND 65535),
+    key_number   INTEGER NOT NULL CHECK (key_number BETWEEN 1 AND 65535),
+    window_from  INTEGER NOT NULL,
+    window_until INTEGER NOT NULL CHECK (window_until > window_from),
+    key_domain   BLOB NOT NULL CHECK (length(key_domain) = 3),
+    wrapped_key  BLOB NOT NULL CHECK (length(wrapped_key) = 24),
+    rand         BLOB NOT NULL CHECK (length(rand) = 16),
+    revoked_at   INTEGER,
+    PRIMARY KEY (key_group, window_from)
+) STRICT;
+CREATE INDEX keys_by_number ON keys (key_group, key_number);
+
+CREATE TABLE terminals (
+    impi             TEXT PRIMARY KEY NOT NULL,
+    btid             TEXT,
+    last_seen        INTEGER NOT NULL,
+    reg_address      TEXT,
+    reg_interface    TEXT CHECK (reg_interface IN ('mbms', 'oma-bcast')),
+    reg_at           INTEGER,
+    CHECK ((reg_address IS NULL) = (reg_interface IS NULL) AND (reg_address IS NULL) = (reg_at IS NULL))
+) STRICT;
+
+CREATE TABLE purchases (
+    terminal      TEXT NOT NULL REFERENCES terminals (impi) ON DELETE CASCADE,
+    item          TEXT NOT NULL REFERENCES purchase_items (global_id),
+    purchase_data TEXT NOT NULL REFERENCES purchase_data (id),
+    kind          TEXT NOT NULL CHECK (kind IN ('subscription', 'ppv', 'ppt', 'tokens')),
+    program       TEXT REFERENCES programs (id),
+    tokens        INTEGER CHECK (tokens >= 0),
+    window_from   INTEGER NOT NULL,
+    window_until  INTEGER NOT NULL CHECK (window_until > window_from),
+    PRIMARY KEY (terminal, item)
+) STRICT;
+
+-- LTKM TS per terminal and SMK (named by its B-TID): the last timestamp reserved.
+CREATE TABLE ltkm_counters (
+    terminal TEXT PRIMARY KEY NOT NULL REFERENCES terminals (impi) ON DELETE CASCADE,
+    smk      TEXT NOT NULL,
+    ts       INTEGER NOT NULL CHECK (ts BETWEEN 0 AND 4294967295)
+) STRICT;

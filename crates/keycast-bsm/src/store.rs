@@ -1,0 +1,275 @@
+//! The BSM's storage: the catalogue, the SEK/PEKs with their history, the terminals and their
+//! registrations, the purchases, and the LTKM counters, behind one trait with two backends in
+//! [`sql`]: SQLite (the default: one file, zero setup) and PostgreSQL (by URL, shared by several
+//! BSM processes). The same conformance suite (`tests/store_conformance.rs`) runs on both.
+//!
+//! Every write is committed before its call returns, so a service can answer as soon as the call
+//! is done. SEK/PEKs are wrapped at rest ([`keycast_crypto::at_rest`], scope
+//! `keycast-bsm-store`, bound to the key's group, number and window start), so a copied database
+//! gives no key away.
+
+pub mod sql;
+
+use keycast_crypto::keys::SekPek;
+use keycast_mikey::{KeyDomainId, SekPekId};
+use thiserror::Error;
+
+use crate::domain::{KeyEntry, Program, Purchase, PurchaseData, PurchaseItem, Service, TerminalId, Window};
+
+/// A storage failure. Carries no secret.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The database failed (connection lost, migration refused, …).
+    #[error("BSM store: {0}")]
+    Backend(String),
+    /// The storage key is not the one this database was created with.
+    #[error("BSM store: the storage key does not open this database (wrong key, or another database)")]
+    WrongStorageKey,
+    /// A wrapped key failed its integrity check although the storage key is right.
+    #[error("BSM store: wrapped key {0} fails its integrity check (row altered or moved)")]
+    Integrity(String),
+    /// A row refers to something that does not exist (a purchase item naming an unknown service,
+    /// a purchase of an unknown terminal, …).
+    #[error("BSM store: {0} does not exist")]
+    Missing(String),
+    /// A key overlaps or repeats a key of its group, or another such conflict.
+    #[error("BSM store: {0}")]
+    Conflict(String),
+    /// A stored value cannot be read back.
+    #[error("BSM store: corrupt row: {0}")]
+    Corrupt(String),
+}
+
+/// One SEK/PEK with what an LTKM needs besides the terminal's keys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredKey {
+    /// ID, window and revocation.
+    pub entry: KeyEntry,
+    /// Key Domain ID.
+    pub key_domain: KeyDomainId,
+    /// The key.
+    pub key: SekPek,
+    /// RAND of its LTKMs, the same for every terminal (profile P-3).
+    pub rand: [u8; 16],
+}
+
+/// How a terminal registered, which decides where its LTKMs are pushed (profile P-8).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Interface {
+    /// The 3GPP MBMS key-management interface (pushes to UDP 2269).
+    Mbms,
+    /// The OMA BCAST service provisioning interface (pushes to UDP 4359).
+    OmaBcast,
+}
+
+impl Interface {
+    /// `"mbms"` or `"oma-bcast"` (the stored form).
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Interface::Mbms => "mbms",
+            Interface::OmaBcast => "oma-bcast",
+        }
+    }
+
+    /// The stored form back.
+    #[must_use]
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "mbms" => Some(Interface::Mbms),
+            "oma-bcast" => Some(Interface::OmaBcast),
+            _ => None,
+        }
+    }
+}
+
+/// What the BSM knows of a terminal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Terminal {
+    /// The subscriber's IMPI.
+    pub id: TerminalId,
+    /// The B-TID of its last authenticated request (its SMK's name).
+    pub btid: Option<String>,
+    /// Registered for pushes: the source address of its last registration and its interface.
+    pub registration: Option<Registration>,
+    /// When it was last heard from (Unix seconds).
+    pub last_seen: u64,
+}
+
+/// A terminal's registration for LTKM pushes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Registration {
+    /// Source address of the last registration (`ip:port`, the port being the request's; pushes
+    /// go to the interface's port at that address).
+    pub address: String,
+    /// The interface it registered through.
+    pub interface: Interface,
+    /// When (Unix seconds).
+    pub at: u64,
+}
+
+/// The BSM's storage. Implementations are shared handles; every write is committed before the
+/// returned future completes.
+pub trait BsmStore {
+    /// Adds or replaces a service.
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    fn put_service(&self, service: &Service) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Every service, by ID.
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    fn services(&self) -> impl Future<Output = Result<Vec<Service>, StoreError>> + Send;
+
+    /// Adds or replaces a program.
+    ///
+    /// # Errors
+    /// [`StoreError::Missing`] when its service does not exist; other [`StoreError`]s.
+    fn put_program(&self, program: &Program) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Every program, by ID.
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    fn programs(&self) -> impl Future<Output = Result<Vec<Program>, StoreError>> + Send;
+
+    /// Adds or replaces a purchase item with its list of services.
+    ///
+    /// # Errors
+    /// [`StoreError::Missing`] when a service does not exist; other [`StoreError`]s.
+    fn put_purchase_item(&self, item: &PurchaseItem) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Every purchase item, by GlobalPurchaseItemID.
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    fn purchase_items(&self) -> impl Future<Output = Result<Vec<PurchaseItem>, StoreError>> + Send;
+
+    /// Adds or replaces an offer.
+    ///
+    /// # Errors
+    /// [`StoreError::Missing`] when its purchase item (or program) does not exist.
+    fn put_purchase_data(&self, data: &PurchaseData) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Every offer, by ID.
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    fn purchase_data(&self) -> impl Future<Output = Result<Vec<PurchaseData>, StoreError>> + Send;
+
+    /// Adds a key to its group: after the group's latest key, without overlap, never Key Number 0.
+    ///
+    /// # Errors
+    /// [`StoreError::Conflict`] when it overlaps or repeats a key of its group.
+    fn add_key(&self, key: &StoredKey) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Every key of a group, oldest first, without the key bytes (history included).
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    fn key_entries(&self, key_group: u16) -> impl Future<Output = Result<Vec<KeyEntry>, StoreError>> + Send;
+
+    /// The key of this ID whose window contains `at`, or else the latest with this ID (numbers
+    /// repeat after 65 535 keys), with its bytes.
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    fn key(&self, id: SekPekId, at: u64) -> impl Future<Output = Result<Option<StoredKey>, StoreError>> + Send;
+
+    /// Keys of a group whose windows overlap `window` (history, for recordings), with their bytes.
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    fn keys_covering(
+        &self,
+        key_group: u16,
+        window: Window,
+    ) -> impl Future<Output = Result<Vec<StoredKey>, StoreError>> + Send;
+
+    /// Marks the key revoked at `at` (it stays in the history); `Ok(false)` when there is no such
+    /// live key.
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    fn revoke_key(&self, id: SekPekId, at: u64) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Records that a terminal was heard from at `now` with this B-TID (creating it on first
+    /// contact) and returns it.
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    fn touch_terminal(
+        &self,
+        id: &TerminalId,
+        btid: &str,
+        now: u64,
+    ) -> impl Future<Output = Result<Terminal, StoreError>> + Send;
+
+    /// The terminal, if known.
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    fn terminal(&self, id: &TerminalId) -> impl Future<Output = Result<Option<Terminal>, StoreError>> + Send;
+
+    /// Registers a terminal for pushes (or moves its registration); `Ok(false)` when unknown.
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    fn register(
+        &self,
+        id: &TerminalId,
+        registration: &Registration,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Ends a terminal's registration; `Ok(false)` when it had none.
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    fn deregister(&self, id: &TerminalId) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Records a purchase, replacing the terminal's earlier purchase of the same item.
+    ///
+    /// # Errors
+    /// [`StoreError::Missing`] when the terminal, item or offer does not exist.
+    fn put_purchase(&self, purchase: &Purchase) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// A terminal's purchases, by item.
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    fn purchases(&self, terminal: &TerminalId) -> impl Future<Output = Result<Vec<Purchase>, StoreError>> + Send;
+
+    /// Removes a terminal's purchase of `item` and returns it (unsubscribe).
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    fn remove_purchase(
+        &self,
+        terminal: &TerminalId,
+        item: &str,
+    ) -> impl Future<Output = Result<Option<Purchase>, StoreError>> + Send;
+
+    /// Removes the terminal's purchases that ended at or before `now`; returns how many.
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    fn purge_purchases(&self, terminal: &TerminalId, now: u64) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// Reserves the next `n` LTKM timestamps of `terminal` under the SMK named `smk` (its B-TID)
+    /// and returns the first (profile P-3: +1 per LTKM sent, retransmissions too; restarting at 1
+    /// when the SMK changes). Durable before it returns, so a timestamp is never used twice, even
+    /// across a crash.
+    ///
+    /// # Errors
+    /// [`StoreError::Conflict`] when the 32-bit counter would overflow (the terminal must
+    /// bootstrap again); other [`StoreError`]s.
+    fn reserve_ltkm_ts(
+        &self,
+        terminal: &TerminalId,
+        smk: &str,
+        n: u32,
+    ) -> impl Future<Output = Result<u32, StoreError>> + Send;
+}
