@@ -52,6 +52,8 @@ pub struct StoredKey {
     pub key: SekPek,
     /// RAND of its LTKMs, the same for every terminal (profile P-3).
     pub rand: [u8; 16],
+    /// CSB ID of its LTKMs, the same for every terminal (profile P-2, P-11.7).
+    pub csb_id: u32,
 }
 
 /// How a terminal registered, which decides where its LTKMs are pushed (profile P-8).

@@ -45,6 +45,7 @@ fn stored_key(group: u16, number: u16, from: u64, until: u64, byte: u8) -> Store
         key_domain: kd(),
         key: SekPek::from_bytes([byte; 16]),
         rand: [byte ^ 0xff; 16],
+        csb_id: 0x1000_0000 | u32::from(byte),
     }
 }
 

@@ -54,6 +54,7 @@ CREATE TABLE keys (
     key_domain   BYTEA NOT NULL CHECK (octet_length(key_domain) = 3),
     wrapped_key  BYTEA NOT NULL CHECK (octet_length(wrapped_key) = 24),
     rand         BYTEA NOT NULL CHECK (octet_length(rand) = 16),
+    csb_id       BIGINT NOT NULL CHECK (csb_id BETWEEN 0 AND 4294967295),
     revoked_at   BIGINT,
     PRIMARY KEY (key_group, window_from)
 );

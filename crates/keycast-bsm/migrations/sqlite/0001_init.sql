@@ -54,6 +54,7 @@ CREATE TABLE keys (
     key_domain   BLOB NOT NULL CHECK (length(key_domain) = 3),
     wrapped_key  BLOB NOT NULL CHECK (length(wrapped_key) = 24),
     rand         BLOB NOT NULL CHECK (length(rand) = 16),
+    csb_id       INTEGER NOT NULL CHECK (csb_id BETWEEN 0 AND 4294967295),
     revoked_at   INTEGER,
     PRIMARY KEY (key_group, window_from)
 ) STRICT;

@@ -125,9 +125,10 @@ const SQL_DATA: &str =
     "SELECT id, item, amount, currency, kind, program, tokens, period FROM purchase_data ORDER BY id";
 const SQL_KEY_LATEST_END: &str = "SELECT max(window_until) AS latest FROM keys WHERE key_group = $1";
 const SQL_ADD_KEY: &str = "INSERT INTO keys \
-     (key_group, key_number, window_from, window_until, key_domain, wrapped_key, rand, revoked_at) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
-const KEY_COLUMNS: &str = "key_group, key_number, window_from, window_until, key_domain, wrapped_key, rand, revoked_at";
+     (key_group, key_number, window_from, window_until, key_domain, wrapped_key, rand, csb_id, revoked_at) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
+const KEY_COLUMNS: &str =
+    "key_group, key_number, window_from, window_until, key_domain, wrapped_key, rand, csb_id, revoked_at";
 const SQL_KEY_ENTRIES: &str = "SELECT key_group, key_number, window_from, window_until, revoked_at FROM keys \
      WHERE key_group = $1 ORDER BY window_from";
 const SQL_REVOKE_KEY: &str = "UPDATE keys SET revoked_at = $3 \
@@ -195,6 +196,8 @@ macro_rules! sql_store {
                     key_domain: KeyDomainId(array(&domain, "Key Domain ID")?),
                     key: SekPek::from_slice(&key).map_err(|e| StoreError::Corrupt(e.to_string()))?,
                     rand: array(&rand, "RAND")?,
+                    csb_id: u32::try_from(row.try_get::<i64, _>("csb_id").map_err(backend)?)
+                        .map_err(|_| StoreError::Corrupt("CSB ID out of range".into()))?,
                 })
             }
 
@@ -434,6 +437,7 @@ macro_rules! sql_store {
                     .bind(k.key_domain.0.to_vec())
                     .bind(wrapped)
                     .bind(k.rand.to_vec())
+                    .bind(i64::from(k.csb_id))
                     .bind(k.entry.revoked_at.map(to_db))
                     .execute(&mut *tx)
                     .await
