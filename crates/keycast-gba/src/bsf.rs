@@ -70,8 +70,8 @@ use keycast_crypto::keys::{Opc, SubscriberKey};
 use keycast_crypto::milenage::{Milenage, flip_res_lsb, gba_u_mac_star, sqn_from_u64, sqn_to_u64};
 use keycast_provisioning::bootstrapping::{BootstrappingInfo, CONTENT_TYPE};
 use keycast_provisioning::digest::{
-    Algorithm, Challenge, Credentials, HeaderError, NcPolicy, NcTracker, NonceCount, NonceError, NonceInfo,
-    NonceIssuer, NonceKind, Password, Qop, VerifyError,
+    Algorithm, Challenge, Credentials, NcPolicy, NcTracker, NonceCount, NonceError, NonceInfo, NonceIssuer, NonceKind,
+    Password, Qop, VerifyError, uri_names_request,
 };
 use thiserror::Error;
 use zeroize::Zeroizing;
@@ -289,36 +289,6 @@ fn valid_domain(domain: &str) -> bool {
         && domain.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':'))
 }
 
-/// Whether the `uri` of the credentials names the Request-URI: equal, or an absolute
-/// `http(s)://host/…` form whose path part is equal (RFC 2617 §3.2.2.5).
-fn uri_matches(digest_uri: &str, request_uri: &str) -> bool {
-    fn path(u: &str) -> &str {
-        let lower_starts = |p: &str| u.get(..p.len()).is_some_and(|s| s.eq_ignore_ascii_case(p));
-        let rest = if lower_starts("http://") {
-            &u[7..]
-        } else if lower_starts("https://") {
-            &u[8..]
-        } else {
-            return u;
-        };
-        rest.find('/').map_or("/", |i| &rest[i..])
-    }
-    digest_uri == request_uri || path(digest_uri) == path(request_uri)
-}
-
-fn header_reason(e: &HeaderError) -> String {
-    match e {
-        HeaderError::TooLong { .. } => "Authorization header too long".into(),
-        HeaderError::NotDigest => "authentication scheme is not Digest".into(),
-        HeaderError::Syntax { .. } => "Authorization header syntax error".into(),
-        HeaderError::DuplicateParameter(_) => "duplicate parameter in Authorization".into(),
-        HeaderError::MissingParameter(p) => format!("Authorization lacks `{p}`"),
-        HeaderError::UnexpectedParameter { param, .. } => format!("unexpected `{param}` in Authorization"),
-        HeaderError::InvalidValue { .. } => "invalid parameter value in Authorization".into(),
-        _ => "malformed Authorization header".into(),
-    }
-}
-
 /// AUTN (or AUTN* for GBA_U) = (SQN ⊕ AK) ‖ AMF ‖ MAC-A (or MAC*).
 fn build_autn(m: &Milenage, rand: &[u8; 16], sqn: u64, amf: [u8; 2], gba_type: GbaType) -> [u8; 16] {
     let sqn = sqn_from_u64(sqn);
@@ -431,7 +401,7 @@ impl Bsf {
         };
         let creds = match Credentials::parse(header) {
             Ok(c) => c,
-            Err(e) => return Ok(UbResponse::bad_request(&header_reason(&e))),
+            Err(e) => return Ok(UbResponse::bad_request(&e.reason())),
         };
         if creds.username.is_empty() || creds.username.len() > MAX_IMPI_LEN {
             return Ok(UbResponse::bad_request("username must be an IMPI of 1 to 255 octets"));
@@ -525,7 +495,7 @@ impl Bsf {
         if creds.response.is_empty() {
             return Ok(UbResponse::bad_request("response is empty"));
         }
-        if !uri_matches(&creds.uri, req.uri) {
+        if !uri_names_request(&creds.uri, req.uri) {
             return Ok(UbResponse::bad_request("uri does not name the Request-URI"));
         }
         let info: NonceInfo = match self.issuer.check(&creds.nonce, now) {
@@ -684,18 +654,6 @@ impl Bsf {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn uri_forms() {
-        assert!(uri_matches("/", "/"));
-        assert!(uri_matches("http://bsf.example.org/", "/"));
-        assert!(uri_matches("HTTPS://bsf.example.org:8080/", "/"));
-        assert!(uri_matches("http://bsf.example.org", "/"));
-        assert!(uri_matches("/", "http://bsf.example.org/"));
-        assert!(!uri_matches("/other", "/"));
-        assert!(!uri_matches("http://bsf.example.org/x", "/"));
-        assert!(!uri_matches("", "/"));
-    }
 
     #[test]
     fn config_validation() {

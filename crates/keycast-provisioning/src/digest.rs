@@ -29,7 +29,7 @@ pub use client::{ClientError, DigestClient, SentRequest};
 pub use compute::{ComputeError, DigestContext, DigestValue, Ha1, Password, QopFields, VerifyError};
 pub use header::{
     AUTS_LEN, Algorithm, AuthParam, AuthenticationInfo, Challenge, Credentials, HeaderError, MAX_HEADER_LEN,
-    NonceCount, Qop,
+    NonceCount, Qop, uri_names_request,
 };
 pub use nonce::{NcError, NcPolicy, NcTracker, NonceError, NonceInfo, NonceIssuer, NonceKind};
 

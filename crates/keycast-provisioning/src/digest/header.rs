@@ -302,6 +302,45 @@ pub struct Credentials {
     pub other: Vec<AuthParam>,
 }
 
+impl HeaderError {
+    /// A short reason for a 400 answer: names the parameter at fault but echoes no value from
+    /// the request.
+    #[must_use]
+    pub fn reason(&self) -> String {
+        match self {
+            HeaderError::TooLong { .. } => "Authorization header too long".into(),
+            HeaderError::NotDigest => "authentication scheme is not Digest".into(),
+            HeaderError::Syntax { .. } => "Authorization header syntax error".into(),
+            HeaderError::DuplicateParameter(_) => "duplicate parameter in Authorization".into(),
+            HeaderError::MissingParameter(p) => format!("Authorization lacks `{p}`"),
+            HeaderError::UnexpectedParameter { param, .. } => format!("unexpected `{param}` in Authorization"),
+            HeaderError::InvalidValue { .. } => "invalid parameter value in Authorization".into(),
+        }
+    }
+}
+
+/// The (path, query) of a Request-URI or digest-uri, in origin or absolute form; an empty path
+/// after an authority is `/` (RFC 9110 §4.2.3).
+fn origin_form(uri: &str) -> (&str, &str) {
+    let mut rest = uri;
+    for scheme in ["http://", "https://"] {
+        if uri.get(..scheme.len()).is_some_and(|s| s.eq_ignore_ascii_case(scheme)) {
+            let after = &uri[scheme.len()..];
+            rest = after.find(['/', '?']).map_or("", |i| &after[i..]);
+        }
+    }
+    let (path, query) = rest.split_at(rest.find('?').unwrap_or(rest.len()));
+    (if path.is_empty() { "/" } else { path }, query)
+}
+
+/// Whether a Digest `uri` names the Request-URI (RFC 2617 §3.2.2.5): the same path and query,
+/// the absolute and origin forms of one resource counting as the same (the server checks the
+/// host through the realm).
+#[must_use]
+pub fn uri_names_request(digest_uri: &str, request_uri: &str) -> bool {
+    !digest_uri.is_empty() && origin_form(digest_uri) == origin_form(request_uri)
+}
+
 impl Credentials {
     /// The first Ub request (facts-3gpp.md §2.1 step 1): empty `nonce` and `response`.
     #[must_use]
@@ -997,5 +1036,28 @@ mod tests {
             let _ = Credentials::parse(&format!("Digest realm=\"{s}"));
             let _ = AuthenticationInfo::parse(&s);
         }
+    }
+
+    #[test]
+    fn uri_names_the_request_in_origin_or_absolute_form() {
+        assert!(uri_names_request("/", "/"));
+        assert!(uri_names_request("http://bsf.example.org/", "/"));
+        assert!(uri_names_request("HTTPS://bsf.example.org:8080/", "/"));
+        assert!(uri_names_request("http://bsf.example.org", "/"));
+        assert!(uri_names_request("/", "http://bsf.example.org/"));
+        assert!(uri_names_request("/sprov?x=1", "/sprov?x=1"));
+        assert!(uri_names_request("http://bmsc.example.org?a", "/?a"));
+        assert!(!uri_names_request("/other", "/"));
+        assert!(!uri_names_request("http://bsf.example.org/x", "/"));
+        assert!(!uri_names_request("/sprov?x=2", "/sprov?x=1"));
+        assert!(!uri_names_request("", "/"));
+        assert!(!uri_names_request("?a", "/a"));
+    }
+
+    #[test]
+    fn header_error_reasons_echo_no_value() {
+        let e = Credentials::parse("Digest username=\"secret-user\", username=\"x\"").unwrap_err();
+        assert!(!e.reason().contains("secret-user"), "{}", e.reason());
+        assert_eq!(HeaderError::NotDigest.reason(), "authentication scheme is not Digest");
     }
 }
