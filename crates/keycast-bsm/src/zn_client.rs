@@ -25,8 +25,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full, Limited};
 use hyper::header::{AUTHORIZATION, CONTENT_TYPE, HOST};
@@ -34,8 +32,8 @@ use hyper_util::rt::TokioIo;
 use keycast_crypto::gba::NafId;
 use keycast_crypto::keys::{KsExtNaf, KsIntNaf, KsNaf};
 use keycast_provisioning::time::UtcTime;
+use keycast_provisioning::zn as wire;
 use rustls_pki_types::ServerName;
-use serde::{Deserialize, Deserializer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use zeroize::Zeroizing;
@@ -43,13 +41,11 @@ use zeroize::Zeroizing;
 use crate::keys::{KeyError, KeyFuture, KeyRecord, KeySource, NafKeys};
 
 /// Path of the BSF's Zn key API.
-pub const ZN_PATH: &str = "/zn/v1/naf-keys";
+pub const ZN_PATH: &str = wire::PATH;
 /// Largest Zn answer body read, octets (a real one is a few hundred).
 pub const MAX_ANSWER_BODY: usize = 16 * 1024;
 /// Default time for one Zn exchange, connection included \[chosen\].
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
-/// Longest IMPI accepted in an answer (an NAI is at most 253 octets).
-const MAX_IMPI_LEN: usize = 255;
 
 /// How the BSM proves to the BSF that it is the NAF it claims to be.
 #[derive(Clone)]
@@ -108,81 +104,38 @@ impl ZnClientConfig {
 #[derive(Debug, Clone)]
 pub struct ZnClient {
     config: ZnClientConfig,
-    naf_id: String,
-}
-
-/// Key text from the answer: wiped when dropped.
-struct SecretText(Zeroizing<String>);
-
-impl<'de> Deserialize<'de> for SecretText {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        String::deserialize(d).map(|s| SecretText(Zeroizing::new(s)))
-    }
-}
-
-#[derive(Deserialize)]
-struct Granted {
-    impi: String,
-    gba_type: String,
-    bootstrapped_at: String,
-    lifetime: String,
-    ks_naf: Option<SecretText>,
-    ks_ext_naf: Option<SecretText>,
-    ks_int_naf: Option<SecretText>,
-}
-
-#[derive(Deserialize)]
-struct Refusal {
-    error: String,
-    lifetime: Option<String>,
+    naf_id: Vec<u8>,
 }
 
 fn invalid(what: &str) -> KeyError {
     KeyError::InvalidAnswer(what.to_owned())
 }
 
-fn time(text: &str, field: &str) -> Result<u64, KeyError> {
-    UtcTime::parse_rfc3339(text).map(UtcTime::unix_seconds).map_err(|_| invalid(&format!("`{field}` is not a time")))
-}
-
-fn key_bytes(text: &SecretText, field: &str) -> Result<Zeroizing<Vec<u8>>, KeyError> {
-    STANDARD.decode(text.0.as_bytes()).map(Zeroizing::new).map_err(|_| invalid(&format!("`{field}` is not base64")))
-}
-
 /// Reads a 200 answer for `btid` into a record.
 fn parse_granted(btid: &str, body: &[u8]) -> Result<KeyRecord, KeyError> {
-    let g: Granted = serde_json::from_slice(body).map_err(|_| invalid("200 body is not the Zn key answer"))?;
-    if g.impi.is_empty() || g.impi.len() > MAX_IMPI_LEN || g.impi.chars().any(char::is_control) {
-        return Err(invalid("`impi` is empty, too long or holds control characters"));
-    }
-    let length = |e: keycast_crypto::KeyLengthError| KeyError::InvalidAnswer(e.to_string());
-    let keys = match (g.gba_type.as_str(), &g.ks_naf, &g.ks_ext_naf, &g.ks_int_naf) {
-        ("gba-me", Some(naf), None, None) => {
-            NafKeys::Me { ks_naf: KsNaf::from_slice(&key_bytes(naf, "ks_naf")?).map_err(length)? }
-        }
-        ("gba-u", None, Some(ext), Some(int)) => NafKeys::U {
-            ks_ext_naf: KsExtNaf::from_slice(&key_bytes(ext, "ks_ext_naf")?).map_err(length)?,
-            ks_int_naf: KsIntNaf::from_slice(&key_bytes(int, "ks_int_naf")?).map_err(length)?,
+    let g = wire::KeyAnswer::from_json(body).map_err(|e| invalid(&e.to_string()))?;
+    let keys = match &g.keys {
+        wire::NafKeys::Me { ks_naf } => NafKeys::Me { ks_naf: KsNaf::from_bytes(*ks_naf.expose_secret()) },
+        wire::NafKeys::U { ks_ext_naf, ks_int_naf: Some(int) } => NafKeys::U {
+            ks_ext_naf: KsExtNaf::from_bytes(*ks_ext_naf.expose_secret()),
+            ks_int_naf: KsIntNaf::from_bytes(*int.expose_secret()),
         },
-        ("gba-u", None, Some(_), None) => {
+        wire::NafKeys::U { ks_int_naf: None, .. } => {
             // Without Ks_int_NAF there is no SMK for a Smartcard Profile terminal.
             return Err(invalid("GBA_U answer without Ks_int_NAF (the BSF does not treat this BSM as GBA_U-aware)"));
         }
-        _ => return Err(invalid("keys do not match `gba_type`")),
     };
-    let bootstrapped_at = time(&g.bootstrapped_at, "bootstrapped_at")?;
-    let lifetime = time(&g.lifetime, "lifetime")?;
-    Ok(KeyRecord::new(btid, &g.impi, bootstrapped_at, lifetime, &keys))
+    Ok(KeyRecord::new(btid, &g.impi, g.bootstrapped_at.unix_seconds(), g.lifetime.unix_seconds(), &keys))
 }
 
 /// Maps a refusal to its [`KeyError`].
 fn parse_refusal(status: u16, body: &[u8]) -> KeyError {
-    let refusal: Option<Refusal> = serde_json::from_slice(body).ok();
+    let refusal = wire::Refusal::from_json(body);
     let error = refusal.as_ref().map_or("", |r| r.error.as_str());
     match (status, error) {
-        (404, "unknown-btid") => KeyError::UnknownBtid,
-        (410, "expired") => {
-            let lifetime = refusal.as_ref().and_then(|r| r.lifetime.as_deref()).and_then(|l| time(l, "lifetime").ok());
+        (404, wire::ERROR_UNKNOWN_BTID) => KeyError::UnknownBtid,
+        (410, wire::ERROR_EXPIRED) => {
+            let lifetime = refusal.as_ref().and_then(wire::Refusal::lifetime).map(UtcTime::unix_seconds);
             KeyError::Expired { lifetime: lifetime.unwrap_or(0) }
         }
         (400 | 401 | 403, _) => KeyError::Refused(format!("{status} {error}")),
@@ -214,7 +167,7 @@ impl ZnClient {
     /// A client with this configuration.
     #[must_use]
     pub fn new(config: ZnClientConfig) -> Self {
-        let naf_id = STANDARD.encode(NafId::mbms(&config.naf_fqdn).as_bytes());
+        let naf_id = NafId::mbms(&config.naf_fqdn).as_bytes().to_vec();
         ZnClient { config, naf_id }
     }
 
@@ -236,7 +189,7 @@ impl ZnClient {
     }
 
     async fn fetch_untimed(&self, btid: &str) -> Result<KeyRecord, KeyError> {
-        let body = serde_json::json!({ "btid": btid, "naf_id": self.naf_id, "gba_u_aware": true }).to_string();
+        let body = wire::KeyRequest { btid: btid.to_owned(), naf_id: self.naf_id.clone(), gba_u_aware: true }.to_json();
         let mut builder = hyper::Request::builder()
             .method("POST")
             .uri(ZN_PATH)

@@ -46,3 +46,4 @@ pub mod mbms;
 pub mod sprov;
 pub mod time;
 mod xml;
+pub mod zn;

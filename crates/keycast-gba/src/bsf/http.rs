@@ -61,16 +61,13 @@ use axum::http::header::{AUTHORIZATION, CONTENT_TYPE, USER_AGENT, WWW_AUTHENTICA
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
+use keycast_provisioning::zn as wire;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use rustls::RootCertStore;
 use rustls::server::WebPkiClientVerifier;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use serde::Deserialize;
-use serde_json::json;
 use subtle::ConstantTimeEq as _;
 use tokio::net::TcpListener;
 use tower::ServiceExt as _;
@@ -83,7 +80,7 @@ use super::{
 };
 
 /// Path of the Zn key API.
-pub const ZN_PATH: &str = "/zn/v1/naf-keys";
+pub const ZN_PATH: &str = wire::PATH;
 /// Largest request body (Ub or Zn), octets.
 pub const MAX_BODY: usize = 16 * 1024;
 /// Largest request head (request line and header fields), octets.
@@ -309,27 +306,23 @@ async fn ub<S: BsfStore + Send + Sync + 'static>(
 // ---------------------------------------------------------------------------------------------
 // Zn
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ZnBody {
-    btid: String,
-    naf_id: String,
-    #[serde(default)]
-    gba_u_aware: bool,
+fn json_response(status: StatusCode, body: Vec<u8>) -> Response {
+    (status, [(CONTENT_TYPE, "application/json")], body).into_response()
 }
 
-fn json_response(status: StatusCode, value: &serde_json::Value) -> Response {
-    (status, [(CONTENT_TYPE, "application/json")], value.to_string()).into_response()
+/// Sends a refusal; `error` is its code, also the metric label.
+fn zn_refusal(status: StatusCode, error: &'static str, refusal: &wire::Refusal) -> Response {
+    record_zn(error);
+    json_response(status, refusal.to_json().into_bytes())
 }
 
 fn zn_error(status: StatusCode, error: &'static str) -> Response {
-    record_zn(error);
-    json_response(status, &json!({ "error": error }))
+    zn_refusal(status, error, &wire::Refusal::new(error))
 }
 
 fn zn_malformed(detail: &str) -> Response {
-    record_zn("malformed");
-    json_response(StatusCode::BAD_REQUEST, &json!({ "error": "malformed", "detail": detail }))
+    let refusal = wire::Refusal { detail: Some(detail.to_owned()), ..wire::Refusal::new(wire::ERROR_MALFORMED) };
+    zn_refusal(StatusCode::BAD_REQUEST, wire::ERROR_MALFORMED, &refusal)
 }
 
 fn strip_dot(name: &str) -> &str {
@@ -391,34 +384,30 @@ async fn zn<S: BsfStore + Send + Sync + 'static>(State(state): State<Arc<BsfStat
     };
     let body = match axum::body::to_bytes(body, MAX_BODY).await {
         Ok(b) => b,
-        Err(_) => return zn_error(StatusCode::PAYLOAD_TOO_LARGE, "too-large"),
+        Err(_) => return zn_error(StatusCode::PAYLOAD_TOO_LARGE, wire::ERROR_TOO_LARGE),
     };
-    let req: ZnBody = match serde_json::from_slice(&body) {
+    let req = match wire::KeyRequest::from_json(&body) {
         Ok(r) => r,
-        Err(_) => return zn_malformed("body must be {\"btid\", \"naf_id\", \"gba_u_aware\"}"),
+        Err(e) => return zn_malformed(&e.to_string()),
     };
-    let Ok(naf_id) = STANDARD.decode(req.naf_id.as_bytes()) else {
-        return zn_malformed("naf_id is not base64");
-    };
-    let fqdn = naf_id.len().checked_sub(5).and_then(|n| core::str::from_utf8(&naf_id[..n]).ok());
-    let Some(fqdn) = fqdn.filter(|f| !f.is_empty()) else {
+    let Some(fqdn) = req.naf_fqdn() else {
         return zn_malformed("naf_id must be FQDN followed by the 5-octet Ua protocol identifier");
     };
     if !nafs.iter().any(|n| same_name(n, fqdn)) {
         tracing::info!(naf = ?nafs, asked = ?fqdn, outcome = "naf-mismatch", "zn refused");
-        return zn_error(StatusCode::FORBIDDEN, "naf-mismatch");
+        return zn_error(StatusCode::FORBIDDEN, wire::ERROR_NAF_MISMATCH);
     }
     let now = (state.clock)();
-    let zn_request = ZnRequest { btid: &req.btid, naf_id: &naf_id, naf_is_gba_u_aware: req.gba_u_aware };
+    let zn_request = ZnRequest { btid: &req.btid, naf_id: &req.naf_id, naf_is_gba_u_aware: req.gba_u_aware };
     let answer = match zn_keys(&*state.store, &state.authorised_nafs, &zn_request, now).await {
         Ok(a) => a,
         Err(e) => {
             let (status, error) = match &e {
-                ZnError::UnknownBtid => (StatusCode::NOT_FOUND, "unknown-btid"),
-                ZnError::Expired { .. } => (StatusCode::GONE, "expired"),
-                ZnError::UnknownNaf => (StatusCode::FORBIDDEN, "unknown-naf"),
+                ZnError::UnknownBtid => (StatusCode::NOT_FOUND, wire::ERROR_UNKNOWN_BTID),
+                ZnError::Expired { .. } => (StatusCode::GONE, wire::ERROR_EXPIRED),
+                ZnError::UnknownNaf => (StatusCode::FORBIDDEN, wire::ERROR_UNKNOWN_NAF),
                 ZnError::InvalidNafId => return zn_malformed("naf_id is not FQDN ‖ 5 octets"),
-                _ => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+                _ => (StatusCode::INTERNAL_SERVER_ERROR, wire::ERROR_INTERNAL),
             };
             if status == StatusCode::INTERNAL_SERVER_ERROR {
                 tracing::warn!(naf = %fqdn, btid = ?req.btid, error = %e, "zn failed");
@@ -426,31 +415,25 @@ async fn zn<S: BsfStore + Send + Sync + 'static>(State(state): State<Arc<BsfStat
                 tracing::info!(naf = %fqdn, btid = ?req.btid, outcome = error, "zn refused");
             }
             if let ZnError::Expired { lifetime } = e {
-                record_zn(error);
-                return json_response(status, &json!({ "error": error, "lifetime": lifetime.to_string() }));
+                let refusal = wire::Refusal { lifetime: Some(lifetime.to_string()), ..wire::Refusal::new(error) };
+                return zn_refusal(status, error, &refusal);
             }
             return zn_error(status, error);
         }
     };
     tracing::info!(naf = %fqdn, btid = ?req.btid, impi = ?answer.impi, gba_type = answer.gba_type.as_str(), outcome = "ok", "zn");
     record_zn("ok");
-    let mut out = json!({
-        "impi": answer.impi,
-        "gba_type": answer.gba_type.as_str(),
-        "bootstrapped_at": answer.bootstrapped_at.to_string(),
-        "lifetime": answer.lifetime.to_string(),
-    });
-    match &answer.keys {
-        ZnKeys::Me { ks_naf } => out["ks_naf"] = STANDARD.encode(ks_naf.expose_secret()).into(),
-        ZnKeys::U { ks_ext_naf, ks_int_naf } => {
-            out["ks_ext_naf"] = STANDARD.encode(ks_ext_naf.expose_secret()).into();
-            if let Some(k) = ks_int_naf {
-                out["ks_int_naf"] = STANDARD.encode(k.expose_secret()).into();
-            }
-        }
-    }
+    let keys = match &answer.keys {
+        ZnKeys::Me { ks_naf } => wire::NafKeys::Me { ks_naf: wire::NafKey::from_bytes(*ks_naf.expose_secret()) },
+        ZnKeys::U { ks_ext_naf, ks_int_naf } => wire::NafKeys::U {
+            ks_ext_naf: wire::NafKey::from_bytes(*ks_ext_naf.expose_secret()),
+            ks_int_naf: ks_int_naf.as_ref().map(|k| wire::NafKey::from_bytes(*k.expose_secret())),
+        },
+    };
     debug_assert_eq!(answer.gba_type == GbaType::GbaU, matches!(answer.keys, ZnKeys::U { .. }));
-    let body = Zeroizing::new(out.to_string());
+    let body =
+        wire::KeyAnswer { impi: answer.impi, bootstrapped_at: answer.bootstrapped_at, lifetime: answer.lifetime, keys }
+            .to_json();
     (StatusCode::OK, [(CONTENT_TYPE, "application/json")], body.as_bytes().to_vec()).into_response()
 }
 

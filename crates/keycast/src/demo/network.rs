@@ -31,6 +31,7 @@ use keycast_mikey::{KeyDomainId, SekPekId};
 use keycast_provisioning::bootstrapping::BootstrappingInfo;
 use keycast_provisioning::digest::{Challenge, Credentials};
 use keycast_provisioning::time::UtcTime;
+use keycast_provisioning::zn as zn_wire;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -260,30 +261,21 @@ pub(super) struct ZnExchange {
     pub status: Option<u16>,
 }
 
-fn key32(v: &serde_json::Value, field: &str) -> Result<Option<Zeroizing<Vec<u8>>>, String> {
-    let Some(text) = v.get(field) else { return Ok(None) };
-    let text = text.as_str().ok_or_else(|| format!("`{field}` is not a string"))?;
-    let bytes = Zeroizing::new(BASE64.decode(text).map_err(|_| format!("`{field}` is not base64"))?);
-    if bytes.len() == 32 { Ok(Some(bytes)) } else { Err(format!("`{field}` is {} bytes, not 32", bytes.len())) }
-}
-
 fn parse_zn(response: &HttpResponse) -> Result<ZnReply, String> {
-    let body = Zeroizing::new(response.body.clone());
-    let v: serde_json::Value = serde_json::from_slice(&body).map_err(|_| "the body is not JSON".to_owned())?;
-    let text = |field: &str| v.get(field).and_then(serde_json::Value::as_str).unwrap_or_default().to_owned();
     if response.status != 200 {
-        return Ok(ZnReply::Refused { status: response.status, error: text("error") });
+        let error = zn_wire::Refusal::from_json(&response.body).map(|r| r.error).unwrap_or_default();
+        return Ok(ZnReply::Refused { status: response.status, error });
     }
-    let slice_err = |e: keycast_crypto::KeyLengthError| e.to_string();
-    let keys = match (key32(&v, "ks_naf")?, key32(&v, "ks_ext_naf")?, key32(&v, "ks_int_naf")?) {
-        (Some(me), None, None) => ZnNafKeys::Me(KsNaf::from_slice(&me).map_err(slice_err)?),
-        (None, Some(ext), int) => ZnNafKeys::U {
-            ks_ext_naf: KsExtNaf::from_slice(&ext).map_err(slice_err)?,
-            ks_int_naf: int.map(|k| KsIntNaf::from_slice(&k)).transpose().map_err(slice_err)?,
+    let answer = zn_wire::KeyAnswer::from_json(&response.body).map_err(|e| e.to_string())?;
+    let gba_type = answer.gba_type().to_owned();
+    let keys = match answer.keys {
+        zn_wire::NafKeys::Me { ks_naf } => ZnNafKeys::Me(KsNaf::from_bytes(*ks_naf.expose_secret())),
+        zn_wire::NafKeys::U { ks_ext_naf, ks_int_naf } => ZnNafKeys::U {
+            ks_ext_naf: KsExtNaf::from_bytes(*ks_ext_naf.expose_secret()),
+            ks_int_naf: ks_int_naf.map(|k| KsIntNaf::from_bytes(*k.expose_secret())),
         },
-        _ => return Err("the answer holds neither Ks_NAF nor Ks_ext_NAF alone".to_owned()),
     };
-    Ok(ZnReply::Granted(ZnGranted { impi: text("impi"), gba_type: text("gba_type"), lifetime: text("lifetime"), keys }))
+    Ok(ZnReply::Granted(ZnGranted { impi: answer.impi, gba_type, lifetime: answer.lifetime.to_string(), keys }))
 }
 
 /// The running BSF and what the clients need to reach it.
@@ -433,12 +425,12 @@ impl Network {
     /// The BSM asks the BSF for the NAF keys of `btid` over Zn (bearer token, from loopback),
     /// declaring itself GBA_U-aware.
     pub fn zn(&self, btid: &str) -> ZnExchange {
-        let body = serde_json::json!({
-            "btid": btid,
-            "naf_id": BASE64.encode(NafId::mbms(BSM_FQDN).as_bytes()),
-            "gba_u_aware": true,
-        })
-        .to_string();
+        let body = zn_wire::KeyRequest {
+            btid: btid.to_owned(),
+            naf_id: NafId::mbms(BSM_FQDN).as_bytes().to_vec(),
+            gba_u_aware: true,
+        }
+        .to_json();
         let request = HttpRequest {
             method: "POST".to_owned(),
             uri: ZN_PATH.to_owned(),
@@ -483,10 +475,13 @@ mod tests {
     #[test]
     fn zn_answers_are_read_strictly() {
         let key = BASE64.encode([7u8; 32]);
-        let me =
-            parse_zn(&response(200, &format!(r#"{{"impi":"i","gba_type":"gba-me","lifetime":"l","ks_naf":"{key}"}}"#)));
+        let times = r#""bootstrapped_at":"2025-03-03T14:13:20Z","lifetime":"2025-03-04T14:13:20Z""#;
+        let me = parse_zn(&response(200, &format!(r#"{{"impi":"i","gba_type":"gba-me",{times},"ks_naf":"{key}"}}"#)));
         assert!(matches!(me, Ok(ZnReply::Granted(ZnGranted { keys: ZnNafKeys::Me(_), .. }))));
-        let u = parse_zn(&response(200, &format!(r#"{{"ks_ext_naf":"{key}","ks_int_naf":"{key}"}}"#)));
+        let u = parse_zn(&response(
+            200,
+            &format!(r#"{{"impi":"i","gba_type":"gba-u",{times},"ks_ext_naf":"{key}","ks_int_naf":"{key}"}}"#),
+        ));
         assert!(matches!(u, Ok(ZnReply::Granted(ZnGranted { keys: ZnNafKeys::U { ks_int_naf: Some(_), .. }, .. }))));
         let refused = parse_zn(&response(404, r#"{"error":"unknown-btid"}"#));
         assert!(matches!(refused, Ok(ZnReply::Refused { status: 404, error }) if error == "unknown-btid"));
