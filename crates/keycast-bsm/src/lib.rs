@@ -1,7 +1,8 @@
 //! Layer 2 on the network: the BSM (OMA BCAST Smartcard Profile subscription management). Built so
 //! far: the domain and its rules, the storage, the authentication of terminals on the provisioning
-//! interfaces (profile P-7), LTKM issuing, the push scheduler and verification intake; the HTTP
-//! and UDP services that tie them together come next.
+//! interfaces (profile P-7), the provisioning logic and its HTTP routes, LTKM issuing, the push
+//! scheduler and verification intake; the UDP push service and `keycast serve bsm` that tie them
+//! together come next.
 //!
 //! | module | what |
 //! |---|---|
@@ -10,7 +11,8 @@
 //! | [`ua`] | sans-IO HTTP Digest authenticator: username B-TID, password base64(SRK), realm `3GPP-bootstrapping@<BSM FQDN>`, `qop="auth,auth-int"` |
 //! | [`keys`] | [`keys::KeyRecord`] (IMPI, GBA type, lifetime, SMK, SRK of a B-TID), the [`keys::KeySource`] trait and the bounded [`keys::KeyCache`] |
 //! | [`zn_client`] | the NAF side of Zn: the BSF's keys for a B-TID over HTTP (bearer token) or HTTPS (client certificate) |
-//! | [`http`] | the axum shell: [`http::require_ua_digest`] middleware and the [`http::UaIdentity`] extractor |
+//! | [`service`] | the provisioning logic over the store: Registration, Service Request, Unsubscribe, LTKM Request, Deregistration, Token Purchase, Account Inquiry and the MBMS register / deregister / msk-request, with LTKMs in the answers and delivery intents for the push scheduler |
+//! | [`http`] | the axum shell: [`http::require_ua_digest`] middleware, the [`http::UaIdentity`] extractor, and [`http::provisioning::bsm_app`] (`POST /sprov`, `POST /keymanagement?requesttype=…`) |
 //! | [`issue`] | LTKM issuing (P-3, P-4, P-11): [`issue::SekPekRecord`], [`issue::LtkmCounter`] (TS per terminal and SMK), delivery / validity update / invalidation / solicited pull |
 //! | [`delivery`] | sans-IO LTKM push scheduler (P-8): spread window, rate limit, jitter, retries with backoff, solicited pull, give-up |
 //! | [`verification`] | verification-message intake (P-5): match to the sent LTKM, check the MAC, acknowledge the delivery |
@@ -39,6 +41,7 @@ pub mod http;
 pub mod issue;
 pub mod keys;
 pub mod rng;
+pub mod service;
 pub mod store;
 pub mod ua;
 pub mod verification;

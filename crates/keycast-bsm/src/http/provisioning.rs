@@ -1,0 +1,310 @@
+//! The provisioning routes: the OMA BCAST service provisioning interface (`POST /sprov`,
+//! `application/vnd.oma.bcast.sprov+xml`) and the 3GPP MBMS key-management interface (`POST
+//! /keymanagement?requesttype=register|deregister|msk-request`, TS 33.246 Annex G), both behind
+//! [`require_ua_digest`] (`profile: P-7, P-8`). The handlers only move bytes: they check the
+//! content type, decode with the codecs of `keycast-provisioning`, call [`Provisioning`] with the
+//! authenticated caller, the source address and the clock, hand the [`DeliveryIntent`]s to an
+//! [`IntentSink`], and encode the typed answer.
+//!
+//! ```text
+//! let state = Arc::new(ProvisioningState::new(Provisioning::new(store, config), guard));
+//! let app = bsm_app(state);
+//! axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await?;
+//! ```
+//!
+//! The source address comes from axum's `ConnectInfo`: serve the router with
+//! `into_make_service_with_connect_info::<SocketAddr>()` (P-8: the push address is the source
+//! address of the registration). Requests are bounded by the guard's body limit and again by the
+//! codecs' 64 KiB XML limit.
+//!
+//! HTTP-level refusals, all from [`ProvisioningHttpError`]: 415 for a wrong content type, 413 for a
+//! body over the XML limit, 400 for XML that does not decode (the codec's typed error in the
+//! body) or for a response posted as a request, 404 for an unknown `requesttype` (33.246
+//! §6.3.2.4: malformed Request-URI), 503 when the store fails, 500 for our own failures. Per-item
+//! problems are status codes inside a 200 answer.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, State};
+use axum::http::header::CONTENT_TYPE;
+use axum::http::{HeaderMap, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use keycast_provisioning::mbms::{
+    self, DEREGISTER_CONTENT_TYPE, DeregisterRequest, MSK_REQUEST_CONTENT_TYPE, MSK_RESPONSE_CONTENT_TYPE, MskRequest,
+    REGISTER_CONTENT_TYPE, REGISTER_RESPONSE_CONTENT_TYPE, RegisterRequest,
+};
+use keycast_provisioning::sprov::{self, SprovMessage, XmlError};
+
+use super::auth::{Clock, UaGuard, UaIdentity, require_ua_digest, system_clock};
+use crate::service::{DeliveryIntent, Provisioning, ServiceError};
+use crate::store::BsmStore;
+
+/// Path of the OMA BCAST service provisioning interface \[chosen: the PurchaseURL's path\].
+pub const SPROV_PATH: &str = "/sprov";
+/// Path of the 3GPP MBMS key-management interface (33.246 Annex G).
+pub const KEY_MANAGEMENT_PATH: &str = "/keymanagement";
+
+/// Where the routes put what the push scheduler should do. The scheduler's shell implements it;
+/// [`LogIntents`] only logs.
+pub trait IntentSink: Send + Sync {
+    /// Takes the intents of one answered request (called after the answer is decided, before it
+    /// is sent; the state it relies on is already committed).
+    fn submit(&self, intents: Vec<DeliveryIntent>);
+}
+
+/// An [`IntentSink`] that logs how many intents it drops (for a BSM without pushes).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LogIntents;
+
+impl IntentSink for LogIntents {
+    fn submit(&self, intents: Vec<DeliveryIntent>) {
+        if !intents.is_empty() {
+            tracing::debug!(count = intents.len(), "delivery intents dropped: no push scheduler attached");
+        }
+    }
+}
+
+/// The routes' state: the provisioning logic, the Ua Digest guard, the intent sink, the clock.
+pub struct ProvisioningState<S> {
+    service: Provisioning<S>,
+    guard: Arc<UaGuard>,
+    intents: Arc<dyn IntentSink>,
+    clock: Clock,
+}
+
+impl<S> core::fmt::Debug for ProvisioningState<S> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("ProvisioningState").field("guard", &self.guard).finish_non_exhaustive()
+    }
+}
+
+impl<S: BsmStore + Sync> ProvisioningState<S> {
+    /// State with the system clock and [`LogIntents`].
+    #[must_use]
+    pub fn new(service: Provisioning<S>, guard: Arc<UaGuard>) -> Self {
+        ProvisioningState { service, guard, intents: Arc::new(LogIntents), clock: system_clock() }
+    }
+
+    /// Replaces the intent sink.
+    #[must_use]
+    pub fn with_intents(mut self, intents: Arc<dyn IntentSink>) -> Self {
+        self.intents = intents;
+        self
+    }
+
+    /// Replaces the clock (tests; it should be the guard's).
+    #[must_use]
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The provisioning logic.
+    #[must_use]
+    pub fn service(&self) -> &Provisioning<S> {
+        &self.service
+    }
+}
+
+/// Why a provisioning request got no 200. Carries no secret; the body says what was wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProvisioningHttpError {
+    /// The content type is not the one the interface (and request type) takes.
+    #[error("unsupported content type: expected {expected}")]
+    UnsupportedMediaType {
+        /// The content type expected.
+        expected: &'static str,
+    },
+    /// The body is over the XML limit.
+    #[error("body over {max} octets")]
+    TooLarge {
+        /// The limit.
+        max: usize,
+    },
+    /// The XML does not decode.
+    #[error("malformed provisioning message: {0}")]
+    Malformed(#[from] XmlError),
+    /// A response message was posted.
+    #[error("{0} is not a request")]
+    NotARequest(&'static str),
+    /// `requesttype` is missing or unknown.
+    #[error("unknown requesttype: expected register, deregister or msk-request")]
+    UnknownRequestType,
+    /// The store is unavailable; the terminal may retry.
+    #[error("service unavailable")]
+    Unavailable,
+    /// Our failure.
+    #[error("internal error")]
+    Internal,
+}
+
+impl ProvisioningHttpError {
+    /// The HTTP status.
+    #[must_use]
+    pub fn status_code(&self) -> StatusCode {
+        match self {
+            Self::UnsupportedMediaType { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Malformed(_) | Self::NotARequest(_) => StatusCode::BAD_REQUEST,
+            Self::UnknownRequestType => StatusCode::NOT_FOUND,
+            Self::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl IntoResponse for ProvisioningHttpError {
+    fn into_response(self) -> Response {
+        (self.status_code(), [(CONTENT_TYPE, "text/plain; charset=utf-8")], self.to_string()).into_response()
+    }
+}
+
+impl From<ServiceError> for ProvisioningHttpError {
+    fn from(e: ServiceError) -> Self {
+        match e {
+            ServiceError::NotARequest(root) => Self::NotARequest(root),
+            ServiceError::Store(e) => {
+                tracing::error!(error = %e, "provisioning: store failed");
+                Self::Unavailable
+            }
+            other => {
+                tracing::error!(error = %other, "provisioning: request failed");
+                Self::Internal
+            }
+        }
+    }
+}
+
+/// The router: `POST /sprov` and `POST /keymanagement`, both behind [`require_ua_digest`].
+pub fn bsm_app<S: BsmStore + Send + Sync + 'static>(state: Arc<ProvisioningState<S>>) -> Router {
+    let guard = state.guard.clone();
+    Router::new()
+        .route(SPROV_PATH, post(sprov_handler::<S>))
+        .route(KEY_MANAGEMENT_PATH, post(key_management_handler::<S>))
+        .route_layer(axum::middleware::from_fn_with_state(guard, require_ua_digest))
+        .with_state(state)
+}
+
+/// The media type of `Content-Type` without parameters, lower case; `None` when absent or not
+/// text.
+fn media_type(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get(CONTENT_TYPE)?.to_str().ok()?;
+    Some(value.split(';').next().unwrap_or_default().trim().to_ascii_lowercase())
+}
+
+fn expect_content(
+    headers: &HeaderMap,
+    expected: &'static str,
+    body: &Bytes,
+    max: usize,
+) -> Result<(), ProvisioningHttpError> {
+    if media_type(headers).as_deref() != Some(expected) {
+        return Err(ProvisioningHttpError::UnsupportedMediaType { expected });
+    }
+    if body.len() > max {
+        return Err(ProvisioningHttpError::TooLarge { max });
+    }
+    Ok(())
+}
+
+fn xml_answer(content_type: &'static str, xml: Result<String, XmlError>) -> Response {
+    match xml {
+        Ok(xml) => (StatusCode::OK, [(CONTENT_TYPE, content_type)], xml).into_response(),
+        Err(e) => {
+            // Our own answer does not encode: a bug or an over-long answer, never the peer's fault.
+            tracing::error!(error = %e, "provisioning: answer does not encode");
+            ProvisioningHttpError::Internal.into_response()
+        }
+    }
+}
+
+async fn sprov_handler<S: BsmStore + Send + Sync + 'static>(
+    State(state): State<Arc<ProvisioningState<S>>>,
+    ConnectInfo(source): ConnectInfo<SocketAddr>,
+    terminal: UaIdentity,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ProvisioningHttpError> {
+    expect_content(&headers, sprov::CONTENT_TYPE, &body, sprov::MAX_XML_LEN)?;
+    let message = SprovMessage::from_xml(&body)?;
+    if !message.is_request() {
+        return Err(ProvisioningHttpError::NotARequest(message.root_name()));
+    }
+    let caller = state.service.caller(&terminal.keys);
+    let now = (state.clock)();
+    let kind = message.root_name();
+    let outcome = state.service.handle(&caller, message, source, now).await?;
+    tracing::info!(btid = terminal.btid(), request = kind, intents = outcome.intents.len(), "sprov");
+    state.intents.submit(outcome.intents);
+    Ok(xml_answer(sprov::CONTENT_TYPE, outcome.response.to_xml()))
+}
+
+/// The `requesttype` query parameter (33.246 Annex G).
+fn request_type(uri: &Uri) -> Option<&str> {
+    uri.query()?.split('&').find_map(|pair| pair.strip_prefix("requesttype="))
+}
+
+async fn key_management_handler<S: BsmStore + Send + Sync + 'static>(
+    State(state): State<Arc<ProvisioningState<S>>>,
+    ConnectInfo(source): ConnectInfo<SocketAddr>,
+    terminal: UaIdentity,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ProvisioningHttpError> {
+    let caller = state.service.caller(&terminal.keys);
+    let now = (state.clock)();
+    let kind = request_type(&uri).ok_or(ProvisioningHttpError::UnknownRequestType)?;
+    let (intents, answer) = match kind {
+        "register" => {
+            expect_content(&headers, REGISTER_CONTENT_TYPE, &body, mbms::MAX_XML_LEN)?;
+            let request = RegisterRequest::from_xml(&body)?;
+            let o = state.service.mbms_register(&caller, &request, source, now).await?;
+            (o.intents, xml_answer(REGISTER_RESPONSE_CONTENT_TYPE, o.response.to_xml()))
+        }
+        "deregister" => {
+            expect_content(&headers, DEREGISTER_CONTENT_TYPE, &body, mbms::MAX_XML_LEN)?;
+            let request = DeregisterRequest::from_xml(&body)?;
+            let o = state.service.mbms_deregister(&caller, &request, now).await?;
+            (o.intents, xml_answer(REGISTER_RESPONSE_CONTENT_TYPE, o.response.to_xml()))
+        }
+        "msk-request" => {
+            expect_content(&headers, MSK_REQUEST_CONTENT_TYPE, &body, mbms::MAX_XML_LEN)?;
+            let request = MskRequest::from_xml(&body)?;
+            let o = state.service.mbms_msk_request(&caller, &request, source, now).await?;
+            (o.intents, xml_answer(MSK_RESPONSE_CONTENT_TYPE, o.response.to_xml()))
+        }
+        _ => return Err(ProvisioningHttpError::UnknownRequestType),
+    };
+    tracing::info!(btid = terminal.btid(), request = kind, intents = intents.len(), "keymanagement");
+    state.intents.submit(intents);
+    Ok(answer)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_type_is_read_from_the_query() {
+        let uri: Uri = "/keymanagement?requesttype=msk-request".parse().unwrap();
+        assert_eq!(request_type(&uri), Some("msk-request"));
+        let uri: Uri = "/keymanagement?x=1&requesttype=register".parse().unwrap();
+        assert_eq!(request_type(&uri), Some("register"));
+        let uri: Uri = "/keymanagement".parse().unwrap();
+        assert_eq!(request_type(&uri), None);
+    }
+
+    #[test]
+    fn media_type_ignores_parameters_and_case() {
+        let mut h = HeaderMap::new();
+        h.insert(CONTENT_TYPE, "Application/VND.oma.bcast.sprov+xml; charset=utf-8".parse().unwrap());
+        assert_eq!(media_type(&h).as_deref(), Some(sprov::CONTENT_TYPE));
+        assert_eq!(media_type(&HeaderMap::new()), None);
+    }
+}
