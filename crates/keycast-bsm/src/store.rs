@@ -7,13 +7,37 @@
 //! is done. SEK/PEKs are wrapped at rest ([`keycast_crypto::at_rest`], scope
 //! `keycast-bsm-store`, bound to the key's group, number and window start), so a copied database
 //! gives no key away.
+//!
+//! # Deliveries
+//! LTKM deliveries ([`crate::delivery::DeliveryRow`]) are rows too, so several BSM processes can
+//! share the pushing and a crash neither loses nor repeats one. A worker (any process, named by a
+//! string unique to it, e.g. host and PID) loops:
+//!
+//! 1. [`BsmStore::claim_due`]: takes a lease on up to `limit` due rows; no other worker gets them
+//!    while the lease lives (PostgreSQL: `FOR UPDATE SKIP LOCKED`; SQLite: one writer at a time);
+//! 2. for each, [`BsmStore::record_send`] **before** the LTKM leaves: reserves the terminal's next
+//!    TS, records the attempt, moves the state and the next due time, and ends the lease, in one
+//!    transaction. Only then is the LTKM built with the returned TS and sent.
+//! 3. verification messages and pulls end in [`BsmStore::record_outcome`].
+//!
+//! A worker that dies between 1 and 2 leaves its rows claimed until the lease runs out; then any
+//! worker claims them again (the delivery is not lost). A worker that dies between 2 and the send
+//! burnt one TS and one attempt; the retry timer recorded in 2 sends the next one (the delivery
+//! is not repeated beyond the retry it would have had anyway). A worker whose lease ran out while
+//! it was slow is refused in 2 ([`StoreError::NotClaimed`]) and sends nothing, so two workers
+//! never push the same attempt.
 
 pub mod sql;
+
+use std::time::Duration;
 
 use keycast_crypto::keys::SekPek;
 use keycast_mikey::{KeyDomainId, SekPekId};
 use thiserror::Error;
 
+use crate::issue::LtkmTs;
+
+use crate::delivery::{Attempt, DeliveryId, DeliveryKey, DeliveryRow, DeliveryState, Time};
 use crate::domain::{KeyEntry, Program, Purchase, PurchaseData, PurchaseItem, Service, TerminalId, Window};
 
 /// A storage failure. Carries no secret.
@@ -39,6 +63,14 @@ pub enum StoreError {
     /// A stored value cannot be read back.
     #[error("BSM store: corrupt row: {0}")]
     Corrupt(String),
+    /// The worker does not hold a live claim on the delivery (its lease ran out, another worker
+    /// took the row, or the delivery was finished meanwhile): it must not send.
+    #[error("BSM store: {0}")]
+    NotClaimed(String),
+    /// The caller passed something the store cannot hold (a live delivery without a due time,
+    /// a push number out of sequence, …).
+    #[error("BSM store: {0}")]
+    Invalid(String),
 }
 
 /// One SEK/PEK with what an LTKM needs besides the terminal's keys.
@@ -274,4 +306,91 @@ pub trait BsmStore {
         smk: &str,
         n: u32,
     ) -> impl Future<Output = Result<u32, StoreError>> + Send;
+
+    /// Stores new deliveries, all or nothing, in one transaction (multi-row statements, so a
+    /// rollover of a million terminals is one call). Rows are stored as given: state, due time and
+    /// sent attempts (a fresh delivery is [`DeliveryState::Pending`] with its due time, no
+    /// attempts; a row taken from a running [`crate::delivery::Scheduler`] keeps its progress).
+    /// Returns how many were stored. Store ids are assigned here; read them back with
+    /// [`BsmStore::delivery`], [`BsmStore::open_deliveries`] or [`BsmStore::claim_due`].
+    ///
+    /// # Errors
+    /// [`StoreError::Conflict`] when a (terminal, Key Domain ID, SEK/PEK ID, version) already
+    /// exists or appears twice, [`StoreError::Invalid`] for a live row without a due time: in
+    /// both cases nothing is stored. Other [`StoreError`]s.
+    fn enqueue_deliveries(&self, rows: &[DeliveryRow]) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// Claims up to `limit` deliveries that are due (live, due time ≤ `now`) and not under a live
+    /// lease, for `worker` until `now + lease`, earliest due first; returns them with their sent
+    /// attempts. Atomic: two concurrent claimers never get the same row. A lease that ran out
+    /// (a crashed or stalled worker) no longer protects its rows.
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    fn claim_due(
+        &self,
+        worker: &str,
+        now: Time,
+        lease: Duration,
+        limit: u32,
+    ) -> impl Future<Output = Result<Vec<(DeliveryId, DeliveryRow)>, StoreError>> + Send;
+
+    /// Records, in one transaction, that `worker` is about to send `attempt` of a delivery it
+    /// holds: reserves the terminal's next LTKM TS under the SMK named by `btid` (as
+    /// [`BsmStore::reserve_ltkm_ts`]), appends the sent attempt (pushes only; a solicited pull
+    /// expects no verification message), moves the state to `Sent { attempt }` or
+    /// `PullSolicited` at `now`, sets the next due time (when to retry or give up) and ends the
+    /// claim. Returns the TS for the LTKM: durable before the LTKM is built, so the caller sends
+    /// only after this returns (profile P-3: a TS is never used twice).
+    ///
+    /// # Errors
+    /// [`StoreError::NotClaimed`] when the worker's lease ran out, another worker holds the row,
+    /// or it is final; [`StoreError::Invalid`] for a push number other than the next;
+    /// [`StoreError::Missing`] for an unknown delivery or terminal; [`StoreError::Conflict`] when
+    /// the TS counter is exhausted. Nothing is changed then.
+    fn record_send(
+        &self,
+        worker: &str,
+        key: &DeliveryKey,
+        attempt: Attempt,
+        btid: &str,
+        now: Time,
+        next_due: Time,
+    ) -> impl Future<Output = Result<LtkmTs, StoreError>> + Send;
+
+    /// Records an outcome that needs no TS, from any process and without a claim:
+    /// - `Acknowledged` (a verified verification message, or the terminal pulled the key): from
+    ///   any other state, a given-up one included; repeating it changes nothing (the first time
+    ///   stays);
+    /// - `Failed` (give-up): from a live state only (an acknowledgement is never taken back);
+    /// - a live state with its `due` time (e.g. a retry rescheduled): from a live state only;
+    ///   a lease in progress is kept.
+    ///
+    /// A final state ends the lease and drops the due time. Returns whether the row changed.
+    ///
+    /// # Errors
+    /// [`StoreError::Missing`] for an unknown delivery; [`StoreError::Invalid`] for a live state
+    /// without `due`.
+    fn record_outcome(
+        &self,
+        key: &DeliveryKey,
+        state: DeliveryState,
+        due: Option<Time>,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Every live delivery with its sent attempts, by id: what [`crate::delivery::Scheduler::restore`]
+    /// takes when one process runs the scheduler in memory. Leases are not shown.
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    fn open_deliveries(&self) -> impl Future<Output = Result<Vec<(DeliveryId, DeliveryRow)>, StoreError>> + Send;
+
+    /// One delivery (live or final) with its sent attempts.
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    fn delivery(
+        &self,
+        key: &DeliveryKey,
+    ) -> impl Future<Output = Result<Option<(DeliveryId, DeliveryRow)>, StoreError>> + Send;
 }

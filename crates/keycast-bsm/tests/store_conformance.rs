@@ -2,9 +2,19 @@
 //! directory) and `PgStore` (a fresh schema per test in the database named by
 //! `KEYCAST_TEST_POSTGRES_URL`; without it those tests print that they were skipped and pass).
 
+use std::collections::HashSet;
+use std::net::{IpAddr, Ipv4Addr};
 use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use keycast_bsm::delivery::{
+    Action, Attempt, Delivery, DeliveryId, DeliveryKey, DeliveryRow, DeliveryState, FailReason, PushAddress,
+    RegistrationInterface, Scheduler, SchedulerConfig, SendResult, Time,
+};
+use keycast_bsm::issue::LtkmKind;
+use keycast_bsm::rng::SeededRandom;
 
 use keycast_bsm::domain::{
     KeyEntry, KeyGroup, Program, ProgramId, Purchase, PurchaseData, PurchaseItem, PurchaseKind, Service, ServiceId,
@@ -14,7 +24,7 @@ use keycast_bsm::store::sql::{PgStore, SqliteStore};
 use keycast_bsm::store::{BsmStore, Interface, Registration, StoreError, StoredKey};
 use keycast_crypto::at_rest::StorageKey;
 use keycast_crypto::keys::SekPek;
-use keycast_mikey::{KeyDomainId, SekPekId};
+use keycast_mikey::{KeyDomainId, KeyValidity, SekPekId};
 use keycast_provisioning::sprov::Price;
 use sqlx::Row;
 use sqlx::postgres::{PgConnectOptions, PgPool};
@@ -81,6 +91,43 @@ async fn catalogue<S: BsmStore>(s: &S) {
     s.put_purchase_data(&offer("basic-month", "basic", PurchaseKind::Subscription)).await.unwrap();
     s.put_purchase_data(&offer("final-ppv", "all", PurchaseKind::PayPerView(ProgramId("final".into())))).await.unwrap();
     s.put_purchase_data(&offer("all-tokens", "all", PurchaseKind::Tokens(10))).await.unwrap();
+}
+
+/// Delivery times are microseconds; `T0` seconds is the tests' "now".
+fn at(s: u64) -> Time {
+    Time::from_secs(T0 + s)
+}
+
+const LEASE: Duration = Duration::from_secs(30);
+
+fn dkey(n: u32, version: u32) -> DeliveryKey {
+    DeliveryKey {
+        terminal: terminal(n).0,
+        key_domain_id: kd(),
+        sek_pek_id: SekPekId { key_group: 1, key_number: 2 },
+        version,
+    }
+}
+
+fn fresh(n: u32, version: u32, kind: LtkmKind, due: Time) -> DeliveryRow {
+    DeliveryRow {
+        delivery: Delivery {
+            key: dkey(n, version),
+            kind,
+            to: PushAddress { ip: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)), interface: RegistrationInterface::OmaBcast },
+        },
+        state: DeliveryState::Pending,
+        due: Some(due),
+        sent: Vec::new(),
+    }
+}
+
+fn deliver() -> LtkmKind {
+    LtkmKind::Deliver { validity: KeyValidity::TekIdWindow { seq_l: 0, seq_u: 100 } }
+}
+
+async fn open_count<S: BsmStore>(s: &S) -> usize {
+    s.open_deliveries().await.unwrap().len()
 }
 
 mod suite {
@@ -238,6 +285,282 @@ mod suite {
         );
         assert_eq!(s.reserve_ltkm_ts(&t, "b2@bsf", 1).await, Ok(34), "the refused reservation changed nothing");
     }
+    pub async fn deliveries_go_through_their_lifecycle<S: BsmStore>(s: Arc<S>) {
+        s.touch_terminal(&terminal(10), "b10@bsf", T0).await.unwrap();
+        let ts_update = LtkmKind::UpdateValidity { validity: KeyValidity::TsWindow { ts_low: 7, ts_high: u32::MAX } };
+        let mut mbms = fresh(10, 2, ts_update, at(0));
+        mbms.delivery.to = PushAddress { ip: "2001:db8::7".parse().unwrap(), interface: RegistrationInterface::Mbms };
+        let rows = vec![fresh(10, 1, deliver(), at(0)), mbms, fresh(10, 3, LtkmKind::Invalidate, at(60))];
+        assert_eq!(s.enqueue_deliveries(&rows).await, Ok(3));
+        for row in &rows {
+            let (_, back) = s.delivery(&row.delivery.key).await.unwrap().expect("stored");
+            assert_eq!(&back, row, "every kind, window form and interface round-trips");
+        }
+        assert_eq!(s.delivery(&dkey(10, 9)).await, Ok(None));
+
+        // Two due now; the third later.
+        let claimed = s.claim_due("w1", at(0), LEASE, 10).await.unwrap();
+        let keys: Vec<_> = claimed.iter().map(|(_, r)| r.delivery.key.version).collect();
+        assert_eq!(keys.len(), 2);
+        assert!(keys.contains(&1) && keys.contains(&2), "{keys:?}");
+        assert!(s.claim_due("w2", at(1), LEASE, 10).await.unwrap().is_empty(), "live leases protect them");
+
+        let key = dkey(10, 1);
+        let ts = s.record_send("w1", &key, Attempt::Push(1), "b10@bsf", at(1), at(31)).await.unwrap();
+        assert_eq!((ts.btid(), ts.value()), ("b10@bsf", 1));
+        let (_, row) = s.delivery(&key).await.unwrap().unwrap();
+        assert_eq!(row.state, DeliveryState::Sent { attempt: 1, at: at(1) });
+        assert_eq!(row.due, Some(at(31)));
+        assert_eq!(row.sent.len(), 1);
+        assert_eq!(
+            (row.sent[0].attempt, row.sent[0].ts, row.sent[0].at, row.sent[0].acknowledged),
+            (1, 1, at(1), false)
+        );
+        assert!(
+            matches!(
+                s.record_send("w1", &key, Attempt::Push(2), "b10@bsf", at(2), at(60)).await,
+                Err(StoreError::NotClaimed(_))
+            ),
+            "record_send ends the claim"
+        );
+
+        // At 31 s the retry is due, and w1's lease on the other one has run out: earliest due first.
+        let again = s.claim_due("w2", at(31), LEASE, 10).await.unwrap();
+        let versions: Vec<u32> = again.iter().map(|(_, r)| r.delivery.key.version).collect();
+        assert_eq!(versions, [2, 1]);
+        assert_eq!(again[1].1.sent, row.sent, "the claim brings the sent attempts");
+        assert!(matches!(
+            s.record_send("w2", &key, Attempt::Push(3), "b10@bsf", at(31), at(90)).await,
+            Err(StoreError::Invalid(_))
+        ));
+        assert_eq!(s.record_send("w2", &key, Attempt::Push(2), "b10@bsf", at(31), at(90)).await.unwrap().value(), 2);
+
+        // Acknowledged (verification message): once; repeating it changes nothing.
+        assert_eq!(s.record_outcome(&key, DeliveryState::Acknowledged { at: at(40) }, None).await, Ok(true));
+        assert_eq!(s.record_outcome(&key, DeliveryState::Acknowledged { at: at(41) }, None).await, Ok(false));
+        let failed = DeliveryState::Failed { at: at(42), reason: FailReason::NoAcknowledgement };
+        assert_eq!(s.record_outcome(&key, failed, None).await, Ok(false), "an acknowledgement stands");
+        let (_, row) = s.delivery(&key).await.unwrap().unwrap();
+        assert_eq!((row.state, row.due, row.sent.len()), (DeliveryState::Acknowledged { at: at(40) }, None, 2));
+
+        // The MBMS one: a solicited pull (a TS, no sent attempt), then given up, then acknowledged.
+        let pull_key = dkey(10, 2);
+        let ts = s.record_send("w1", &pull_key, Attempt::SolicitedPull, "b10@bsf", at(35), at(600)).await;
+        assert!(matches!(ts, Err(StoreError::NotClaimed(_))), "w2 holds it now: {ts:?}");
+        let ts = s.record_send("w2", &pull_key, Attempt::SolicitedPull, "b10@bsf", at(40), at(640)).await.unwrap();
+        assert_eq!(ts.value(), 3, "one counter per terminal and SMK, whatever the delivery");
+        let (_, row) = s.delivery(&pull_key).await.unwrap().unwrap();
+        assert_eq!(
+            (row.state, row.due, row.sent.len()),
+            (DeliveryState::PullSolicited { at: at(40) }, Some(at(640)), 0)
+        );
+        assert_eq!(s.record_outcome(&pull_key, failed, None).await, Ok(true));
+        assert_eq!(s.record_outcome(&pull_key, failed, None).await, Ok(false));
+        assert_eq!(
+            s.record_outcome(&pull_key, DeliveryState::Acknowledged { at: at(50) }, None).await,
+            Ok(true),
+            "after give-up"
+        );
+
+        // A live state needs a due time; an unknown delivery is missing.
+        let third = dkey(10, 3);
+        let sent = DeliveryState::Sent { attempt: 0, at: at(1) };
+        assert!(matches!(s.record_outcome(&third, DeliveryState::Pending, None).await, Err(StoreError::Invalid(_))));
+        assert_eq!(s.record_outcome(&third, DeliveryState::Pending, Some(at(70))).await, Ok(true), "rescheduled");
+        assert!(matches!(s.record_outcome(&dkey(99, 1), sent, Some(at(1))).await, Err(StoreError::Missing(_))));
+        let open = s.open_deliveries().await.unwrap();
+        assert_eq!(open.len(), 1, "only live rows are open");
+        assert_eq!((open[0].1.delivery.key.version, open[0].1.due), (3, Some(at(70))));
+    }
+
+    pub async fn duplicate_deliveries_are_refused_whole<S: BsmStore>(s: Arc<S>) {
+        let first: Vec<_> = (0..5).map(|i| fresh(20, i, deliver(), at(0))).collect();
+        assert_eq!(s.enqueue_deliveries(&first).await, Ok(5));
+        let with_existing = vec![fresh(20, 5, deliver(), at(0)), fresh(20, 0, deliver(), at(0))];
+        assert!(matches!(s.enqueue_deliveries(&with_existing).await, Err(StoreError::Conflict(_))));
+        let twice = vec![fresh(21, 1, deliver(), at(0)), fresh(21, 1, deliver(), at(0))];
+        assert!(matches!(s.enqueue_deliveries(&twice).await, Err(StoreError::Conflict(_))));
+        let mut no_due = fresh(22, 1, deliver(), at(0));
+        no_due.due = None;
+        assert!(matches!(
+            s.enqueue_deliveries(&[fresh(22, 2, deliver(), at(0)), no_due]).await,
+            Err(StoreError::Invalid(_))
+        ));
+        // More rows than one statement takes (either backend), the duplicate in the last one.
+        let mut big: Vec<_> = (0..5_000).map(|i| fresh(23, i, deliver(), at(0))).collect();
+        big.push(fresh(23, 0, deliver(), at(0)));
+        assert!(matches!(s.enqueue_deliveries(&big).await, Err(StoreError::Conflict(_))));
+        assert_eq!(open_count(&*s).await, 5, "nothing half-written");
+        big.pop();
+        assert_eq!(s.enqueue_deliveries(&big).await, Ok(5_000));
+        assert_eq!(open_count(&*s).await, 5_005);
+    }
+
+    pub async fn concurrent_claimers_never_share_a_row<S: BsmStore + Send + Sync + 'static>(s: Arc<S>) {
+        let rows: Vec<_> = (0..400).map(|i| fresh(30 + i % 7, i, deliver(), at(u64::from(i % 3)))).collect();
+        s.enqueue_deliveries(&rows).await.unwrap();
+        let tasks: Vec<_> = (0..16)
+            .map(|w| {
+                let s = Arc::clone(&s);
+                tokio::spawn(async move {
+                    let mut mine = Vec::new();
+                    loop {
+                        let got = s.claim_due(&format!("worker-{w}"), at(5), LEASE, 7).await.unwrap();
+                        if got.is_empty() {
+                            return mine;
+                        }
+                        mine.extend(got.into_iter().map(|(id, _)| id));
+                    }
+                })
+            })
+            .collect();
+        let mut all: Vec<DeliveryId> = Vec::new();
+        for task in tasks {
+            all.extend(task.await.unwrap());
+        }
+        let distinct: HashSet<_> = all.iter().copied().collect();
+        assert_eq!(all.len(), 400, "every due row claimed");
+        assert_eq!(distinct.len(), 400, "no row claimed twice");
+    }
+
+    pub async fn leases_run_out_and_stale_workers_are_refused<S: BsmStore>(s: Arc<S>) {
+        s.touch_terminal(&terminal(40), "b40@bsf", T0).await.unwrap();
+        let rows: Vec<_> = (1..=3).map(|v| fresh(40, v, deliver(), at(0))).collect();
+        s.enqueue_deliveries(&rows).await.unwrap();
+        assert_eq!(s.claim_due("w1", at(0), LEASE, 10).await.unwrap().len(), 3);
+        assert!(s.claim_due("w2", at(29), LEASE, 10).await.unwrap().is_empty(), "lease still live");
+        // Lease ran out but nobody took the rows: w1 is refused all the same (a taker may come any
+        // moment, and w1 cannot know).
+        let late = s.record_send("w1", &dkey(40, 3), Attempt::Push(1), "b40@bsf", at(30), at(60)).await;
+        assert!(matches!(late, Err(StoreError::NotClaimed(_))), "{late:?}");
+        let taken = s.claim_due("w2", at(30), LEASE, 2).await.unwrap();
+        assert_eq!(taken.len(), 2);
+        let key = &taken[0].1.delivery.key;
+        let stale = s.record_send("w1", key, Attempt::Push(1), "b40@bsf", at(31), at(61)).await;
+        assert!(matches!(stale, Err(StoreError::NotClaimed(_))), "{stale:?}");
+        assert_eq!(s.delivery(key).await.unwrap().unwrap().1.state, DeliveryState::Pending, "nothing changed");
+        assert_eq!(s.record_send("w2", key, Attempt::Push(1), "b40@bsf", at(31), at(61)).await.unwrap().value(), 1);
+        // An unknown terminal: refused, the claim stays.
+        s.enqueue_deliveries(&[fresh(41, 1, deliver(), at(0))]).await.unwrap();
+        assert_eq!(s.claim_due("w3", at(31), LEASE, 10).await.unwrap().len(), 2, "w1's last one and the new one");
+        let unknown = s.record_send("w3", &dkey(41, 1), Attempt::Push(1), "b41@bsf", at(31), at(61)).await;
+        assert!(matches!(unknown, Err(StoreError::Missing(_))), "{unknown:?}");
+        assert!(s.claim_due("w4", at(32), LEASE, 10).await.unwrap().is_empty());
+    }
+
+    pub async fn ltkm_ts_grows_per_terminal_and_smk_across_sends<S: BsmStore>(s: Arc<S>) {
+        for t in [50, 51] {
+            s.touch_terminal(&terminal(t), &format!("b{t}@bsf"), T0).await.unwrap();
+        }
+        let rows: Vec<_> = [50, 51].iter().flat_map(|&t| (1..=4).map(move |v| fresh(t, v, deliver(), at(0)))).collect();
+        s.enqueue_deliveries(&rows).await.unwrap();
+        assert_eq!(s.claim_due("w", at(0), LEASE, 100).await.unwrap().len(), 8);
+        let mut seen = Vec::new();
+        for v in 1..=3 {
+            for t in [50, 51] {
+                let ts = s.record_send("w", &dkey(t, v), Attempt::Push(1), &format!("b{t}@bsf"), at(1), at(100)).await;
+                seen.push((t, ts.unwrap().value()));
+            }
+        }
+        assert_eq!(seen, [(50, 1), (51, 1), (50, 2), (51, 2), (50, 3), (51, 3)]);
+        assert_eq!(s.reserve_ltkm_ts(&terminal(50), "b50@bsf", 1).await, Ok(4), "one counter for both paths");
+        // Terminal 50 bootstrapped again: a new SMK, the count restarts.
+        let ts = s.record_send("w", &dkey(50, 4), Attempt::Push(1), "b50-new@bsf", at(2), at(100)).await.unwrap();
+        assert_eq!((ts.btid(), ts.value()), ("b50-new@bsf", 1));
+        let ts = s.record_send("w", &dkey(51, 4), Attempt::Push(1), "b51@bsf", at(2), at(100)).await.unwrap();
+        assert_eq!(ts.value(), 4);
+    }
+
+    /// The scheduler's rows survive the store: a scheduler restored from the store acts exactly as
+    /// one restored from the rows in memory (and as the original, when no rate limit or jitter
+    /// state differs).
+    pub async fn scheduler_rows_round_trip<S: BsmStore>(s: Arc<S>) {
+        let config = SchedulerConfig {
+            spread_window: Duration::from_secs(100),
+            jitter: Duration::from_millis(300),
+            rate: None,
+            ..SchedulerConfig::default()
+        };
+        let mut original = Scheduler::new(config, SeededRandom::new(7)).unwrap();
+        let kinds = [
+            deliver(),
+            LtkmKind::Invalidate,
+            LtkmKind::UpdateValidity { validity: KeyValidity::TsWindow { ts_low: 1, ts_high: 2 } },
+        ];
+        let deliveries: Vec<Delivery> =
+            (0..60u32).map(|i| fresh(60 + i, 1, kinds[i as usize % 3], at(0)).delivery).collect();
+        original.enqueue_campaign(deliveries, at(0)).unwrap();
+        // Drive to 400 s: every push reported sent with a TS, every third acknowledged.
+        let mut ts = 0;
+        let mut now = at(0);
+        while now <= at(400) {
+            for action in original.poll(now) {
+                match action {
+                    Action::Send { id, attempt, .. } => {
+                        ts += 1;
+                        let sent = SendResult::Sent { btid: format!("btid-{}", id.0), ts };
+                        original.send_result(id, Attempt::Push(attempt), sent, now).unwrap();
+                        if id.0 % 3 == 0 {
+                            original.acknowledged(id, now).unwrap();
+                        }
+                    }
+                    Action::SolicitedPull { id, .. } => {
+                        original.send_result(id, Attempt::SolicitedPull, SendResult::NotSent, now).unwrap();
+                    }
+                    Action::GiveUp { .. } => {}
+                }
+            }
+            now = now.after(Duration::from_secs(7));
+        }
+        let rows: Vec<DeliveryRow> = original.rows().map(|(_, r)| r.clone()).collect();
+        assert!(rows.iter().any(|r| !r.sent.is_empty() && !r.state.is_final()), "some in flight");
+        assert!(rows.iter().any(|r| r.state.is_final()), "some done");
+        assert_eq!(s.enqueue_deliveries(&rows).await, Ok(60));
+        for row in &rows {
+            assert_eq!(&s.delivery(&row.delivery.key).await.unwrap().unwrap().1, row, "row kept as is");
+        }
+        let stored = s.open_deliveries().await.unwrap();
+        let in_memory: Vec<(DeliveryId, DeliveryRow)> =
+            original.rows().filter(|(_, r)| !r.state.is_final()).map(|(id, r)| (id, r.clone())).collect();
+        assert_eq!(stored.len(), in_memory.len());
+        let mut from_store = Scheduler::restore(config, SeededRandom::new(9), stored).unwrap();
+        let mut from_memory = Scheduler::restore(config, SeededRandom::new(9), in_memory).unwrap();
+        // Actions named by delivery key (the store numbers deliveries its own way).
+        let named = |s: &Scheduler<SeededRandom>, actions: Vec<Action>| -> Vec<String> {
+            let mut out: Vec<String> = actions
+                .into_iter()
+                .map(|a| match a {
+                    Action::Send { id, attempt, to, .. } => {
+                        format!("send {} #{attempt} {to}", s.row(id).unwrap().delivery.key.terminal)
+                    }
+                    Action::SolicitedPull { id, to, .. } => {
+                        format!("pull {} {to}", s.row(id).unwrap().delivery.key.terminal)
+                    }
+                    Action::GiveUp { key, .. } => format!("give up {}", key.terminal),
+                })
+                .collect();
+            out.sort();
+            out
+        };
+        assert_eq!(from_store.poll_timeout(), original.poll_timeout());
+        let mut t = now;
+        let mut steps = 0;
+        while let Some(next) = from_store.poll_timeout() {
+            assert_eq!(from_memory.poll_timeout(), Some(next));
+            t = t.max(next);
+            let a = from_store.poll(t);
+            let b = from_memory.poll(t);
+            let first = steps == 0;
+            let (a, b) = (named(&from_store, a), named(&from_memory, b));
+            if first {
+                let o = original.poll(t);
+                assert_eq!(a, named(&original, o), "the original agrees on the next step");
+            }
+            assert_eq!(a, b);
+            steps += 1;
+        }
+        assert!(steps > 3, "several steps compared");
+    }
 }
 
 /// A SQL store and direct access to its tables.
@@ -272,6 +595,37 @@ mod at_rest {
         assert_eq!(f.reopen(StorageKey::from_bytes([9; 16])).await.err(), Some(StoreError::WrongStorageKey));
         let again = f.reopen(storage_key()).await.unwrap();
         assert_eq!(again.key_entries(1).await.unwrap().len(), 2, "a reopened store has everything");
+        f.close().await;
+    }
+    /// A worker claims and dies before `record_send`; another process opens the database: the rows
+    /// come back to it once the lease runs out, never before.
+    pub async fn a_crashed_worker_loses_nothing<F: SqlFixture>(f: F) {
+        let s = f.store();
+        s.touch_terminal(&terminal(70), "b70@bsf", T0).await.unwrap();
+        s.enqueue_deliveries(&[fresh(70, 1, deliver(), at(0)), fresh(70, 2, deliver(), at(0))]).await.unwrap();
+        assert_eq!(s.claim_due("dead", at(0), LEASE, 10).await.unwrap().len(), 2);
+        drop(s);
+        let other = f.reopen(storage_key()).await.unwrap();
+        assert!(other.claim_due("alive", at(29), LEASE, 10).await.unwrap().is_empty());
+        let back = other.claim_due("alive", at(30), LEASE, 10).await.unwrap();
+        assert_eq!(back.len(), 2, "claimable after the lease");
+        assert!(back.iter().all(|(_, r)| r.state == DeliveryState::Pending && r.sent.is_empty()));
+        let ts = other.record_send("alive", &dkey(70, 1), Attempt::Push(1), "b70@bsf", at(31), at(61)).await;
+        assert_eq!(ts.unwrap().value(), 1);
+        drop(other);
+        f.close().await;
+    }
+
+    /// A row altered behind the store's back reads as an error, never a panic.
+    pub async fn altered_delivery_rows_are_errors<F: SqlFixture>(f: F) {
+        let s = f.store();
+        s.enqueue_deliveries(&[fresh(71, 1, deliver(), at(0))]).await.unwrap();
+        f.exec("UPDATE deliveries SET push_ip = 'not an address'").await;
+        assert!(matches!(s.delivery(&dkey(71, 1)).await, Err(StoreError::Corrupt(_))));
+        assert!(matches!(s.open_deliveries().await, Err(StoreError::Corrupt(_))));
+        f.exec("UPDATE deliveries SET push_ip = '10.0.0.1', window_high = 70000").await;
+        assert!(matches!(s.claim_due("w", at(0), LEASE, 1).await, Err(StoreError::Corrupt(_))));
+        drop(s);
         f.close().await;
     }
 }
@@ -403,6 +757,60 @@ macro_rules! backend_suite {
         async fn keys_are_wrapped_and_bound_to_their_row() {
             let Some(f) = $make else { return };
             at_rest::keys_are_wrapped_and_bound_to_their_row(f).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn deliveries_go_through_their_lifecycle() {
+            let Some(f) = $make else { return };
+            suite::deliveries_go_through_their_lifecycle(f.store()).await;
+            f.close().await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn duplicate_deliveries_are_refused_whole() {
+            let Some(f) = $make else { return };
+            suite::duplicate_deliveries_are_refused_whole(f.store()).await;
+            f.close().await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn concurrent_claimers_never_share_a_row() {
+            let Some(f) = $make else { return };
+            suite::concurrent_claimers_never_share_a_row(f.store()).await;
+            f.close().await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn leases_run_out_and_stale_workers_are_refused() {
+            let Some(f) = $make else { return };
+            suite::leases_run_out_and_stale_workers_are_refused(f.store()).await;
+            f.close().await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn ltkm_ts_grows_per_terminal_and_smk_across_sends() {
+            let Some(f) = $make else { return };
+            suite::ltkm_ts_grows_per_terminal_and_smk_across_sends(f.store()).await;
+            f.close().await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn scheduler_rows_round_trip() {
+            let Some(f) = $make else { return };
+            suite::scheduler_rows_round_trip(f.store()).await;
+            f.close().await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn a_crashed_worker_loses_nothing() {
+            let Some(f) = $make else { return };
+            at_rest::a_crashed_worker_loses_nothing(f).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn altered_delivery_rows_are_errors() {
+            let Some(f) = $make else { return };
+            at_rest::altered_delivery_rows_are_errors(f).await;
         }
     };
 }

@@ -88,3 +88,57 @@ CREATE TABLE ltkm_counters (
     smk      TEXT NOT NULL,
     ts       BIGINT NOT NULL CHECK (ts BETWEEN 0 AND 4294967295)
 );
+
+-- LTKM deliveries (issue 5): one row per (terminal, Key Domain ID, SEK/PEK ID, version), holding
+-- what delivery::DeliveryRow holds. Times (state_at, due, claim_until, sent at) are microseconds
+-- since the Unix epoch, like delivery::Time. The terminal is named by IMPI without a foreign key:
+-- a rollover enqueues rows in bulk, and the terminal row is needed (and checked) only when an LTKM
+-- is sent, through ltkm_counters.
+--   kind: deliver | update (both with a window) | invalidate (none);
+--   window_form: ts (TS low/high, 32 bits) | tek (SEQl/SEQu, 16 bits);
+--   state: pending | sent | pull-solicited | acknowledged | failed; attempt = pushes so far;
+--   state_at = when the state was entered (NULL for pending); fail_reason for failed only;
+--   due = when a worker acts next, NULL exactly when the state is final;
+--   claimed_by/claim_until: the lease of the worker handling the row (both NULL when free).
+CREATE TABLE deliveries (
+    id             BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    terminal       TEXT NOT NULL,
+    key_domain     BYTEA NOT NULL CHECK (octet_length(key_domain) = 3),
+    key_group      BIGINT NOT NULL CHECK (key_group BETWEEN 0 AND 65535),
+    key_number     BIGINT NOT NULL CHECK (key_number BETWEEN 0 AND 65535),
+    version        BIGINT NOT NULL CHECK (version BETWEEN 0 AND 4294967295),
+    kind           TEXT NOT NULL CHECK (kind IN ('deliver', 'update', 'invalidate')),
+    window_form    TEXT CHECK (window_form IN ('ts', 'tek')),
+    window_low     BIGINT CHECK (window_low BETWEEN 0 AND 4294967295),
+    window_high    BIGINT CHECK (window_high BETWEEN 0 AND 4294967295),
+    push_ip        TEXT NOT NULL,
+    push_interface TEXT NOT NULL CHECK (push_interface IN ('mbms', 'oma-bcast')),
+    state          TEXT NOT NULL CHECK (state IN ('pending', 'sent', 'pull-solicited', 'acknowledged', 'failed')),
+    attempt        BIGINT NOT NULL CHECK (attempt BETWEEN 0 AND 4294967295),
+    state_at       BIGINT,
+    fail_reason    TEXT CHECK (fail_reason IN ('no-ack', 'abandoned')),
+    due            BIGINT,
+    claimed_by     TEXT,
+    claim_until    BIGINT,
+    CHECK ((kind = 'invalidate') = (window_form IS NULL)),
+    CHECK ((window_form IS NULL) = (window_low IS NULL) AND (window_form IS NULL) = (window_high IS NULL)),
+    CHECK ((state IN ('acknowledged', 'failed')) = (due IS NULL)),
+    CHECK ((state = 'failed') = (fail_reason IS NOT NULL)),
+    CHECK ((claimed_by IS NULL) = (claim_until IS NULL)),
+    UNIQUE (terminal, key_domain, key_group, key_number, version)
+);
+-- The claim query walks due rows in due order; final rows (due NULL) are not indexed.
+CREATE INDEX deliveries_due ON deliveries (due) WHERE due IS NOT NULL;
+
+-- The LTKMs sent for a delivery (delivery::SentLtkm), oldest first; (btid, ts) names one LTKM
+-- (what a verification message answers), so it is unique.
+CREATE TABLE delivery_sends (
+    delivery     BIGINT NOT NULL REFERENCES deliveries (id) ON DELETE CASCADE,
+    attempt      BIGINT NOT NULL CHECK (attempt BETWEEN 1 AND 4294967295),
+    btid         TEXT NOT NULL,
+    ts           BIGINT NOT NULL CHECK (ts BETWEEN 0 AND 4294967295),
+    sent_at      BIGINT NOT NULL,
+    acknowledged BIGINT NOT NULL CHECK (acknowledged IN (0, 1)),
+    PRIMARY KEY (delivery, attempt),
+    UNIQUE (btid, ts)
+);

@@ -6,10 +6,19 @@
 //! before they write (a key after its group's latest, the LTKM counter) run in one transaction
 //! that holds the write lock: SQLite's `BEGIN IMMEDIATE`, PostgreSQL's table lock on `keys`, and
 //! single-statement upserts for counters.
+//!
+//! Deliveries (module `deliveries` has the column mapping and the SQL): a claim is one
+//! `UPDATE … WHERE id IN (SELECT … ORDER BY due LIMIT n) RETURNING …`, under SQLite's single
+//! writer (`BEGIN IMMEDIATE`) or, on PostgreSQL, with `FOR UPDATE SKIP LOCKED` in the subquery so
+//! that BSM processes sharing the database take disjoint rows without waiting for each other.
+//! `record_send` locks its row (`FOR UPDATE`; SQLite: the write lock), checks the lease, reserves
+//! the TS and writes, all in one transaction. A bulk enqueue is one transaction of multi-row
+//! INSERTs, each as large as the backend's parameter limit allows.
 
 use std::borrow::Cow;
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use keycast_crypto::at_rest::StorageKey;
@@ -20,13 +29,18 @@ use sqlx::error::ErrorKind;
 use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, SqlSafeStr};
+use sqlx::{Arguments, AssertSqlSafe, Row, SqlSafeStr};
 
+use self::deliveries::{Encoded, Raw, RawSent, Statement};
 use super::{BsmStore, Interface, Registration, StoreError, StoredKey, Terminal};
+use crate::delivery::{Attempt, DeliveryId, DeliveryKey, DeliveryRow, DeliveryState, Time};
 use crate::domain::{
     KeyEntry, Program, ProgramId, Purchase, PurchaseData, PurchaseItem, PurchaseKind, Service, ServiceId, TerminalId,
     Window,
 };
+use crate::issue::{LtkmCounter, LtkmTs};
+
+mod deliveries;
 
 /// Scope of the BSM's keys at rest.
 const SCOPE: &str = "keycast-bsm-store";
@@ -58,6 +72,38 @@ fn missing_or_backend(what: impl FnOnce() -> String) -> impl FnOnce(sqlx::Error)
         _ => backend(e),
     }
 }
+
+/// The LTKM counter's errors: the 32-bit counter is full, or the terminal is unknown.
+fn ts_error(terminal: &str) -> impl FnOnce(sqlx::Error) -> StoreError + '_ {
+    move |e| match e.as_database_error().map(|d| d.kind()) {
+        Some(ErrorKind::CheckViolation) => {
+            StoreError::Conflict(format!("LTKM counter of {terminal} exhausted under this SMK"))
+        }
+        Some(ErrorKind::ForeignKeyViolation) => StoreError::Missing(format!("terminal {terminal}")),
+        _ => backend(e),
+    }
+}
+
+/// A delivery row (or sent attempt) refused: a repeated name, or a value the schema refuses.
+fn insert_error(e: sqlx::Error) -> StoreError {
+    match e.as_database_error().map(|d| d.kind()) {
+        Some(ErrorKind::UniqueViolation) => StoreError::Conflict(
+            "a delivery with this (terminal, Key Domain ID, SEK/PEK ID, version), or a sent LTKM with this \
+             B-TID and TS, already exists"
+                .into(),
+        ),
+        Some(ErrorKind::CheckViolation) => StoreError::Invalid(format!("delivery row refused by the schema: {e}")),
+        _ => backend(e),
+    }
+}
+
+fn key_name(key: &DeliveryKey) -> String {
+    let id = key.sek_pek_id;
+    format!("delivery of {}/{} v{} to {}", id.key_group, id.key_number, key.version, key.terminal)
+}
+
+/// Ids per `IN (…)` list when reading sent attempts back (far below either parameter limit).
+const IN_LIST: usize = 500;
 
 fn to_db(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
@@ -151,9 +197,15 @@ const SQL_RESERVE_TS: &str = "INSERT INTO ltkm_counters (terminal, smk, ts) VALU
 
 /// Implements [`BsmStore`] for a store with fields `pool` and `key`. `$begin` opens a transaction
 /// that holds the write lock for a key insertion (`None`: the pool's `BEGIN`), `$lock_keys` is run
-/// first inside it (PostgreSQL's table lock; empty for SQLite).
+/// first inside it (PostgreSQL's table lock; empty for SQLite). `$claim_lock` follows the claim's
+/// row selection and `$row_lock` the delivery read of `record_send` (PostgreSQL's row locks; empty
+/// for SQLite, whose `$begin` already holds the one write lock). `$max_params` is the backend's
+/// limit of bound parameters per statement.
 macro_rules! sql_store {
-    ($store:ident, $pool:ty, $db:ty, $migrations:expr, $begin:expr, $lock_keys:expr) => {
+    (
+        $store:ident, $pool:ty, $db:ty, $migrations:expr, $begin:expr, $lock_keys:expr,
+        $claim_lock:expr, $row_lock:expr, $max_params:expr
+    ) => {
         impl $store {
             async fn init(pool: $pool, key: StorageKey) -> Result<Self, StoreError> {
                 migrator($migrations).run(&pool).await.map_err(|e| StoreError::Backend(format!("migration: {e}")))?;
@@ -180,6 +232,98 @@ macro_rules! sql_store {
             /// Closes the pool, waiting for connections to finish.
             pub async fn close(&self) {
                 self.pool.close().await;
+            }
+
+            /// A transaction that may read before it writes: SQLite's `BEGIN IMMEDIATE` takes the
+            /// write lock at once (no deadlock between two readers that both want to write).
+            async fn write_tx(&self) -> Result<sqlx::Transaction<'static, $db>, StoreError> {
+                let begin: Option<&'static str> = $begin;
+                match begin {
+                    Some(statement) => self.pool.begin_with(statement).await,
+                    None => self.pool.begin().await,
+                }
+                .map_err(backend)
+            }
+
+            fn delivery_raw(row: &<$db as sqlx::Database>::Row) -> Result<Raw, StoreError> {
+                Ok(Raw {
+                    id: row.try_get("id").map_err(backend)?,
+                    terminal: row.try_get("terminal").map_err(backend)?,
+                    key_domain: row.try_get("key_domain").map_err(backend)?,
+                    key_group: row.try_get("key_group").map_err(backend)?,
+                    key_number: row.try_get("key_number").map_err(backend)?,
+                    version: row.try_get("version").map_err(backend)?,
+                    kind: row.try_get("kind").map_err(backend)?,
+                    window_form: row.try_get("window_form").map_err(backend)?,
+                    window_low: row.try_get("window_low").map_err(backend)?,
+                    window_high: row.try_get("window_high").map_err(backend)?,
+                    push_ip: row.try_get("push_ip").map_err(backend)?,
+                    push_interface: row.try_get("push_interface").map_err(backend)?,
+                    state: row.try_get("state").map_err(backend)?,
+                    attempt: row.try_get("attempt").map_err(backend)?,
+                    state_at: row.try_get("state_at").map_err(backend)?,
+                    fail_reason: row.try_get("fail_reason").map_err(backend)?,
+                    due: row.try_get("due").map_err(backend)?,
+                })
+            }
+
+            fn sent_raw(row: &<$db as sqlx::Database>::Row) -> Result<RawSent, StoreError> {
+                Ok(RawSent {
+                    attempt: row.try_get("s_attempt").map_err(backend)?,
+                    btid: row.try_get("s_btid").map_err(backend)?,
+                    ts: row.try_get("s_ts").map_err(backend)?,
+                    at: row.try_get("s_at").map_err(backend)?,
+                    acknowledged: row.try_get("s_ack").map_err(backend)?,
+                })
+            }
+
+            /// Appends `(…)` with the row's columns in `INSERT_COLUMNS` order.
+            fn push_row(
+                st: &mut Statement<<$db as sqlx::Database>::Arguments>,
+                e: Encoded<'_>,
+            ) -> Result<(), StoreError> {
+                st.text("(");
+                st.bind(e.terminal)?.text(", ").bind(e.key_domain)?.text(", ").bind(e.key_group)?.text(", ");
+                st.bind(e.key_number)?.text(", ").bind(e.version)?.text(", ").bind(e.kind)?.text(", ");
+                st.bind(e.window_form)?.text(", ").bind(e.window_low)?.text(", ").bind(e.window_high)?.text(", ");
+                st.bind(e.push_ip)?.text(", ").bind(e.push_interface)?.text(", ").bind(e.state)?.text(", ");
+                st.bind(e.attempt)?.text(", ").bind(e.state_at)?.text(", ").bind(e.fail_reason)?.text(", ");
+                st.bind(e.due)?.text(")");
+                Ok(())
+            }
+
+            /// Reads the sent attempts of `rows` back (inside the claim's transaction).
+            async fn attach_sent(
+                conn: &mut <$db as sqlx::Database>::Connection,
+                rows: &mut [(DeliveryId, DeliveryRow)],
+            ) -> Result<(), StoreError> {
+                let index: std::collections::HashMap<u64, usize> =
+                    rows.iter().enumerate().map(|(i, (id, _))| (id.0, i)).collect();
+                for chunk in rows.iter().map(|(id, _)| to_db(id.0)).collect::<Vec<_>>().chunks(IN_LIST) {
+                    let mut st = Statement::<<$db as sqlx::Database>::Arguments>::new(
+                        "SELECT delivery, attempt AS s_attempt, btid AS s_btid, ts AS s_ts, sent_at AS s_at, \
+                         acknowledged AS s_ack FROM delivery_sends WHERE delivery IN (",
+                    );
+                    for (i, id) in chunk.iter().enumerate() {
+                        if i > 0 {
+                            st.text(", ");
+                        }
+                        st.bind(*id)?;
+                    }
+                    st.text(") ORDER BY delivery, attempt");
+                    let found = sqlx::query_with(AssertSqlSafe(st.sql), st.args)
+                        .fetch_all(&mut *conn)
+                        .await
+                        .map_err(backend)?;
+                    for row in &found {
+                        let id = from_db(row.try_get("delivery").map_err(backend)?, "delivery id")?;
+                        let sent = deliveries::decode_sent(Self::sent_raw(row)?)?;
+                        if let (Some(sent), Some(&i)) = (sent, index.get(&id)) {
+                            rows[i].1.sent.push(sent);
+                        }
+                    }
+                }
+                Ok(())
             }
 
             fn stored_key(&self, row: &<$db as sqlx::Database>::Row) -> Result<StoredKey, StoreError> {
@@ -599,16 +743,225 @@ macro_rules! sql_store {
                     .bind(i64::from(n))
                     .fetch_one(&self.pool)
                     .await
-                    .map_err(|e| match e.as_database_error().map(|d| d.kind()) {
-                        Some(ErrorKind::CheckViolation) => {
-                            StoreError::Conflict(format!("LTKM counter of {} exhausted under this SMK", terminal.0))
-                        }
-                        Some(ErrorKind::ForeignKeyViolation) => StoreError::Missing(format!("terminal {}", terminal.0)),
-                        _ => backend(e),
-                    })?;
+                    .map_err(ts_error(&terminal.0))?;
                 let last: i64 = row.try_get("ts").map_err(backend)?;
                 let last = u32::try_from(last).map_err(|_| StoreError::Corrupt(format!("LTKM TS {last}")))?;
                 Ok(last - (n - 1))
+            }
+
+            async fn enqueue_deliveries(&self, rows: &[DeliveryRow]) -> Result<u64, StoreError> {
+                // Rows that carry sent attempts need their new id for the child rows, so they go
+                // one by one; fresh rows (the bulk of a rollover) go as multi-row statements, as
+                // many rows per statement as the parameter limit allows.
+                let (bulk, with_sent): (Vec<&DeliveryRow>, Vec<&DeliveryRow>) =
+                    rows.iter().partition(|r| r.sent.is_empty());
+                let head = format!("INSERT INTO deliveries ({}) VALUES ", deliveries::INSERT_COLUMNS);
+                let per_statement: usize = $max_params / deliveries::INSERT_ARITY;
+                let mut tx = self.write_tx().await?;
+                for chunk in bulk.chunks(per_statement) {
+                    let mut st = Statement::<<$db as sqlx::Database>::Arguments>::new(&head);
+                    st.args.reserve(chunk.len() * deliveries::INSERT_ARITY, 0);
+                    for (i, row) in chunk.iter().enumerate() {
+                        if i > 0 {
+                            st.text(", ");
+                        }
+                        Self::push_row(&mut st, deliveries::encode(row)?)?;
+                    }
+                    sqlx::query_with(AssertSqlSafe(st.sql), st.args).execute(&mut *tx).await.map_err(insert_error)?;
+                }
+                for row in with_sent {
+                    let mut st = Statement::<<$db as sqlx::Database>::Arguments>::new(&head);
+                    Self::push_row(&mut st, deliveries::encode(row)?)?;
+                    st.text(" RETURNING id");
+                    let id: i64 = sqlx::query_with(AssertSqlSafe(st.sql), st.args)
+                        .fetch_one(&mut *tx)
+                        .await
+                        .map_err(insert_error)?
+                        .try_get("id")
+                        .map_err(backend)?;
+                    for sent in &row.sent {
+                        sqlx::query(deliveries::SQL_SEND_INSERT)
+                            .bind(id)
+                            .bind(i64::from(sent.attempt))
+                            .bind(sent.btid.as_str())
+                            .bind(i64::from(sent.ts))
+                            .bind(to_db(sent.at.as_micros()))
+                            .bind(i64::from(sent.acknowledged))
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(insert_error)?;
+                    }
+                }
+                tx.commit().await.map_err(backend)?;
+                Ok(u64::try_from(rows.len()).unwrap_or(u64::MAX))
+            }
+
+            async fn claim_due(
+                &self,
+                worker: &str,
+                now: Time,
+                lease: Duration,
+                limit: u32,
+            ) -> Result<Vec<(DeliveryId, DeliveryRow)>, StoreError> {
+                static CLAIM: LazyLock<String> = LazyLock::new(|| deliveries::claim_sql($claim_lock));
+                if limit == 0 {
+                    return Ok(Vec::new());
+                }
+                let mut tx = self.write_tx().await?;
+                let found = sqlx::query(CLAIM.as_str())
+                    .bind(worker)
+                    .bind(to_db(now.after(lease).as_micros()))
+                    .bind(to_db(now.as_micros()))
+                    .bind(i64::from(limit))
+                    .fetch_all(&mut *tx)
+                    .await
+                    .map_err(backend)?;
+                let mut claimed = found
+                    .iter()
+                    .map(|row| deliveries::decode(Self::delivery_raw(row)?))
+                    .collect::<Result<Vec<_>, StoreError>>()?;
+                // RETURNING promises no order.
+                claimed.sort_unstable_by_key(|(id, row)| (row.due, *id));
+                Self::attach_sent(&mut *tx, &mut claimed).await?;
+                tx.commit().await.map_err(backend)?;
+                Ok(claimed)
+            }
+
+            async fn record_send(
+                &self,
+                worker: &str,
+                key: &DeliveryKey,
+                attempt: Attempt,
+                btid: &str,
+                now: Time,
+                next_due: Time,
+            ) -> Result<LtkmTs, StoreError> {
+                static CHECK: LazyLock<String> = LazyLock::new(|| deliveries::send_check_sql($row_lock));
+                let (terminal, key_domain, key_group, key_number, version) = deliveries::key_columns(key);
+                let now_db = to_db(now.as_micros());
+                let mut tx = self.write_tx().await?;
+                let row = sqlx::query(CHECK.as_str())
+                    .bind(terminal)
+                    .bind(key_domain)
+                    .bind(key_group)
+                    .bind(key_number)
+                    .bind(version)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(backend)?
+                    .ok_or_else(|| StoreError::Missing(key_name(key)))?;
+                let id: i64 = row.try_get("id").map_err(backend)?;
+                let state: String = row.try_get("state").map_err(backend)?;
+                let pushes: i64 = row.try_get("attempt").map_err(backend)?;
+                let claimed_by: Option<String> = row.try_get("claimed_by").map_err(backend)?;
+                let claim_until: Option<i64> = row.try_get("claim_until").map_err(backend)?;
+                let live_claim = claimed_by.as_deref() == Some(worker) && claim_until.is_some_and(|u| u > now_db);
+                if !live_claim || state == deliveries::ACKNOWLEDGED || state == deliveries::FAILED {
+                    return Err(StoreError::NotClaimed(format!("{} is not claimed by {worker}", key_name(key))));
+                }
+                let (new_state, new_pushes) = match attempt {
+                    Attempt::Push(k) if i64::from(k) == pushes + 1 => (deliveries::SENT, i64::from(k)),
+                    Attempt::Push(k) => {
+                        return Err(StoreError::Invalid(format!("push {k} of {}: {pushes} so far", key_name(key))));
+                    }
+                    Attempt::SolicitedPull => (deliveries::PULL_SOLICITED, pushes),
+                };
+                let ts: i64 = sqlx::query(SQL_RESERVE_TS)
+                    .bind(terminal)
+                    .bind(btid)
+                    .bind(1_i64)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(ts_error(terminal))?
+                    .try_get("ts")
+                    .map_err(backend)?;
+                let ts = u32::try_from(ts).map_err(|_| StoreError::Corrupt(format!("LTKM TS {ts}")))?;
+                if let Attempt::Push(k) = attempt {
+                    sqlx::query(deliveries::SQL_SEND_INSERT)
+                        .bind(id)
+                        .bind(i64::from(k))
+                        .bind(btid)
+                        .bind(i64::from(ts))
+                        .bind(now_db)
+                        .bind(0_i64)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(insert_error)?;
+                }
+                sqlx::query(deliveries::SQL_SEND_UPDATE)
+                    .bind(id)
+                    .bind(new_state)
+                    .bind(new_pushes)
+                    .bind(now_db)
+                    .bind(to_db(next_due.as_micros()))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(backend)?;
+                tx.commit().await.map_err(backend)?;
+                // The counter row now holds `ts` durably: this is the reservation, persisted.
+                Ok(LtkmCounter::restore(btid, ts.wrapping_sub(1)).reserve(btid).persisted())
+            }
+
+            async fn record_outcome(
+                &self,
+                key: &DeliveryKey,
+                state: DeliveryState,
+                due: Option<Time>,
+            ) -> Result<bool, StoreError> {
+                let (terminal, key_domain, key_group, key_number, version) = deliveries::key_columns(key);
+                let (name, attempt, at, reason) = deliveries::state_columns(&state);
+                let query = match state {
+                    DeliveryState::Acknowledged { .. } => sqlx::query(deliveries::SQL_OUTCOME_ACK.as_str()),
+                    DeliveryState::Failed { .. } => sqlx::query(deliveries::SQL_OUTCOME_FAIL.as_str()),
+                    _ => sqlx::query(deliveries::SQL_OUTCOME_LIVE.as_str()),
+                };
+                let query = query.bind(terminal).bind(key_domain).bind(key_group).bind(key_number).bind(version);
+                let query = match state {
+                    DeliveryState::Acknowledged { .. } => query.bind(at),
+                    DeliveryState::Failed { .. } => query.bind(at).bind(reason),
+                    _ => {
+                        let due = due.ok_or_else(|| {
+                            StoreError::Invalid(format!("live state for {} without a due time", key_name(key)))
+                        })?;
+                        query.bind(name).bind(attempt).bind(at).bind(to_db(due.as_micros()))
+                    }
+                };
+                let done = query.execute(&self.pool).await.map_err(backend)?;
+                if done.rows_affected() > 0 {
+                    return Ok(true);
+                }
+                let n: i64 = sqlx::query(deliveries::SQL_EXISTS.as_str())
+                    .bind(terminal)
+                    .bind(key_domain)
+                    .bind(key_group)
+                    .bind(key_number)
+                    .bind(version)
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err(backend)?
+                    .try_get("n")
+                    .map_err(backend)?;
+                if n == 0 { Err(StoreError::Missing(key_name(key))) } else { Ok(false) }
+            }
+
+            async fn open_deliveries(&self) -> Result<Vec<(DeliveryId, DeliveryRow)>, StoreError> {
+                let rows = sqlx::query(deliveries::SELECT_OPEN.as_str()).fetch_all(&self.pool).await.map_err(backend)?;
+                deliveries::group(rows.iter().map(|r| Ok((Self::delivery_raw(r)?, Self::sent_raw(r)?))))
+            }
+
+            async fn delivery(&self, key: &DeliveryKey) -> Result<Option<(DeliveryId, DeliveryRow)>, StoreError> {
+                let (terminal, key_domain, key_group, key_number, version) = deliveries::key_columns(key);
+                let rows = sqlx::query(deliveries::SELECT_ONE.as_str())
+                    .bind(terminal)
+                    .bind(key_domain)
+                    .bind(key_group)
+                    .bind(key_number)
+                    .bind(version)
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(backend)?;
+                let found = deliveries::group(rows.iter().map(|r| Ok((Self::delivery_raw(r)?, Self::sent_raw(r)?))))?;
+                Ok(found.into_iter().next())
             }
         }
     };
@@ -684,5 +1037,19 @@ impl PgStore {
 
 // SQLite: `BEGIN IMMEDIATE` takes the write lock before the latest-key read. PostgreSQL: the table
 // lock serialises key insertions (rare: rollovers and administration).
-sql_store!(SqliteStore, SqlitePool, sqlx::Sqlite, SQLITE_MIGRATIONS, Some("BEGIN IMMEDIATE"), "");
-sql_store!(PgStore, PgPool, sqlx::Postgres, POSTGRES_MIGRATIONS, None, "LOCK TABLE keys IN SHARE ROW EXCLUSIVE MODE");
+// Deliveries: SQLite's single writer makes a claim atomic once `BEGIN IMMEDIATE` holds the write
+// lock; PostgreSQL locks the claimed rows and lets a concurrent claimer skip them rather than wait
+// (several BSM processes then share the work), and `record_send` locks its row so its check and
+// its writes see the same claim. Parameter limits: SQLite 32 766, PostgreSQL 65 535.
+sql_store!(SqliteStore, SqlitePool, sqlx::Sqlite, SQLITE_MIGRATIONS, Some("BEGIN IMMEDIATE"), "", "", "", 32_766);
+sql_store!(
+    PgStore,
+    PgPool,
+    sqlx::Postgres,
+    POSTGRES_MIGRATIONS,
+    None,
+    "LOCK TABLE keys IN SHARE ROW EXCLUSIVE MODE",
+    "FOR UPDATE SKIP LOCKED",
+    "FOR UPDATE",
+    65_535
+);
