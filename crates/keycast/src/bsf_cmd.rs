@@ -103,6 +103,9 @@ pub enum ServeCommand {
     /// The BSF: Ub (HTTP Digest AKA bootstrapping), Zn (NAF keys) and Prometheus metrics, until
     /// SIGINT or SIGTERM.
     Bsf(ServeBsfArgs),
+    /// The BSM: OMA BCAST service provisioning and the MBMS key-management interface behind HTTP
+    /// Digest with keys from the BSF over Zn, and Prometheus metrics, until SIGINT or SIGTERM.
+    Bsm(crate::bsm_cmd::ServeBsmArgs),
 }
 
 /// Options of `serve bsf`.
@@ -290,8 +293,8 @@ struct RawTls {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawStore {
-    url: Option<String>,
+pub(crate) struct RawStore {
+    pub(crate) url: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -325,9 +328,9 @@ impl Default for RawMetrics {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawLog {
+pub(crate) struct RawLog {
     #[serde(default)]
-    format: LogFormat,
+    pub(crate) format: LogFormat,
 }
 
 /// Log output format (`[log] format`).
@@ -422,7 +425,7 @@ pub struct Settings {
     pub log_format: LogFormat,
 }
 
-fn inline_secret(config: &Path, key: &str, instead: &str) -> anyhow::Error {
+pub(crate) fn inline_secret(config: &Path, key: &str, instead: &str) -> anyhow::Error {
     anyhow!(
         "{}: inline secret `{key}` refused: secrets never go into the configuration file; put it in a file \
          of its own (mode 0600) and name that file with `{instead}`",
@@ -431,7 +434,7 @@ fn inline_secret(config: &Path, key: &str, instead: &str) -> anyhow::Error {
 }
 
 /// A PostgreSQL URL with a password in it (user info `user:password@`, or `password=` in the query).
-fn url_has_password(url: &str) -> bool {
+pub(crate) fn url_has_password(url: &str) -> bool {
     let rest = url.split_once("://").map_or(url, |(_, r)| r);
     let authority = rest.split(['/', '?']).next().unwrap_or("");
     let userinfo_password = authority.rsplit_once('@').is_some_and(|(user, _)| user.contains(':'));
@@ -439,6 +442,46 @@ fn url_has_password(url: &str) -> bool {
         .split_once('?')
         .is_some_and(|(_, q)| q.split('&').any(|kv| kv.to_ascii_lowercase().starts_with("password=")));
     userinfo_password || query_password
+}
+
+/// Where a service's store is, from its `[store] url` (`None`: `default_file` next to the
+/// configuration file `path`); relative SQLite paths are relative to that directory.
+///
+/// # Errors
+/// A PostgreSQL URL holding a password, a URL that is neither `sqlite:` nor `postgres://`.
+pub(crate) fn store_location(url: Option<&str>, path: &Path, default_file: &str) -> Result<StoreLocation> {
+    let base = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let resolve = |p: &Path| if p.is_absolute() { p.to_path_buf() } else { base.join(p) };
+    Ok(match url {
+        None => StoreLocation::Sqlite(base.join(default_file)),
+        Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+            if url_has_password(url) {
+                bail!(
+                    "{}: [store] url holds a password: secrets never go into the configuration file; give \
+                     the password by PGPASSWORD or ~/.pgpass (PGPASSFILE)",
+                    path.display()
+                );
+            }
+            StoreLocation::Postgres(url.to_owned())
+        }
+        Some(url) if url.starts_with("sqlite:") => {
+            if url.contains('?') || url.starts_with("sqlite::memory:") {
+                StoreLocation::SqliteUrl(url.to_owned())
+            } else {
+                let file = url.trim_start_matches("sqlite:");
+                // sqlite:///abs → /abs; sqlite://rel and sqlite:rel → rel.
+                let file = file.strip_prefix("//").unwrap_or(file);
+                if file.is_empty() {
+                    bail!("{}: [store] url names no file", path.display());
+                }
+                StoreLocation::Sqlite(resolve(Path::new(file)))
+            }
+        }
+        Some(other) => bail!(
+            "{}: [store] url {other:?} is neither sqlite:… nor postgres://… (e.g. \"sqlite:///var/lib/keycast/{default_file}\")",
+            path.display()
+        ),
+    })
 }
 
 impl Settings {
@@ -494,36 +537,7 @@ impl Settings {
                 })
             }
         };
-        let store = match raw.store.url.as_deref() {
-            None => StoreLocation::Sqlite(base.join("bsf.db")),
-            Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
-                if url_has_password(url) {
-                    bail!(
-                        "{}: [store] url holds a password: secrets never go into the configuration file; give \
-                         the password by PGPASSWORD or ~/.pgpass (PGPASSFILE)",
-                        path.display()
-                    );
-                }
-                StoreLocation::Postgres(url.to_owned())
-            }
-            Some(url) if url.starts_with("sqlite:") => {
-                if url.contains('?') || url.starts_with("sqlite::memory:") {
-                    StoreLocation::SqliteUrl(url.to_owned())
-                } else {
-                    let file = url.trim_start_matches("sqlite:");
-                    // sqlite:///abs → /abs; sqlite://rel and sqlite:rel → rel.
-                    let file = file.strip_prefix("//").unwrap_or(file);
-                    if file.is_empty() {
-                        bail!("{}: [store] url names no file", path.display());
-                    }
-                    StoreLocation::Sqlite(resolve(Path::new(file)))
-                }
-            }
-            Some(other) => bail!(
-                "{}: [store] url {other:?} is neither sqlite:… nor postgres://… (e.g. \"sqlite:///var/lib/keycast/bsf.db\")",
-                path.display()
-            ),
-        };
+        let store = store_location(raw.store.url.as_deref(), path, "bsf.db")?;
         let fake_amf = parse_amf(&raw.fake_amf).with_context(|| format!("{}: fake_amf", path.display()))?;
         let mut zn_tokens = Vec::new();
         for t in raw.zn.tokens {
@@ -607,7 +621,7 @@ impl Settings {
 }
 
 /// Reads a secret file into a buffer wiped on drop; warns when group or others may read it.
-fn read_secret_file(path: &Path, what: &str) -> Result<Zeroizing<String>> {
+pub(crate) fn read_secret_file(path: &Path, what: &str) -> Result<Zeroizing<String>> {
     let text = Zeroizing::new(
         std::fs::read_to_string(path).with_context(|| format!("reading the {what} file {}", path.display()))?,
     );
@@ -720,12 +734,12 @@ macro_rules! with_store {
     };
 }
 
-fn current_thread_runtime() -> Result<tokio::runtime::Runtime> {
+pub(crate) fn current_thread_runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the tokio runtime")
 }
 
 /// Warnings (e.g. a secret file readable by others) to standard error for the admin commands.
-fn init_cli_logging() {
+pub(crate) fn init_cli_logging() {
     let filter = tracing_subscriber::EnvFilter::builder()
         .with_default_directive(tracing::level_filters::LevelFilter::WARN.into())
         .from_env_lossy();
@@ -1096,7 +1110,10 @@ fn delete(a: &DeleteArgs) -> Result<ExitCode> {
 /// # Errors
 /// Configuration, secret files, store, TLS files, listeners.
 pub fn run_serve(args: &ServeArgs) -> Result<ExitCode> {
-    let ServeCommand::Bsf(a) = &args.service;
+    let a = match &args.service {
+        ServeCommand::Bsf(a) => a,
+        ServeCommand::Bsm(a) => return crate::bsm_cmd::run_serve_bsm(a),
+    };
     let settings = Settings::load(&a.config)?;
     init_service_logging(settings.log_format)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -1109,7 +1126,7 @@ pub fn run_serve(args: &ServeArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn init_service_logging(format: LogFormat) -> Result<()> {
+pub(crate) fn init_service_logging(format: LogFormat) -> Result<()> {
     let filter = tracing_subscriber::EnvFilter::builder()
         .with_default_directive(tracing::level_filters::LevelFilter::INFO.into())
         .from_env()
@@ -1125,7 +1142,7 @@ fn init_service_logging(format: LogFormat) -> Result<()> {
     .map_err(|e| anyhow!("installing the logger: {e}"))
 }
 
-fn tls_config(files: &TlsFiles) -> Result<Arc<rustls::ServerConfig>> {
+pub(crate) fn tls_config(files: &TlsFiles) -> Result<Arc<rustls::ServerConfig>> {
     let chain = CertificateDer::pem_file_iter(&files.cert)
         .and_then(|it| it.collect::<Result<Vec<_>, _>>())
         .with_context(|| format!("reading the certificate chain {}", files.cert.display()))?;
@@ -1151,12 +1168,12 @@ fn tls_config(files: &TlsFiles) -> Result<Arc<rustls::ServerConfig>> {
     Ok(Arc::new(tls_server_config(chain, key, roots).context("TLS configuration")?))
 }
 
-fn unix_now() -> u64 {
+pub(crate) fn unix_now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 /// Resolves when SIGINT (Ctrl-C) or SIGTERM arrives; says which.
-async fn shutdown_signal() -> &'static str {
+pub(crate) async fn shutdown_signal() -> &'static str {
     #[cfg(unix)]
     let term = async {
         match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
@@ -1183,7 +1200,7 @@ async fn shutdown_signal() -> &'static str {
     }
 }
 
-async fn stopped(mut rx: watch::Receiver<bool>) {
+pub(crate) async fn stopped(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|stop| *stop).await;
 }
 

@@ -2,13 +2,17 @@
 //! a temporary directory (SQLite store), including a real GBA_U bootstrap with the emulated card
 //! (Milenage test set 1) against the served BSF, Zn by loopback token and `/metrics`.
 
+mod served;
+
 use std::fs;
-use std::net::{SocketAddr, TcpStream};
+
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Stdio};
+
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use served::{Served, free_port};
 
 use assert_cmd::Command;
 use base64::Engine as _;
@@ -327,71 +331,6 @@ fn inline_secrets_and_unknown_keys_are_refused() {
 // ---------------------------------------------------------------------------------------------
 // serve bsf
 
-/// A loopback port that was free a moment ago.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// The served BSF; killed if the test ends before it stops.
-struct Served {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-impl Served {
-    fn start(env: &Env, ports: &[u16]) -> Self {
-        let log = env.path("serve.log");
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_keycast"))
-            .args(["serve", "bsf", "--config", env.config()])
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let mut served = Served { child, log };
-        let deadline = Instant::now() + Duration::from_secs(30);
-        for port in ports {
-            let addr = SocketAddr::from(([127, 0, 0, 1], *port));
-            while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
-                if let Ok(Some(status)) = served.child.try_wait() {
-                    panic!("serve bsf exited early ({status}):\n{}", served.log_text());
-                }
-                assert!(Instant::now() < deadline, "serve bsf not listening on {port}:\n{}", served.log_text());
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        }
-        served
-    }
-
-    fn log_text(&self) -> String {
-        fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// SIGTERM, then waits (at most 20 s) for a clean exit.
-    fn terminate(&mut self) -> std::process::ExitStatus {
-        let pid = self.child.id().to_string();
-        assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status;
-            }
-            assert!(Instant::now() < deadline, "serve bsf did not stop on SIGTERM:\n{}", self.log_text());
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
 /// The emulated card of set 1; it last saw an SQN just below set 1's.
 fn card() -> ApduCard<Emulator> {
     let id = UsimIdentity { imsi: IMSI.into(), impi: IMPI.into(), iccid: "8900100000000000001".into() };
@@ -511,7 +450,8 @@ fn serve_bsf_bootstraps_the_emulated_card_then_answers_zn_and_counts_it() {
     ));
     add_set1(&env);
 
-    let mut served = Served::start(&env, &[port, metrics_port]);
+    let mut served =
+        Served::start(&["serve", "bsf", "--config", env.config()], env.path("serve.log"), &[port, metrics_port]);
     let client = || HttpClient::plain(format!("127.0.0.1:{port}")).with_timeout(Duration::from_secs(10));
     let x = exchange(client(), client(), Some(ZN_TOKEN), metrics_port);
     check_exchange(&x);
@@ -580,7 +520,8 @@ fn serve_bsf_over_tls_with_zn_over_mutual_tls() {
     add_set1(&env);
     assert!(env.path("subscribers.db").exists(), "the [store] url names the database");
 
-    let mut served = Served::start(&env, &[port, metrics_port]);
+    let mut served =
+        Served::start(&["serve", "bsf", "--config", env.config()], env.path("serve.log"), &[port, metrics_port]);
     let mut roots = rustls::RootCertStore::empty();
     roots.add(ca).unwrap();
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());

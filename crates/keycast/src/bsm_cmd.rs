@@ -1,0 +1,373 @@
+//! `keycast serve bsm`: the BSM of [`keycast_bsm`] as an operator runs it, from one TOML
+//! configuration file — the OMA BCAST provisioning interface (`POST /sprov`) and the 3GPP MBMS
+//! key-management interface (`POST /keymanagement?requesttype=…`) behind HTTP Digest with keys
+//! from the BSF over Zn (profile P-7), and Prometheus metrics.
+//!
+//! # Configuration
+//!
+//! The conventions of `serve bsf` hold: relative paths are relative to the configuration file's
+//! directory; secrets live in files of their own (an inline secret, or a password in a PostgreSQL
+//! URL, is refused); unknown keys are refused with the key named.
+//!
+//! | key | default | meaning |
+//! |---|---|---|
+//! | `fqdn` | (required) | the BSM's FQDN: the Digest realm host, the NAF_Id sent on Zn, the IDi of every LTKM |
+//! | `listen` | `"127.0.0.1:8081"` | provisioning listener (`host:port`) |
+//! | `storage_key_file` | (required) | 32 hex digits: the key that wraps SEK/PEKs at rest |
+//! | `ua_secret_file` | (required) | 64 hex digits: Digest nonce and replay keys; shared by all BSM instances behind one name |
+//! | `registration_required` | `false` | the Service Response's registrationRequired; `false` registers the terminal implicitly |
+//! | `[store] url` | `bsm.db` next to the configuration | `sqlite:///abs/path.db`, `sqlite://rel.db`, or `postgres://user@host/db` |
+//! | `[bsf] address` | (required) | the BSF's Zn listener, `host:port` |
+//! | `[bsf] host` | the host of `address` | the BSF's name (the HTTP `Host`) |
+//! | `[bsf] token_file` | (required) | the bearer token the BSF knows this BSM by (loopback only, see `serve bsf`) |
+//! | `[metrics] listen` | `"127.0.0.1:9091"` | Prometheus `GET /metrics` |
+//! | `[log] format` | `"text"` | `"text"` or `"json"`; level from `RUST_LOG` (default `info`) |
+//!
+//! # Service
+//!
+//! A multi-thread tokio runtime with 2 workers serves the provisioning routes on `listen` and
+//! `/metrics` on `[metrics] listen`; SIGINT or SIGTERM stops it cleanly (exit 0). Logs carry
+//! B-TIDs, IMPIs and outcomes, never a key. Not yet here: HTTPS toward terminals, the LTKM push
+//! worker, the admin API (later steps of the BSM issue).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, anyhow, bail};
+use clap::Args;
+use keycast_bsm::http::UaGuard;
+use keycast_bsm::http::provisioning::{ProvisioningState, bsm_app};
+use keycast_bsm::keys::{KeyCache, KeySource};
+use keycast_bsm::service::{Provisioning, ProvisioningConfig};
+use keycast_bsm::store::BsmStore;
+use keycast_bsm::store::sql::{PgStore, SqliteStore};
+use keycast_bsm::ua::{UaAuthenticator, UaConfig};
+use keycast_bsm::zn_client::{ZnClient, ZnClientConfig, ZnCredential};
+use keycast_crypto::at_rest::StorageKey;
+use keycast_gba::bsf::http::{install_prometheus, metrics_app, serve};
+use serde::Deserialize;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use zeroize::Zeroizing;
+
+use crate::bsf_cmd::{
+    LogFormat, RawLog, RawStore, StoreLocation, init_service_logging, inline_secret, read_secret_file, shutdown_signal,
+    stopped, store_location,
+};
+
+/// Key-cache entries (B-TIDs whose Zn answer is kept until its lifetime ends).
+const KEY_CACHE_CAPACITY: usize = 65_536;
+
+/// Options of `serve bsm`.
+#[derive(Debug, Args)]
+#[command(after_help = "The configuration keys are listed in the keycast library documentation \
+(module bsm_cmd). Log level: RUST_LOG (default info).")]
+pub struct ServeBsmArgs {
+    /// The TOML configuration file.
+    #[arg(long, value_name = "PATH", env = "KEYCAST_BSM_CONFIG")]
+    pub config: PathBuf,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    fqdn: String,
+    #[serde(default = "default_listen")]
+    listen: String,
+    storage_key_file: Option<PathBuf>,
+    ua_secret_file: Option<PathBuf>,
+    #[serde(default)]
+    registration_required: bool,
+    #[serde(default)]
+    store: RawStore,
+    bsf: Option<RawBsf>,
+    #[serde(default)]
+    metrics: RawMetrics,
+    #[serde(default)]
+    log: RawLog,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBsf {
+    address: String,
+    host: Option<String>,
+    token_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMetrics {
+    #[serde(default = "default_metrics_listen")]
+    listen: String,
+}
+
+impl Default for RawMetrics {
+    fn default() -> Self {
+        RawMetrics { listen: default_metrics_listen() }
+    }
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:8081".into()
+}
+
+fn default_metrics_listen() -> String {
+    "127.0.0.1:9091".into()
+}
+
+/// The BSM's configuration, checked, with paths resolved; secrets are still in their files.
+#[derive(Debug, Clone)]
+pub struct BsmSettings {
+    /// The configuration file.
+    pub path: PathBuf,
+    /// The BSM FQDN.
+    pub fqdn: String,
+    /// Provisioning listener.
+    pub listen: String,
+    /// Storage key file.
+    pub storage_key_file: PathBuf,
+    /// Digest secret file.
+    pub ua_secret_file: PathBuf,
+    /// registrationRequired of Service Responses.
+    pub registration_required: bool,
+    /// The store.
+    pub store: StoreLocation,
+    /// The BSF's Zn address.
+    pub bsf_address: String,
+    /// The BSF's name.
+    pub bsf_host: String,
+    /// The Zn token file.
+    pub zn_token_file: PathBuf,
+    /// Metrics listener.
+    pub metrics_listen: String,
+    /// Log format.
+    pub log_format: LogFormat,
+}
+
+impl BsmSettings {
+    /// Reads and checks the configuration file.
+    ///
+    /// # Errors
+    /// Unreadable file, TOML errors (unknown keys named), inline secrets, missing keys.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        Self::parse(&text, path)
+    }
+
+    /// Checks configuration text; `path` names the file in messages and anchors relative paths.
+    ///
+    /// # Errors
+    /// As [`BsmSettings::load`].
+    pub fn parse(text: &str, path: &Path) -> Result<Self> {
+        let table: toml::Table = toml::from_str(text).map_err(|e| anyhow!("{}: {e}", path.display()))?;
+        let bsf = table.get("bsf").and_then(toml::Value::as_table);
+        for (key, has, instead) in [
+            ("storage_key", table.contains_key("storage_key"), "storage_key_file"),
+            ("ua_secret", table.contains_key("ua_secret"), "ua_secret_file"),
+            ("bsf.token", bsf.is_some_and(|b| b.contains_key("token")), "token_file"),
+        ] {
+            if has {
+                return Err(inline_secret(path, key, instead));
+            }
+        }
+        let raw: RawConfig = toml::from_str(text).map_err(|e| anyhow!("{}: {e}", path.display()))?;
+        let base = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let resolve = |p: &Path| if p.is_absolute() { p.to_path_buf() } else { base.join(p) };
+        let required = |value: Option<&PathBuf>, key: &str, what: &str| {
+            value.map(|p| resolve(p)).ok_or_else(|| anyhow!("{}: `{key}` is required ({what})", path.display()))
+        };
+        let storage_key_file =
+            required(raw.storage_key_file.as_ref(), "storage_key_file", "a file holding the 32-hex-digit storage key")?;
+        let ua_secret_file = required(raw.ua_secret_file.as_ref(), "ua_secret_file", "a file holding 64 hex digits")?;
+        let bsf =
+            raw.bsf.ok_or_else(|| anyhow!("{}: a [bsf] section (address, token_file) is required", path.display()))?;
+        let zn_token_file = required(bsf.token_file.as_ref(), "[bsf] token_file", "the Zn bearer token")?;
+        let bsf_host = match bsf.host {
+            Some(h) => h,
+            None => bsf
+                .address
+                .rsplit_once(':')
+                .map(|(h, _)| h.trim_matches(['[', ']']).to_owned())
+                .ok_or_else(|| anyhow!("{}: [bsf] address must be host:port", path.display()))?,
+        };
+        if raw.fqdn.is_empty() {
+            bail!("{}: `fqdn` must name the BSM", path.display());
+        }
+        Ok(BsmSettings {
+            path: path.to_path_buf(),
+            fqdn: raw.fqdn,
+            listen: raw.listen,
+            storage_key_file,
+            ua_secret_file,
+            registration_required: raw.registration_required,
+            store: store_location(raw.store.url.as_deref(), path, "bsm.db")?,
+            bsf_address: bsf.address,
+            bsf_host,
+            zn_token_file,
+            metrics_listen: raw.metrics.listen,
+            log_format: raw.log.format,
+        })
+    }
+
+    fn storage_key(&self) -> Result<StorageKey> {
+        let text = read_secret_file(&self.storage_key_file, "storage key")?;
+        StorageKey::from_hex(&text).map_err(|e| anyhow!("{}: {e}", self.storage_key_file.display()))
+    }
+
+    fn ua_config(&self) -> Result<UaConfig> {
+        let text = read_secret_file(&self.ua_secret_file, "Digest secret")?;
+        let mut secret = Zeroizing::new([0u8; 32]);
+        hex::decode_to_slice(text.trim(), &mut secret[..])
+            .map_err(|_| anyhow!("{}: the Digest secret must be 64 hex digits", self.ua_secret_file.display()))?;
+        Ok(UaConfig::new(&self.fqdn, *secret))
+    }
+
+    fn zn_client(&self) -> Result<ZnClient> {
+        let text = read_secret_file(&self.zn_token_file, "Zn token")?;
+        let token = Zeroizing::new(text.trim().to_owned());
+        if token.is_empty() {
+            bail!("{}: the Zn token file is empty", self.zn_token_file.display());
+        }
+        let config = ZnClientConfig::new(&self.bsf_address, &self.bsf_host, &self.fqdn, ZnCredential::Bearer(token));
+        Ok(ZnClient::new(config))
+    }
+}
+
+/// Runs `keycast serve bsm`.
+///
+/// # Errors
+/// Configuration, store and listener errors.
+pub fn run_serve_bsm(args: &ServeBsmArgs) -> Result<ExitCode> {
+    let settings = BsmSettings::load(&args.config)?;
+    init_service_logging(settings.log_format)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("keycast-bsm")
+        .enable_all()
+        .build()
+        .context("starting the tokio runtime")?;
+    runtime.block_on(serve_bsm(&settings))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn serve_bsm(settings: &BsmSettings) -> Result<()> {
+    let key = settings.storage_key()?;
+    let opened = |e: keycast_bsm::store::StoreError| match e {
+        keycast_bsm::store::StoreError::WrongStorageKey => anyhow!(
+            "{e}: the storage key in {} is not the one this store was created with",
+            settings.storage_key_file.display()
+        ),
+        e => anyhow!(e),
+    };
+    match &settings.store {
+        StoreLocation::Sqlite(path) => {
+            let store = SqliteStore::open(path, key)
+                .await
+                .map_err(opened)
+                .with_context(|| format!("opening the SQLite store {}", path.display()))?;
+            run(settings, store.clone(), &format!("sqlite {}", path.display())).await?;
+            store.close().await;
+        }
+        StoreLocation::SqliteUrl(url) => {
+            let store = SqliteStore::open_url(url, key).await.map_err(opened).context("opening the SQLite store")?;
+            run(settings, store.clone(), "sqlite (URL)").await?;
+            store.close().await;
+        }
+        StoreLocation::Postgres(url) => {
+            let store = PgStore::open(url, key).await.map_err(opened).context("opening the PostgreSQL store")?;
+            run(settings, store.clone(), "postgres").await?;
+            store.close().await;
+        }
+    }
+    Ok(())
+}
+
+async fn run<S: BsmStore + Clone + Send + Sync + 'static>(
+    settings: &BsmSettings,
+    store: S,
+    store_kind: &str,
+) -> Result<()> {
+    let authenticator =
+        UaAuthenticator::new(&settings.ua_config()?).map_err(|e| anyhow!("{}: {e}", settings.path.display()))?;
+    let keys: Arc<dyn KeySource> = Arc::new(KeyCache::new(settings.zn_client()?, KEY_CACHE_CAPACITY));
+    let guard = Arc::new(UaGuard::new(authenticator, keys));
+    let mut config = ProvisioningConfig::new(settings.fqdn.clone());
+    config.registration_required = settings.registration_required;
+    let state = Arc::new(ProvisioningState::new(Provisioning::new(store, config), guard));
+
+    let handle = install_prometheus().map_err(|_| anyhow!("another metrics recorder is installed"))?;
+    let listener =
+        TcpListener::bind(&settings.listen).await.with_context(|| format!("listening on {}", settings.listen))?;
+    let metrics_listener = TcpListener::bind(&settings.metrics_listen)
+        .await
+        .with_context(|| format!("listening for metrics on {}", settings.metrics_listen))?;
+    let addr = listener.local_addr().context("listener address")?;
+    let metrics_addr = metrics_listener.local_addr().context("metrics listener address")?;
+    tracing::info!(
+        fqdn = %settings.fqdn,
+        %addr,
+        %metrics_addr,
+        store = %store_kind,
+        bsf = %settings.bsf_address,
+        "BSM serving"
+    );
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let signals = tokio::spawn(async move {
+        let which = shutdown_signal().await;
+        tracing::info!(signal = which, "shutting down");
+        let _ = stop_tx.send(true);
+    });
+    // The provisioning routes read the request's source address (the push address, P-8).
+    let app = bsm_app(state).into_make_service_with_connect_info::<SocketAddr>();
+    let provisioning = async {
+        if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(stopped(stop_rx.clone())).await {
+            tracing::error!(error = %e, "provisioning listener failed");
+        }
+    };
+    tokio::join!(provisioning, serve(metrics_listener, metrics_app(handle), None, stopped(stop_rx.clone())));
+    signals.abort();
+    tracing::info!("BSM stopped");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<BsmSettings> {
+        BsmSettings::parse(text, Path::new("/etc/keycast/bsm.toml"))
+    }
+
+    const MINIMAL: &str = "fqdn = \"bmsc.example.org\"\nstorage_key_file = \"storage.key\"\n\
+        ua_secret_file = \"ua.secret\"\n[bsf]\naddress = \"127.0.0.1:8080\"\ntoken_file = \"zn.token\"\n";
+
+    #[test]
+    fn defaults_fill_what_the_file_omits() {
+        let s = parse(MINIMAL).unwrap();
+        assert_eq!((s.listen.as_str(), s.metrics_listen.as_str()), ("127.0.0.1:8081", "127.0.0.1:9091"));
+        assert_eq!(s.store, StoreLocation::Sqlite("/etc/keycast/bsm.db".into()));
+        assert_eq!(s.zn_token_file, PathBuf::from("/etc/keycast/zn.token"));
+        assert_eq!(s.bsf_host, "127.0.0.1");
+        assert!(!s.registration_required);
+    }
+
+    #[test]
+    fn inline_secrets_missing_keys_and_unknown_keys_are_refused() {
+        let e = parse(&format!("{MINIMAL}token = \"x\"\n")).unwrap_err().to_string();
+        assert!(e.contains("bsf.token") && e.contains("token_file"), "{e}");
+        let e = parse(&format!("ua_secret = \"00\"\n{MINIMAL}")).unwrap_err().to_string();
+        assert!(e.contains("inline secret `ua_secret`"), "{e}");
+        let e = parse("fqdn = \"b\"\nstorage_key_file = \"k\"\nua_secret_file = \"u\"\n").unwrap_err().to_string();
+        assert!(e.contains("[bsf]"), "{e}");
+        let e = parse(&MINIMAL.replace("ua_secret_file = \"ua.secret\"\n", "")).unwrap_err().to_string();
+        assert!(e.contains("ua_secret_file"), "{e}");
+        let e = parse(&format!("listen_addr = \"x\"\n{MINIMAL}")).unwrap_err().to_string();
+        assert!(e.contains("listen_addr"), "{e}");
+        let e = parse(&format!("{MINIMAL}[store]\nurl = \"postgres://bsm:hunter2@db/bsm\"\n")).unwrap_err().to_string();
+        assert!(e.contains("password") && !e.contains("hunter2"), "{e}");
+    }
+}
