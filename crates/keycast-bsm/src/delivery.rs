@@ -21,6 +21,10 @@
 //! After each call the shell persists the rows ([`Scheduler::row`]) of the deliveries it touched:
 //! [`DeliveryRow`] is plain data, and [`Scheduler::restore`] rebuilds the timers from rows.
 //!
+//! The store-backed push worker ([`crate::push`]), where the rows themselves are the timers,
+//! takes the same decisions through the pure parts: [`SchedulerConfig::step`],
+//! [`SchedulerConfig::next_due`], [`SchedulerConfig::draw_jitter`] and [`RateLimiter`].
+//!
 //! # States
 //! `Pending → Sent { attempt } → … → Sent { max_attempts } → PullSolicited → Failed`, and from any
 //! of these to `Acknowledged` when a verification message (or a pull) proves the card got the LTKM.
@@ -162,6 +166,11 @@ pub enum FailReason {
     NoAcknowledgement,
     /// The shell reported that it cannot send at all ([`SendResult::Abandon`]).
     Abandoned,
+    /// \[chosen\] The BSM stopped pushing to the terminal: it deregistered (`profile: P-8`).
+    Stopped,
+    /// \[chosen\] Something newer made this LTKM moot: the key went to the terminal in an HTTP
+    /// answer after this delivery was queued to invalidate it.
+    Superseded,
 }
 
 /// Where a delivery stands.
@@ -385,7 +394,11 @@ impl SchedulerConfig {
         Duration::from_micros(us).min(r.max_backoff)
     }
 
-    fn check(&self) -> Result<(), DeliveryError> {
+    /// Refuses a configuration that cannot work (no attempt, factor 0, an empty token bucket).
+    ///
+    /// # Errors
+    /// [`DeliveryError::BadConfig`].
+    pub fn check(&self) -> Result<(), DeliveryError> {
         if self.retry.max_attempts == 0 {
             return Err(DeliveryError::BadConfig("retry.max_attempts must be at least 1"));
         }
@@ -400,10 +413,37 @@ impl SchedulerConfig {
         Ok(())
     }
 
-    fn port(&self, interface: RegistrationInterface) -> u16 {
+    /// The push port for a terminal registered through `interface` (`profile: P-8`).
+    #[must_use]
+    pub fn port(&self, interface: RegistrationInterface) -> u16 {
         match interface {
             RegistrationInterface::Mbms => self.ports.mbms,
             RegistrationInterface::OmaBcast => self.ports.oma_bcast,
+        }
+    }
+
+    /// A random delay drawn uniformly from `[0, jitter]` (none, and nothing drawn, when the
+    /// jitter is zero).
+    pub fn draw_jitter(&self, rng: &mut impl RandomSource) -> Duration {
+        let max = micros(self.jitter);
+        Duration::from_micros(if max == 0 { 0 } else { rng.next_u64() % max.saturating_add(1) })
+    }
+
+    /// What a delivery in `state` does when its due time comes; `None` in a final state. The
+    /// in-memory [`Scheduler`] and the store-backed push worker (`crate::push`) both decide here.
+    #[must_use]
+    pub fn step(&self, state: &DeliveryState) -> Option<Step> {
+        Step::of(state, self.retry.max_attempts, self.retry.solicited_pull)
+    }
+
+    /// When a delivery acts next after taking `step` at `now`: after push k, the backoff of k plus
+    /// jitter (drawn from `rng` for pushes only); after the pull trigger, `pull_wait`; after giving
+    /// up, never.
+    pub fn next_due(&self, step: Step, now: Time, rng: &mut impl RandomSource) -> Option<Time> {
+        match step {
+            Step::Push(k) => Some(now.after(self.backoff(k)).after(self.draw_jitter(rng))),
+            Step::Pull => Some(now.after(self.retry.pull_wait)),
+            Step::GiveUp => None,
         }
     }
 }
@@ -441,16 +481,20 @@ pub enum AckOutcome {
     AfterGiveUp,
 }
 
-/// GCRA form of the token bucket: `tat` is the theoretical arrival time of the next datagram.
+/// The push rate limiter: the token bucket of [`RateLimit`] in its GCRA form (`tat` is the
+/// theoretical arrival time of the next datagram). Shared by the [`Scheduler`] and the push
+/// worker, so both keep the same limit.
 #[derive(Debug, Clone, Copy)]
-struct Limiter {
+pub struct RateLimiter {
     interval: u64,
     tolerance: u64,
     tat: u64,
 }
 
-impl Limiter {
-    fn new(rate: RateLimit) -> Self {
+impl RateLimiter {
+    /// A full bucket for `rate`.
+    #[must_use]
+    pub fn new(rate: RateLimit) -> Self {
         // Rounding the interval up keeps the real rate at or below the configured one.
         let interval = 1_000_000u64.div_ceil(u64::from(rate.per_second)).max(1);
         Self { interval, tolerance: interval.saturating_mul(u64::from(rate.burst) - 1), tat: 0 }
@@ -467,6 +511,28 @@ impl Limiter {
         self.tat = self.tat.max(now).saturating_add(self.interval);
         true
     }
+
+    /// Takes one token at `now`; `false` (and nothing taken) when the bucket is empty.
+    pub fn take(&mut self, now: Time) -> bool {
+        self.try_take(now.0)
+    }
+
+    /// The earliest time a token is available.
+    #[must_use]
+    pub fn next_token(&self) -> Time {
+        Time(self.next_allowed())
+    }
+
+    /// How many tokens [`RateLimiter::take`] would hand out at `now`, at most `max` (takes none).
+    #[must_use]
+    pub fn available(&self, now: Time, max: u32) -> u32 {
+        let mut probe = *self;
+        let mut n = 0;
+        while n < max && probe.try_take(now.0) {
+            n += 1;
+        }
+        n
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -476,11 +542,14 @@ struct Slot {
     timer_gen: u64,
 }
 
-/// What the scheduler does when a timer fires.
+/// What happens to a delivery when its due time comes ([`SchedulerConfig::step`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Step {
+pub enum Step {
+    /// Push number n (1-based) of the LTKM.
     Push(u32),
+    /// The solicited-pull trigger.
     Pull,
+    /// Give up.
     GiveUp,
 }
 
@@ -495,7 +564,9 @@ impl Step {
         })
     }
 
-    fn takes_token(self) -> bool {
+    /// Whether it sends a datagram (and so takes a token of the rate limit).
+    #[must_use]
+    pub fn takes_token(self) -> bool {
         !matches!(self, Self::GiveUp)
     }
 }
@@ -513,7 +584,7 @@ pub struct Scheduler<R> {
     by_key: HashMap<DeliveryKey, u64>,
     by_ts: HashMap<(String, u32), u64>,
     timers: BinaryHeap<Timer>,
-    limiter: Option<Limiter>,
+    limiter: Option<RateLimiter>,
     next_id: u64,
     next_gen: u64,
 }
@@ -529,7 +600,7 @@ impl<R: RandomSource> Scheduler<R> {
             by_key: HashMap::new(),
             by_ts: HashMap::new(),
             timers: BinaryHeap::new(),
-            limiter: config.rate.map(Limiter::new),
+            limiter: config.rate.map(RateLimiter::new),
             next_id: 0,
             next_gen: 0,
         })
@@ -626,8 +697,7 @@ impl<R: RandomSource> Scheduler<R> {
     }
 
     fn jitter(&mut self) -> u64 {
-        let max = micros(self.config.jitter);
-        if max == 0 { 0 } else { self.rng.next_u64() % max.saturating_add(1) }
+        micros(self.config.draw_jitter(&mut self.rng))
     }
 
     fn arm(&mut self, id: u64, due: Time) {
@@ -704,7 +774,7 @@ impl<R: RandomSource> Scheduler<R> {
                 self.timers.pop();
                 continue;
             };
-            let step = Step::of(&slot.row.state, self.config.retry.max_attempts, self.config.retry.solicited_pull);
+            let step = self.config.step(&slot.row.state);
             let at = match (step, &self.limiter) {
                 (Some(s), Some(l)) if s.takes_token() => due.max(l.next_allowed()),
                 _ => due,
@@ -725,7 +795,6 @@ impl<R: RandomSource> Scheduler<R> {
 
     /// [`Scheduler::poll`] appending to a buffer the caller reuses.
     pub fn poll_into(&mut self, now: Time, out: &mut Vec<Action>) {
-        let retry = self.config.retry;
         while let Some(&Reverse((due, gen_, id))) = self.timers.peek() {
             if due > now.0 {
                 break;
@@ -734,7 +803,7 @@ impl<R: RandomSource> Scheduler<R> {
                 self.timers.pop();
                 continue;
             };
-            let Some(step) = Step::of(&slot.row.state, retry.max_attempts, retry.solicited_pull) else {
+            let Some(step) = self.config.step(&slot.row.state) else {
                 self.timers.pop();
                 continue;
             };
@@ -749,11 +818,7 @@ impl<R: RandomSource> Scheduler<R> {
     }
 
     fn apply(&mut self, id: u64, step: Step, now: Time) -> Option<Action> {
-        let next = match step {
-            Step::Push(k) => Some(now.after(self.config.backoff(k)).after(Duration::from_micros(self.jitter()))),
-            Step::Pull => Some(now.after(self.config.retry.pull_wait)),
-            Step::GiveUp => None,
-        };
+        let next = self.config.next_due(step, now, &mut self.rng);
         let config = self.config;
         let slot = self.slots.get_mut(&id)?;
         let d = &slot.row.delivery;

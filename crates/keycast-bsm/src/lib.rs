@@ -1,8 +1,8 @@
 //! Layer 2 on the network: the BSM (OMA BCAST Smartcard Profile subscription management). Built so
 //! far: the domain and its rules, the storage, the authentication of terminals on the provisioning
 //! interfaces (profile P-7), the provisioning logic and its HTTP routes, LTKM issuing, the push
-//! scheduler and verification intake; the UDP push service and `keycast serve bsm` that tie them
-//! together come next.
+//! scheduler, verification intake, the UDP push service over stored deliveries and the operator's
+//! admin API; `keycast serve bsm` runs them together.
 //!
 //! | module | what |
 //! |---|---|
@@ -12,10 +12,11 @@
 //! | [`keys`] | [`keys::KeyRecord`] (IMPI, GBA type, lifetime, SMK, SRK of a B-TID), the [`keys::KeySource`] trait and the bounded [`keys::KeyCache`] |
 //! | [`zn_client`] | the NAF side of Zn: the BSF's keys for a B-TID over HTTP (bearer token) or HTTPS (client certificate) |
 //! | [`service`] | the provisioning logic over the store: Registration, Service Request, Unsubscribe, LTKM Request, Deregistration, Token Purchase, Account Inquiry and the MBMS register / deregister / msk-request, with LTKMs in the answers and delivery intents for the push scheduler |
-//! | [`http`] | the axum shell: [`http::require_ua_digest`] middleware, the [`http::UaIdentity`] extractor, and [`http::provisioning::bsm_app`] (`POST /sprov`, `POST /keymanagement?requesttype=…`) |
+//! | [`http`] | the axum shell: [`http::require_ua_digest`] middleware, the [`http::UaIdentity`] extractor, [`http::provisioning::bsm_app`] (`POST /sprov`, `POST /keymanagement?requesttype=…`), [`http::intents`] (answers' delivery intents into the store) and [`http::admin::admin_app`] (the operator's JSON API) |
 //! | [`issue`] | LTKM issuing (P-3, P-4, P-11): [`issue::SekPekRecord`], [`issue::LtkmCounter`] (TS per terminal and SMK), delivery / validity update / invalidation / solicited pull |
 //! | [`delivery`] | sans-IO LTKM push scheduler (P-8): spread window, rate limit, jitter, retries with backoff, solicited pull, give-up |
 //! | [`verification`] | verification-message intake (P-5): match to the sent LTKM, check the MAC, acknowledge the delivery |
+//! | [`push`] | the UDP push service (P-3, P-5, P-8): [`push::PushWorker`] claims stored deliveries, seals and sends LTKMs and solicited pulls, takes verification messages back; [`push::PushService`] runs it with a graceful stop. Intents become rows in [`http::intents`] |
 //! | [`rng`] | the [`rng::RandomSource`] the issuer and the scheduler draw from |
 //!
 //! The decision logic ([`ua`], the key derivations in [`keys`]) does no IO, reads no clock and
@@ -40,6 +41,7 @@ pub mod domain;
 pub mod http;
 pub mod issue;
 pub mod keys;
+pub mod push;
 pub mod rng;
 pub mod service;
 pub mod store;

@@ -18,7 +18,12 @@
 //! 2. for each, [`BsmStore::record_send`] **before** the LTKM leaves: reserves the terminal's next
 //!    TS, records the attempt, moves the state and the next due time, and ends the lease, in one
 //!    transaction. Only then is the LTKM built with the returned TS and sent.
-//! 3. verification messages and pulls end in [`BsmStore::record_outcome`].
+//! 3. verification messages end in [`BsmStore::find_sent`] (which LTKM, which delivery, which
+//!    form, to rebuild it and check the MAC) and [`BsmStore::acknowledge_sent`]; pulls and
+//!    give-ups in [`BsmStore::record_outcome`].
+//!
+//! The push worker and its intake are in [`crate::push`]; the HTTP intents become rows through
+//! [`crate::http::intents`].
 //!
 //! A worker that dies between 1 and 2 leaves its rows claimed until the lease runs out; then any
 //! worker claims them again (the delivery is not lost). A worker that dies between 2 and the send
@@ -35,9 +40,11 @@ use keycast_crypto::keys::SekPek;
 use keycast_mikey::{KeyDomainId, SekPekId};
 use thiserror::Error;
 
-use crate::issue::LtkmTs;
+use keycast_mikey::LtkmExt;
 
-use crate::delivery::{Attempt, DeliveryId, DeliveryKey, DeliveryRow, DeliveryState, Time};
+use crate::issue::{LtkmTs, StreamingPolicy};
+
+use crate::delivery::{AckOutcome, Attempt, DeliveryId, DeliveryKey, DeliveryRow, DeliveryState, SentLtkm, Time};
 use crate::domain::{KeyEntry, Program, Purchase, PurchaseData, PurchaseItem, Service, TerminalId, Window};
 
 /// A storage failure. Carries no secret.
@@ -86,6 +93,33 @@ pub struct StoredKey {
     pub rand: [u8; 16],
     /// CSB ID of its LTKMs, the same for every terminal (profile P-2, P-11.7).
     pub csb_id: u32,
+}
+
+/// How a delivery's LTKM is shaped beyond its [`crate::issue::LtkmKind`]: the P-4 extension the
+/// terminal gets for the key and, for a streaming key, its SRTP policy (`profile: P-2, P-4,
+/// P-11.1`). Stored with the delivery ([`BsmStore::enqueue_pushes`]) because the LTKM must be the
+/// same at every attempt and rebuilt byte for byte when its verification message comes back
+/// (`profile: P-11.3`). The default (no extension, download form) is what
+/// [`BsmStore::enqueue_deliveries`] stores.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LtkmForm {
+    /// The OMA BCAST LTKM extension, `None` for none.
+    pub ext: Option<LtkmExt>,
+    /// The SRTP-ID map entry and SP payload of a streaming key, `None` for a download key.
+    pub streaming: Option<StreamingPolicy>,
+}
+
+/// A sent LTKM found by its (B-TID, TS), with its delivery: what verification intake needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SentMatch {
+    /// The delivery's store id.
+    pub id: DeliveryId,
+    /// The delivery with every sent attempt.
+    pub row: DeliveryRow,
+    /// The LTKM with this B-TID and TS.
+    pub sent: SentLtkm,
+    /// How its LTKMs are shaped.
+    pub form: LtkmForm,
 }
 
 /// How a terminal registered, which decides where its LTKMs are pushed (profile P-8).
@@ -358,6 +392,23 @@ pub trait BsmStore {
         next_due: Time,
     ) -> impl Future<Output = Result<LtkmTs, StoreError>> + Send;
 
+    /// Records, in one transaction, that `worker` counts `attempt` of a delivery it holds although
+    /// nothing could be sent (no B-TID or no keys for the terminal): moves the state to
+    /// `Sent { attempt }` or `PullSolicited` at `now` with no sent LTKM and no TS, sets the next
+    /// due time and ends the claim, exactly as [`BsmStore::record_send`] does for a send. The
+    /// retry policy so runs its course for a terminal that cannot be reached.
+    ///
+    /// # Errors
+    /// As [`BsmStore::record_send`] (no TS is involved).
+    fn record_unsent(
+        &self,
+        worker: &str,
+        key: &DeliveryKey,
+        attempt: Attempt,
+        now: Time,
+        next_due: Time,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
     /// Records an outcome that needs no TS, from any process and without a claim:
     /// - `Acknowledged` (a verified verification message, or the terminal pulled the key): from
     ///   any other state, a given-up one included; repeating it changes nothing (the first time
@@ -393,4 +444,63 @@ pub trait BsmStore {
         &self,
         key: &DeliveryKey,
     ) -> impl Future<Output = Result<Option<(DeliveryId, DeliveryRow)>, StoreError>> + Send;
+
+    /// [`BsmStore::enqueue_deliveries`] with each row's [`LtkmForm`] (the push path: the worker
+    /// reads the form back with [`BsmStore::delivery_form`]). All or nothing.
+    ///
+    /// # Errors
+    /// As [`BsmStore::enqueue_deliveries`]; [`StoreError::Invalid`] for an SRTP parameter longer
+    /// than 255 octets.
+    fn enqueue_pushes(
+        &self,
+        pushes: &[(DeliveryRow, LtkmForm)],
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// The [`LtkmForm`] a delivery was queued with; `None` for an unknown delivery.
+    ///
+    /// # Errors
+    /// [`StoreError::Corrupt`] for a stored form that does not decode; other [`StoreError`]s.
+    fn delivery_form(&self, key: &DeliveryKey) -> impl Future<Output = Result<Option<LtkmForm>, StoreError>> + Send;
+
+    /// The highest delivery version queued (live or final) for this terminal and key, `None` when
+    /// none: the next LTKM for the key gets the next version.
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    fn latest_delivery_version(
+        &self,
+        terminal: &str,
+        key_domain_id: KeyDomainId,
+        sek_pek_id: SekPekId,
+    ) -> impl Future<Output = Result<Option<u32>, StoreError>> + Send;
+
+    /// A terminal's live deliveries with their sent attempts, by id.
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    fn live_deliveries_of(
+        &self,
+        terminal: &str,
+    ) -> impl Future<Output = Result<Vec<(DeliveryId, DeliveryRow)>, StoreError>> + Send;
+
+    /// The LTKM that was sent sealed for `btid` with `ts` (`profile: P-5`: what a verification
+    /// message names), with its delivery and form; `None` when no LTKM was sent so. Reads only.
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    fn find_sent(&self, btid: &str, ts: u32) -> impl Future<Output = Result<Option<SentMatch>, StoreError>> + Send;
+
+    /// In one transaction: marks the sent LTKM (B-TID, TS) answered and its delivery
+    /// `Acknowledged { at: now }` (from any state, as [`BsmStore::record_outcome`] does). Call it
+    /// only after the verification message's MAC is checked. Returns what the acknowledgement did,
+    /// or `None` when this LTKM was already answered (a replay: nothing changes).
+    ///
+    /// # Errors
+    /// [`StoreError::Missing`] when no LTKM was sent with this B-TID and TS; other [`StoreError`]s.
+    fn acknowledge_sent(
+        &self,
+        btid: &str,
+        ts: u32,
+        now: Time,
+    ) -> impl Future<Output = Result<Option<AckOutcome>, StoreError>> + Send;
 }

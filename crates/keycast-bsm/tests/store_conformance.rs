@@ -9,11 +9,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
+use keycast_bsm::delivery::AckOutcome;
 use keycast_bsm::delivery::{
     Action, Attempt, Delivery, DeliveryId, DeliveryKey, DeliveryRow, DeliveryState, FailReason, PushAddress,
     RegistrationInterface, Scheduler, SchedulerConfig, SendResult, Time,
 };
-use keycast_bsm::issue::LtkmKind;
+use keycast_bsm::issue::{LtkmKind, StreamingPolicy};
 use keycast_bsm::rng::SeededRandom;
 
 use keycast_bsm::domain::{
@@ -21,10 +22,10 @@ use keycast_bsm::domain::{
     TerminalId, Window,
 };
 use keycast_bsm::store::sql::{PgStore, SqliteStore};
-use keycast_bsm::store::{BsmStore, Interface, Registration, StoreError, StoredKey};
+use keycast_bsm::store::{BsmStore, Interface, LtkmForm, Registration, StoreError, StoredKey};
 use keycast_crypto::at_rest::StorageKey;
 use keycast_crypto::keys::SekPek;
-use keycast_mikey::{KeyDomainId, KeyValidity, SekPekId};
+use keycast_mikey::{KeyDomainId, KeyValidity, LtkmExt, SecurityPolicy, SecurityPolicyExt, SekPekId};
 use keycast_provisioning::sprov::Price;
 use sqlx::Row;
 use sqlx::postgres::{PgConnectOptions, PgPool};
@@ -561,6 +562,153 @@ mod suite {
         }
         assert!(steps > 3, "several steps compared");
     }
+
+    /// A form with every part set: policy with counters, TBK ID, reporting, and a streaming policy
+    /// with an SSRC, a ROC and the RFC 4771 rate.
+    fn full_form() -> LtkmForm {
+        let mut streaming = StreamingPolicy::keycast(Some(16));
+        streaming.srtp_cs.ssrc = 0xdead_beef;
+        streaming.srtp_cs.roc = 7;
+        LtkmForm {
+            ext: Some(LtkmExt {
+                security_policy: Some(SecurityPolicyExt {
+                    policy: SecurityPolicy::UserPayPerView,
+                    play_back_counter: 3,
+                    view_counter: 65_535,
+                }),
+                tbk_id: Some(0x0102_0304),
+                consumption_reporting: true,
+            }),
+            streaming: Some(streaming),
+        }
+    }
+
+    pub async fn pushes_keep_their_form_and_versions<S: BsmStore>(s: Arc<S>) {
+        let id = SekPekId { key_group: 1, key_number: 2 };
+        let t = terminal(20).0;
+        assert_eq!(s.latest_delivery_version(&t, kd(), id).await, Ok(None));
+        let plain_ext = LtkmForm { ext: Some(LtkmExt::default()), streaming: None };
+        let pushes = vec![
+            (fresh(20, 1, deliver(), at(0)), full_form()),
+            (fresh(20, 2, LtkmKind::Invalidate, at(5)), plain_ext.clone()),
+        ];
+        assert_eq!(s.enqueue_pushes(&pushes).await, Ok(2));
+        for (row, form) in &pushes {
+            assert_eq!(s.delivery_form(&row.delivery.key).await.as_ref(), Ok(&Some(form.clone())), "form round-trips");
+            let (_, back) = s.delivery(&row.delivery.key).await.unwrap().unwrap();
+            assert_eq!(&back, row);
+        }
+        assert_eq!(s.latest_delivery_version(&t, kd(), id).await, Ok(Some(2)));
+        let other_key = SekPekId { key_group: 1, key_number: 3 };
+        assert_eq!(s.latest_delivery_version(&t, kd(), other_key).await, Ok(None), "per key");
+        assert_eq!(s.latest_delivery_version(&terminal(21).0, kd(), id).await, Ok(None), "per terminal");
+        assert_eq!(s.delivery_form(&dkey(20, 9)).await, Ok(None), "unknown delivery");
+
+        // Rows queued without a form read back as the plain form; a repeated version is refused whole.
+        assert_eq!(s.enqueue_deliveries(&[fresh(20, 3, deliver(), at(0))]).await, Ok(1));
+        assert_eq!(s.delivery_form(&dkey(20, 3)).await, Ok(Some(LtkmForm::default())));
+        let again =
+            vec![(fresh(20, 4, deliver(), at(0)), LtkmForm::default()), (fresh(20, 3, deliver(), at(0)), full_form())];
+        assert!(matches!(s.enqueue_pushes(&again).await, Err(StoreError::Conflict(_))));
+        assert_eq!(s.delivery(&dkey(20, 4)).await, Ok(None), "nothing of a refused batch is stored");
+
+        // Live deliveries of one terminal only; final ones drop out.
+        s.enqueue_deliveries(&[fresh(21, 1, deliver(), at(0))]).await.unwrap();
+        let live: Vec<u32> =
+            s.live_deliveries_of(&t).await.unwrap().iter().map(|(_, r)| r.delivery.key.version).collect();
+        assert_eq!(live, [1, 2, 3]);
+        let stopped = DeliveryState::Failed { at: at(9), reason: FailReason::Stopped };
+        assert_eq!(s.record_outcome(&dkey(20, 2), stopped, None).await, Ok(true));
+        let superseded = DeliveryState::Failed { at: at(9), reason: FailReason::Superseded };
+        assert_eq!(s.record_outcome(&dkey(20, 3), superseded, None).await, Ok(true));
+        let live: Vec<u32> =
+            s.live_deliveries_of(&t).await.unwrap().iter().map(|(_, r)| r.delivery.key.version).collect();
+        assert_eq!(live, [1]);
+        assert_eq!(s.delivery(&dkey(20, 2)).await.unwrap().unwrap().1.state, stopped, "new reasons round-trip");
+        assert_eq!(s.delivery(&dkey(20, 3)).await.unwrap().unwrap().1.state, superseded);
+        assert_eq!(s.live_deliveries_of(&terminal(99).0).await, Ok(Vec::new()));
+
+        // A live state that names no push count keeps the stored one (an unsent solicited pull).
+        s.touch_terminal(&terminal(20), "b20@bsf", T0).await.unwrap();
+        s.claim_due("w", at(0), LEASE, 10).await.unwrap();
+        s.record_send("w", &dkey(20, 1), Attempt::Push(1), "b20@bsf", at(0), at(10)).await.unwrap();
+        let pulled = DeliveryState::PullSolicited { at: at(10) };
+        assert_eq!(s.record_outcome(&dkey(20, 1), pulled, Some(at(70))).await, Ok(true));
+        let (_, row) = s.delivery(&dkey(20, 1)).await.unwrap().unwrap();
+        assert_eq!((row.state, row.due, row.sent.len()), (pulled, Some(at(70)), 1));
+    }
+
+    pub async fn unsent_attempts_count_without_a_ts<S: BsmStore>(s: Arc<S>) {
+        s.touch_terminal(&terminal(40), "b40@bsf", T0).await.unwrap();
+        s.enqueue_deliveries(&[fresh(40, 1, deliver(), at(0))]).await.unwrap();
+        let key = dkey(40, 1);
+        let refused = s.record_unsent("w", &key, Attempt::Push(1), at(0), at(10)).await;
+        assert!(matches!(refused, Err(StoreError::NotClaimed(_))), "only under a claim: {refused:?}");
+        s.claim_due("w", at(0), LEASE, 10).await.unwrap();
+        let refused = s.record_unsent("w", &key, Attempt::Push(2), at(0), at(10)).await;
+        assert!(matches!(refused, Err(StoreError::Invalid(_))), "pushes in sequence: {refused:?}");
+        assert_eq!(s.record_unsent("w", &key, Attempt::Push(1), at(0), at(10)).await, Ok(()));
+        let (_, row) = s.delivery(&key).await.unwrap().unwrap();
+        assert_eq!(
+            (row.state, row.due, row.sent.len()),
+            (DeliveryState::Sent { attempt: 1, at: at(0) }, Some(at(10)), 0)
+        );
+
+        // The claim ended: another worker takes the retry when it is due, well inside the lease.
+        assert!(s.claim_due("v", at(9), LEASE, 10).await.unwrap().is_empty());
+        assert_eq!(s.claim_due("v", at(10), LEASE, 10).await.unwrap().len(), 1);
+        assert_eq!(s.record_unsent("v", &key, Attempt::SolicitedPull, at(10), at(70)).await, Ok(()));
+        let (_, row) = s.delivery(&key).await.unwrap().unwrap();
+        assert_eq!((row.state, row.due), (DeliveryState::PullSolicited { at: at(10) }, Some(at(70))));
+        assert_eq!(s.reserve_ltkm_ts(&terminal(40), "b40@bsf", 1).await, Ok(1), "no TS was taken");
+    }
+
+    pub async fn sent_ltkms_are_found_and_acknowledged_once<S: BsmStore>(s: Arc<S>) {
+        s.touch_terminal(&terminal(30), "b30@bsf", T0).await.unwrap();
+        let pushes =
+            vec![(fresh(30, 1, deliver(), at(0)), full_form()), (fresh(30, 2, deliver(), at(0)), LtkmForm::default())];
+        s.enqueue_pushes(&pushes).await.unwrap();
+        s.claim_due("w", at(0), LEASE, 10).await.unwrap();
+        let ts1 = s.record_send("w", &dkey(30, 1), Attempt::Push(1), "b30@bsf", at(0), at(10)).await.unwrap();
+        let ts2 = s.record_send("w", &dkey(30, 2), Attempt::Push(1), "b30@bsf", at(0), at(10)).await.unwrap();
+        s.claim_due("w", at(10), LEASE, 10).await.unwrap();
+        let ts3 = s.record_send("w", &dkey(30, 1), Attempt::Push(2), "b30@bsf", at(10), at(30)).await.unwrap();
+
+        let found = s.find_sent("b30@bsf", ts1.value()).await.unwrap().expect("sent");
+        assert_eq!(found.row.delivery.key, dkey(30, 1));
+        assert_eq!((found.sent.attempt, found.sent.ts, found.sent.acknowledged), (1, ts1.value(), false));
+        assert_eq!(found.row.sent.len(), 2, "with every attempt of its delivery");
+        assert_eq!(found.form, full_form());
+        assert_eq!(s.find_sent("b30@bsf", ts3.value()).await.unwrap().unwrap().sent.attempt, 2);
+        assert_eq!(s.find_sent("b30@bsf", 999).await, Ok(None));
+        assert_eq!(s.find_sent("other@bsf", ts1.value()).await, Ok(None), "B-TID and TS together name it");
+
+        // The older attempt's answer acknowledges the delivery, once.
+        assert_eq!(s.acknowledge_sent("b30@bsf", ts1.value(), at(12)).await, Ok(Some(AckOutcome::Acknowledged)));
+        assert_eq!(s.acknowledge_sent("b30@bsf", ts1.value(), at(13)).await, Ok(None), "a replay changes nothing");
+        let (_, row) = s.delivery(&dkey(30, 1)).await.unwrap().unwrap();
+        assert_eq!((row.state, row.due), (DeliveryState::Acknowledged { at: at(12) }, None));
+        assert_eq!(row.sent.iter().map(|x| x.acknowledged).collect::<Vec<_>>(), [true, false]);
+        assert_eq!(
+            s.acknowledge_sent("b30@bsf", ts3.value(), at(14)).await,
+            Ok(Some(AckOutcome::AlreadyAcknowledged)),
+            "the newer attempt's answer finds it acknowledged"
+        );
+        assert_eq!(
+            s.delivery(&dkey(30, 1)).await.unwrap().unwrap().1.state,
+            DeliveryState::Acknowledged { at: at(12) }
+        );
+        assert!(matches!(s.acknowledge_sent("b30@bsf", 999, at(14)).await, Err(StoreError::Missing(_))));
+
+        // After giving up, an answer still counts.
+        let failed = DeliveryState::Failed { at: at(20), reason: FailReason::NoAcknowledgement };
+        s.record_outcome(&dkey(30, 2), failed, None).await.unwrap();
+        assert_eq!(s.acknowledge_sent("b30@bsf", ts2.value(), at(21)).await, Ok(Some(AckOutcome::AfterGiveUp)));
+        assert_eq!(
+            s.delivery(&dkey(30, 2)).await.unwrap().unwrap().1.state,
+            DeliveryState::Acknowledged { at: at(21) }
+        );
+    }
 }
 
 /// A SQL store and direct access to its tables.
@@ -798,6 +946,27 @@ macro_rules! backend_suite {
         async fn scheduler_rows_round_trip() {
             let Some(f) = $make else { return };
             suite::scheduler_rows_round_trip(f.store()).await;
+            f.close().await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn pushes_keep_their_form_and_versions() {
+            let Some(f) = $make else { return };
+            suite::pushes_keep_their_form_and_versions(f.store()).await;
+            f.close().await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn unsent_attempts_count_without_a_ts() {
+            let Some(f) = $make else { return };
+            suite::unsent_attempts_count_without_a_ts(f.store()).await;
+            f.close().await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn sent_ltkms_are_found_and_acknowledged_once() {
+            let Some(f) = $make else { return };
+            suite::sent_ltkms_are_found_and_acknowledged_once(f.store()).await;
             f.close().await;
         }
 

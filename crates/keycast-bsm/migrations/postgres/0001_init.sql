@@ -100,6 +100,10 @@ CREATE TABLE ltkm_counters (
 --   state_at = when the state was entered (NULL for pending); fail_reason for failed only;
 --   due = when a worker acts next, NULL exactly when the state is final;
 --   claimed_by/claim_until: the lease of the worker handling the row (both NULL when free).
+--   ext/srtp: how the LTKM is shaped beyond its kind (store::LtkmForm), so that a worker builds, and
+--   verification intake rebuilds, the same bytes: ext = the OMA BCAST LTKM extension as carried
+--   (subtype 1 and body, profile P-4), NULL for none; srtp = SRTP-ID map entry and SP payload
+--   (store/sql/deliveries.rs has the layout), NULL for a download key.
 CREATE TABLE deliveries (
     id             BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     terminal       TEXT NOT NULL,
@@ -116,10 +120,12 @@ CREATE TABLE deliveries (
     state          TEXT NOT NULL CHECK (state IN ('pending', 'sent', 'pull-solicited', 'acknowledged', 'failed')),
     attempt        BIGINT NOT NULL CHECK (attempt BETWEEN 0 AND 4294967295),
     state_at       BIGINT,
-    fail_reason    TEXT CHECK (fail_reason IN ('no-ack', 'abandoned')),
+    fail_reason    TEXT CHECK (fail_reason IN ('no-ack', 'abandoned', 'stopped', 'superseded')),
     due            BIGINT,
     claimed_by     TEXT,
     claim_until    BIGINT,
+    ext            BYTEA,
+    srtp           BYTEA,
     CHECK ((kind = 'invalidate') = (window_form IS NULL)),
     CHECK ((window_form IS NULL) = (window_low IS NULL) AND (window_form IS NULL) = (window_high IS NULL)),
     CHECK ((state IN ('acknowledged', 'failed')) = (due IS NULL)),

@@ -32,8 +32,8 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 use sqlx::{Arguments, AssertSqlSafe, Row, SqlSafeStr};
 
 use self::deliveries::{Encoded, Raw, RawSent, Statement};
-use super::{BsmStore, Interface, Registration, StoreError, StoredKey, Terminal};
-use crate::delivery::{Attempt, DeliveryId, DeliveryKey, DeliveryRow, DeliveryState, Time};
+use super::{BsmStore, Interface, LtkmForm, Registration, SentMatch, StoreError, StoredKey, Terminal};
+use crate::delivery::{AckOutcome, Attempt, DeliveryId, DeliveryKey, DeliveryRow, DeliveryState, Time};
 use crate::domain::{
     KeyEntry, Program, ProgramId, Purchase, PurchaseData, PurchaseItem, PurchaseKind, Service, ServiceId, TerminalId,
     Window,
@@ -288,7 +288,7 @@ macro_rules! sql_store {
                 st.bind(e.window_form)?.text(", ").bind(e.window_low)?.text(", ").bind(e.window_high)?.text(", ");
                 st.bind(e.push_ip)?.text(", ").bind(e.push_interface)?.text(", ").bind(e.state)?.text(", ");
                 st.bind(e.attempt)?.text(", ").bind(e.state_at)?.text(", ").bind(e.fail_reason)?.text(", ");
-                st.bind(e.due)?.text(")");
+                st.bind(e.due)?.text(", ").bind(e.ext)?.text(", ").bind(e.srtp)?.text(")");
                 Ok(())
             }
 
@@ -324,6 +324,166 @@ macro_rules! sql_store {
                     }
                 }
                 Ok(())
+            }
+
+            /// The enqueue of [`BsmStore::enqueue_deliveries`] and [`BsmStore::enqueue_pushes`].
+            async fn enqueue_formed(&self, rows: Vec<(&DeliveryRow, &LtkmForm)>) -> Result<u64, StoreError> {
+                // Rows that carry sent attempts need their new id for the child rows, so they go
+                // one by one; fresh rows (the bulk of a rollover) go as multi-row statements, as
+                // many rows per statement as the parameter limit allows.
+                let (bulk, with_sent): (Vec<(&DeliveryRow, &LtkmForm)>, Vec<(&DeliveryRow, &LtkmForm)>) =
+                    rows.iter().copied().partition(|(r, _)| r.sent.is_empty());
+                let head = format!("INSERT INTO deliveries ({}) VALUES ", deliveries::INSERT_COLUMNS);
+                let per_statement: usize = $max_params / deliveries::INSERT_ARITY;
+                let mut tx = self.write_tx().await?;
+                for chunk in bulk.chunks(per_statement) {
+                    let mut st = Statement::<<$db as sqlx::Database>::Arguments>::new(&head);
+                    st.args.reserve(chunk.len() * deliveries::INSERT_ARITY, 0);
+                    for (i, (row, form)) in chunk.iter().enumerate() {
+                        if i > 0 {
+                            st.text(", ");
+                        }
+                        Self::push_row(&mut st, deliveries::encode(row, form)?)?;
+                    }
+                    sqlx::query_with(AssertSqlSafe(st.sql), st.args).execute(&mut *tx).await.map_err(insert_error)?;
+                }
+                for (row, form) in with_sent {
+                    let mut st = Statement::<<$db as sqlx::Database>::Arguments>::new(&head);
+                    Self::push_row(&mut st, deliveries::encode(row, form)?)?;
+                    st.text(" RETURNING id");
+                    let id: i64 = sqlx::query_with(AssertSqlSafe(st.sql), st.args)
+                        .fetch_one(&mut *tx)
+                        .await
+                        .map_err(insert_error)?
+                        .try_get("id")
+                        .map_err(backend)?;
+                    for sent in &row.sent {
+                        sqlx::query(deliveries::SQL_SEND_INSERT)
+                            .bind(id)
+                            .bind(i64::from(sent.attempt))
+                            .bind(sent.btid.as_str())
+                            .bind(i64::from(sent.ts))
+                            .bind(to_db(sent.at.as_micros()))
+                            .bind(i64::from(sent.acknowledged))
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(insert_error)?;
+                    }
+                }
+                tx.commit().await.map_err(backend)?;
+                Ok(u64::try_from(rows.len()).unwrap_or(u64::MAX))
+            }
+
+            /// [`BsmStore::record_send`] (`btid` given: a TS is reserved and the attempt recorded as
+            /// sent) and [`BsmStore::record_unsent`] (`None`: neither), one transaction each.
+            async fn record_attempt(
+                &self,
+                worker: &str,
+                key: &DeliveryKey,
+                attempt: Attempt,
+                btid: Option<&str>,
+                now: Time,
+                next_due: Time,
+            ) -> Result<Option<u32>, StoreError> {
+                let mut tx = self.write_tx().await?;
+                match Self::record_attempt_in(&mut tx, worker, key, attempt, btid, now, next_due).await {
+                    Ok(ts) => {
+                        tx.commit().await.map_err(backend)?;
+                        Ok(ts)
+                    }
+                    Err(e) => {
+                        // Roll back before the connection goes back to the pool: a rollback left to
+                        // the drop runs later, and meanwhile the row lock (PostgreSQL's `FOR
+                        // UPDATE`) makes claimers skip a row they should get.
+                        let _ = tx.rollback().await;
+                        Err(e)
+                    }
+                }
+            }
+
+            #[allow(clippy::too_many_arguments)]
+            async fn record_attempt_in(
+                tx: &mut sqlx::Transaction<'static, $db>,
+                worker: &str,
+                key: &DeliveryKey,
+                attempt: Attempt,
+                btid: Option<&str>,
+                now: Time,
+                next_due: Time,
+            ) -> Result<Option<u32>, StoreError> {
+                static CHECK: LazyLock<String> = LazyLock::new(|| deliveries::send_check_sql($row_lock));
+                let (terminal, key_domain, key_group, key_number, version) = deliveries::key_columns(key);
+                let now_db = to_db(now.as_micros());
+                let row = sqlx::query(CHECK.as_str())
+                    .bind(terminal)
+                    .bind(key_domain)
+                    .bind(key_group)
+                    .bind(key_number)
+                    .bind(version)
+                    .fetch_optional(&mut **tx)
+                    .await
+                    .map_err(backend)?
+                    .ok_or_else(|| StoreError::Missing(key_name(key)))?;
+                let id: i64 = row.try_get("id").map_err(backend)?;
+                let state: String = row.try_get("state").map_err(backend)?;
+                let pushes: i64 = row.try_get("attempt").map_err(backend)?;
+                let claimed_by: Option<String> = row.try_get("claimed_by").map_err(backend)?;
+                let claim_until: Option<i64> = row.try_get("claim_until").map_err(backend)?;
+                let live_claim = claimed_by.as_deref() == Some(worker) && claim_until.is_some_and(|u| u > now_db);
+                if !live_claim || state == deliveries::ACKNOWLEDGED || state == deliveries::FAILED {
+                    return Err(StoreError::NotClaimed(format!("{} is not claimed by {worker}", key_name(key))));
+                }
+                let (new_state, new_pushes) = match attempt {
+                    Attempt::Push(k) if i64::from(k) == pushes + 1 => (deliveries::SENT, i64::from(k)),
+                    Attempt::Push(k) => {
+                        return Err(StoreError::Invalid(format!("push {k} of {}: {pushes} so far", key_name(key))));
+                    }
+                    Attempt::SolicitedPull => (deliveries::PULL_SOLICITED, pushes),
+                };
+                let Some(btid) = btid else {
+                    sqlx::query(deliveries::SQL_SEND_UPDATE)
+                        .bind(id)
+                        .bind(new_state)
+                        .bind(new_pushes)
+                        .bind(now_db)
+                        .bind(to_db(next_due.as_micros()))
+                        .execute(&mut **tx)
+                        .await
+                        .map_err(backend)?;
+                    return Ok(None);
+                };
+                let ts: i64 = sqlx::query(SQL_RESERVE_TS)
+                    .bind(terminal)
+                    .bind(btid)
+                    .bind(1_i64)
+                    .fetch_one(&mut **tx)
+                    .await
+                    .map_err(ts_error(terminal))?
+                    .try_get("ts")
+                    .map_err(backend)?;
+                let ts = u32::try_from(ts).map_err(|_| StoreError::Corrupt(format!("LTKM TS {ts}")))?;
+                if let Attempt::Push(k) = attempt {
+                    sqlx::query(deliveries::SQL_SEND_INSERT)
+                        .bind(id)
+                        .bind(i64::from(k))
+                        .bind(btid)
+                        .bind(i64::from(ts))
+                        .bind(now_db)
+                        .bind(0_i64)
+                        .execute(&mut **tx)
+                        .await
+                        .map_err(insert_error)?;
+                }
+                sqlx::query(deliveries::SQL_SEND_UPDATE)
+                    .bind(id)
+                    .bind(new_state)
+                    .bind(new_pushes)
+                    .bind(now_db)
+                    .bind(to_db(next_due.as_micros()))
+                    .execute(&mut **tx)
+                    .await
+                    .map_err(backend)?;
+                Ok(Some(ts))
             }
 
             fn stored_key(&self, row: &<$db as sqlx::Database>::Row) -> Result<StoredKey, StoreError> {
@@ -750,50 +910,123 @@ macro_rules! sql_store {
             }
 
             async fn enqueue_deliveries(&self, rows: &[DeliveryRow]) -> Result<u64, StoreError> {
-                // Rows that carry sent attempts need their new id for the child rows, so they go
-                // one by one; fresh rows (the bulk of a rollover) go as multi-row statements, as
-                // many rows per statement as the parameter limit allows.
-                let (bulk, with_sent): (Vec<&DeliveryRow>, Vec<&DeliveryRow>) =
-                    rows.iter().partition(|r| r.sent.is_empty());
-                let head = format!("INSERT INTO deliveries ({}) VALUES ", deliveries::INSERT_COLUMNS);
-                let per_statement: usize = $max_params / deliveries::INSERT_ARITY;
+                let plain = LtkmForm::default();
+                self.enqueue_formed(rows.iter().map(|r| (r, &plain)).collect()).await
+            }
+
+            async fn enqueue_pushes(&self, pushes: &[(DeliveryRow, LtkmForm)]) -> Result<u64, StoreError> {
+                self.enqueue_formed(pushes.iter().map(|(r, f)| (r, f)).collect()).await
+            }
+
+            async fn delivery_form(&self, key: &DeliveryKey) -> Result<Option<LtkmForm>, StoreError> {
+                let (terminal, key_domain, key_group, key_number, version) = deliveries::key_columns(key);
+                let row = sqlx::query(deliveries::SQL_FORM.as_str())
+                    .bind(terminal)
+                    .bind(key_domain)
+                    .bind(key_group)
+                    .bind(key_number)
+                    .bind(version)
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(backend)?;
+                row.map(|r| {
+                    deliveries::decode_form(r.try_get("ext").map_err(backend)?, r.try_get("srtp").map_err(backend)?)
+                })
+                .transpose()
+            }
+
+            async fn latest_delivery_version(
+                &self,
+                terminal: &str,
+                key_domain_id: KeyDomainId,
+                sek_pek_id: SekPekId,
+            ) -> Result<Option<u32>, StoreError> {
+                let v: Option<i64> = sqlx::query(deliveries::SQL_LATEST_VERSION)
+                    .bind(terminal)
+                    .bind(key_domain_id.0.as_slice())
+                    .bind(i64::from(sek_pek_id.key_group))
+                    .bind(i64::from(sek_pek_id.key_number))
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err(backend)?
+                    .try_get("v")
+                    .map_err(backend)?;
+                v.map(|v| u32::try_from(v).map_err(|_| StoreError::Corrupt(format!("delivery version {v}")))).transpose()
+            }
+
+            async fn live_deliveries_of(&self, terminal: &str) -> Result<Vec<(DeliveryId, DeliveryRow)>, StoreError> {
+                let rows = sqlx::query(deliveries::SELECT_LIVE_OF.as_str())
+                    .bind(terminal)
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(backend)?;
+                deliveries::group(rows.iter().map(|r| Ok((Self::delivery_raw(r)?, Self::sent_raw(r)?))))
+            }
+
+            async fn find_sent(&self, btid: &str, ts: u32) -> Result<Option<SentMatch>, StoreError> {
+                let rows = sqlx::query(deliveries::SELECT_BY_SENT.as_str())
+                    .bind(btid)
+                    .bind(i64::from(ts))
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(backend)?;
+                let Some(first) = rows.first() else { return Ok(None) };
+                let form =
+                    deliveries::decode_form(first.try_get("f_ext").map_err(backend)?, first.try_get("f_srtp").map_err(backend)?)?;
+                let found = deliveries::group(rows.iter().map(|r| Ok((Self::delivery_raw(r)?, Self::sent_raw(r)?))))?;
+                let Some((id, row)) = found.into_iter().next() else { return Ok(None) };
+                let sent = row
+                    .sent
+                    .iter()
+                    .find(|s| s.btid == btid && s.ts == ts)
+                    .cloned()
+                    .ok_or_else(|| StoreError::Corrupt("sent LTKM missing from its delivery".into()))?;
+                Ok(Some(SentMatch { id, row, sent, form }))
+            }
+
+            async fn acknowledge_sent(&self, btid: &str, ts: u32, now: Time) -> Result<Option<AckOutcome>, StoreError> {
+                static STATE: LazyLock<String> = LazyLock::new(|| deliveries::state_by_id_sql($row_lock));
                 let mut tx = self.write_tx().await?;
-                for chunk in bulk.chunks(per_statement) {
-                    let mut st = Statement::<<$db as sqlx::Database>::Arguments>::new(&head);
-                    st.args.reserve(chunk.len() * deliveries::INSERT_ARITY, 0);
-                    for (i, row) in chunk.iter().enumerate() {
-                        if i > 0 {
-                            st.text(", ");
-                        }
-                        Self::push_row(&mut st, deliveries::encode(row)?)?;
-                    }
-                    sqlx::query_with(AssertSqlSafe(st.sql), st.args).execute(&mut *tx).await.map_err(insert_error)?;
-                }
-                for row in with_sent {
-                    let mut st = Statement::<<$db as sqlx::Database>::Arguments>::new(&head);
-                    Self::push_row(&mut st, deliveries::encode(row)?)?;
-                    st.text(" RETURNING id");
-                    let id: i64 = sqlx::query_with(AssertSqlSafe(st.sql), st.args)
+                let answered = sqlx::query(deliveries::SQL_SENT_ANSWER)
+                    .bind(btid)
+                    .bind(i64::from(ts))
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(backend)?;
+                let Some(answered) = answered else {
+                    let n: i64 = sqlx::query(deliveries::SQL_SENT_EXISTS)
+                        .bind(btid)
+                        .bind(i64::from(ts))
                         .fetch_one(&mut *tx)
                         .await
-                        .map_err(insert_error)?
-                        .try_get("id")
+                        .map_err(backend)?
+                        .try_get("n")
                         .map_err(backend)?;
-                    for sent in &row.sent {
-                        sqlx::query(deliveries::SQL_SEND_INSERT)
-                            .bind(id)
-                            .bind(i64::from(sent.attempt))
-                            .bind(sent.btid.as_str())
-                            .bind(i64::from(sent.ts))
-                            .bind(to_db(sent.at.as_micros()))
-                            .bind(i64::from(sent.acknowledged))
-                            .execute(&mut *tx)
-                            .await
-                            .map_err(insert_error)?;
-                    }
-                }
+                    // Nothing was written; release the write lock now rather than on drop.
+                    let _ = tx.rollback().await;
+                    return if n == 0 { Err(StoreError::Missing(format!("sent LTKM TS {ts} for {btid}"))) } else { Ok(None) };
+                };
+                let id: i64 = answered.try_get("delivery").map_err(backend)?;
+                let state: String = sqlx::query(STATE.as_str())
+                    .bind(id)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(backend)?
+                    .try_get("state")
+                    .map_err(backend)?;
+                let outcome = match state.as_str() {
+                    deliveries::ACKNOWLEDGED => AckOutcome::AlreadyAcknowledged,
+                    deliveries::FAILED => AckOutcome::AfterGiveUp,
+                    _ => AckOutcome::Acknowledged,
+                };
+                sqlx::query(deliveries::SQL_ACK_BY_ID)
+                    .bind(id)
+                    .bind(to_db(now.as_micros()))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(backend)?;
                 tx.commit().await.map_err(backend)?;
-                Ok(u64::try_from(rows.len()).unwrap_or(u64::MAX))
+                Ok(Some(outcome))
             }
 
             async fn claim_due(
@@ -836,70 +1069,22 @@ macro_rules! sql_store {
                 now: Time,
                 next_due: Time,
             ) -> Result<LtkmTs, StoreError> {
-                static CHECK: LazyLock<String> = LazyLock::new(|| deliveries::send_check_sql($row_lock));
-                let (terminal, key_domain, key_group, key_number, version) = deliveries::key_columns(key);
-                let now_db = to_db(now.as_micros());
-                let mut tx = self.write_tx().await?;
-                let row = sqlx::query(CHECK.as_str())
-                    .bind(terminal)
-                    .bind(key_domain)
-                    .bind(key_group)
-                    .bind(key_number)
-                    .bind(version)
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err(backend)?
-                    .ok_or_else(|| StoreError::Missing(key_name(key)))?;
-                let id: i64 = row.try_get("id").map_err(backend)?;
-                let state: String = row.try_get("state").map_err(backend)?;
-                let pushes: i64 = row.try_get("attempt").map_err(backend)?;
-                let claimed_by: Option<String> = row.try_get("claimed_by").map_err(backend)?;
-                let claim_until: Option<i64> = row.try_get("claim_until").map_err(backend)?;
-                let live_claim = claimed_by.as_deref() == Some(worker) && claim_until.is_some_and(|u| u > now_db);
-                if !live_claim || state == deliveries::ACKNOWLEDGED || state == deliveries::FAILED {
-                    return Err(StoreError::NotClaimed(format!("{} is not claimed by {worker}", key_name(key))));
-                }
-                let (new_state, new_pushes) = match attempt {
-                    Attempt::Push(k) if i64::from(k) == pushes + 1 => (deliveries::SENT, i64::from(k)),
-                    Attempt::Push(k) => {
-                        return Err(StoreError::Invalid(format!("push {k} of {}: {pushes} so far", key_name(key))));
-                    }
-                    Attempt::SolicitedPull => (deliveries::PULL_SOLICITED, pushes),
-                };
-                let ts: i64 = sqlx::query(SQL_RESERVE_TS)
-                    .bind(terminal)
-                    .bind(btid)
-                    .bind(1_i64)
-                    .fetch_one(&mut *tx)
-                    .await
-                    .map_err(ts_error(terminal))?
-                    .try_get("ts")
-                    .map_err(backend)?;
-                let ts = u32::try_from(ts).map_err(|_| StoreError::Corrupt(format!("LTKM TS {ts}")))?;
-                if let Attempt::Push(k) = attempt {
-                    sqlx::query(deliveries::SQL_SEND_INSERT)
-                        .bind(id)
-                        .bind(i64::from(k))
-                        .bind(btid)
-                        .bind(i64::from(ts))
-                        .bind(now_db)
-                        .bind(0_i64)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(insert_error)?;
-                }
-                sqlx::query(deliveries::SQL_SEND_UPDATE)
-                    .bind(id)
-                    .bind(new_state)
-                    .bind(new_pushes)
-                    .bind(now_db)
-                    .bind(to_db(next_due.as_micros()))
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(backend)?;
-                tx.commit().await.map_err(backend)?;
+                let ts = self.record_attempt(worker, key, attempt, Some(btid), now, next_due).await?;
+                // `record_attempt` reserved a TS for the B-TID it was given.
+                let ts = ts.ok_or_else(|| StoreError::Corrupt("no TS reserved".into()))?;
                 // The counter row now holds `ts` durably: this is the reservation, persisted.
                 Ok(LtkmCounter::restore(btid, ts.wrapping_sub(1)).reserve(btid).persisted())
+            }
+
+            async fn record_unsent(
+                &self,
+                worker: &str,
+                key: &DeliveryKey,
+                attempt: Attempt,
+                now: Time,
+                next_due: Time,
+            ) -> Result<(), StoreError> {
+                self.record_attempt(worker, key, attempt, None, now, next_due).await.map(|_| ())
             }
 
             async fn record_outcome(

@@ -13,18 +13,21 @@ use std::sync::LazyLock;
 use keycast_mikey::{KeyDomainId, KeyValidity, SekPekId};
 use sqlx::{Arguments, Encode, Type};
 
+use keycast_mikey::{LtkmExt, SrtpCs, SrtpPolicy};
+
 use super::{StoreError, from_db, to_db};
 use crate::delivery::{
     Delivery, DeliveryId, DeliveryKey, DeliveryRow, DeliveryState, FailReason, PushAddress, RegistrationInterface,
     SentLtkm, Time,
 };
-use crate::issue::LtkmKind;
+use crate::issue::{LtkmKind, StreamingPolicy};
+use crate::store::LtkmForm;
 
 /// The columns an INSERT writes, in bind order ([`Encoded`] has one field per column).
 pub(super) const INSERT_COLUMNS: &str = "terminal, key_domain, key_group, key_number, version, kind, window_form, \
-     window_low, window_high, push_ip, push_interface, state, attempt, state_at, fail_reason, due";
+     window_low, window_high, push_ip, push_interface, state, attempt, state_at, fail_reason, due, ext, srtp";
 /// Number of columns in [`INSERT_COLUMNS`].
-pub(super) const INSERT_ARITY: usize = 16;
+pub(super) const INSERT_ARITY: usize = 18;
 
 /// `id` and the insert columns, each prefixed by `d.`: what the readers select.
 pub(super) static SELECT_COLUMNS: LazyLock<String> = LazyLock::new(|| {
@@ -75,6 +78,46 @@ pub(super) fn claim_sql(lock: &str) -> String {
     )
 }
 
+/// A delivery's LTKM form (`ext`, `srtp` columns).
+pub(super) static SQL_FORM: LazyLock<String> =
+    LazyLock::new(|| format!("SELECT ext, srtp FROM deliveries WHERE {KEY_MATCH}"));
+
+/// The highest version queued for (terminal, Key Domain ID, SEK/PEK ID), NULL when none.
+pub(super) const SQL_LATEST_VERSION: &str = "SELECT max(version) AS v FROM deliveries \
+     WHERE terminal = $1 AND key_domain = $2 AND key_group = $3 AND key_number = $4";
+
+/// A terminal's live deliveries with their sent attempts.
+pub(super) static SELECT_LIVE_OF: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT {}, {SENT_COLUMNS} FROM deliveries d LEFT JOIN delivery_sends s ON s.delivery = d.id \
+         WHERE d.terminal = $1 AND d.due IS NOT NULL ORDER BY d.id, s.attempt",
+        *SELECT_COLUMNS
+    )
+});
+
+/// The delivery whose sent LTKM is (B-TID `$1`, TS `$2`), with every sent attempt and its form.
+pub(super) static SELECT_BY_SENT: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT {}, {SENT_COLUMNS}, d.ext AS f_ext, d.srtp AS f_srtp FROM deliveries d \
+         LEFT JOIN delivery_sends s ON s.delivery = d.id \
+         WHERE d.id = (SELECT delivery FROM delivery_sends WHERE btid = $1 AND ts = $2) ORDER BY s.attempt",
+        *SELECT_COLUMNS
+    )
+});
+
+/// Marks the sent LTKM (B-TID, TS) answered, once: no row back when it already was (or is unknown).
+pub(super) const SQL_SENT_ANSWER: &str =
+    "UPDATE delivery_sends SET acknowledged = 1 WHERE btid = $1 AND ts = $2 AND acknowledged = 0 RETURNING delivery";
+/// Whether a sent LTKM (B-TID, TS) exists (tells a replay from an unknown LTKM).
+pub(super) const SQL_SENT_EXISTS: &str = "SELECT count(*) AS n FROM delivery_sends WHERE btid = $1 AND ts = $2";
+/// The state of a delivery by id (`lock`: PostgreSQL's `FOR UPDATE`).
+pub(super) fn state_by_id_sql(lock: &str) -> String {
+    format!("SELECT state FROM deliveries WHERE id = $1 {lock}")
+}
+/// Acknowledged by id, from any state but itself; the lease ends with the work.
+pub(super) const SQL_ACK_BY_ID: &str = "UPDATE deliveries SET state = 'acknowledged', state_at = $2, \
+     fail_reason = NULL, due = NULL, claimed_by = NULL, claim_until = NULL WHERE id = $1 AND state <> 'acknowledged'";
+
 /// The row `record_send` locks and checks (`lock`: PostgreSQL's `FOR UPDATE`).
 pub(super) fn send_check_sql(lock: &str) -> String {
     format!("SELECT id, state, attempt, claimed_by, claim_until FROM deliveries WHERE {KEY_MATCH} {lock}")
@@ -100,10 +143,11 @@ pub(super) static SQL_OUTCOME_FAIL: LazyLock<String> = LazyLock::new(|| {
          claimed_by = NULL, claim_until = NULL WHERE {KEY_MATCH} AND state NOT IN ('acknowledged', 'failed')"
     )
 });
-/// Another live state: only from a live state; a claim in progress stays with its worker.
+/// Another live state: only from a live state; a claim in progress stays with its worker. A state
+/// that names no push count (`pull-solicited`) keeps the stored one.
 pub(super) static SQL_OUTCOME_LIVE: LazyLock<String> = LazyLock::new(|| {
     format!(
-        "UPDATE deliveries SET state = $6, attempt = $7, state_at = $8, due = $9 \
+        "UPDATE deliveries SET state = $6, attempt = COALESCE($7, attempt), state_at = $8, due = $9 \
          WHERE {KEY_MATCH} AND state NOT IN ('acknowledged', 'failed')"
     )
 });
@@ -145,6 +189,8 @@ fn fail_reason_name(reason: FailReason) -> &'static str {
     match reason {
         FailReason::NoAcknowledgement => "no-ack",
         FailReason::Abandoned => "abandoned",
+        FailReason::Stopped => "stopped",
+        FailReason::Superseded => "superseded",
     }
 }
 
@@ -174,11 +220,13 @@ pub(super) struct Encoded<'a> {
     pub state_at: Option<i64>,
     pub fail_reason: Option<&'static str>,
     pub due: Option<i64>,
+    pub ext: Option<Vec<u8>>,
+    pub srtp: Option<Vec<u8>>,
 }
 
 /// The columns of a row to insert. A live row needs a due time (a worker must pick it up some
 /// day); a final row's due time is not stored.
-pub(super) fn encode(row: &DeliveryRow) -> Result<Encoded<'_>, StoreError> {
+pub(super) fn encode<'a>(row: &'a DeliveryRow, form: &LtkmForm) -> Result<Encoded<'a>, StoreError> {
     let d = &row.delivery;
     let due = match (row.state.is_final(), row.due) {
         (true, _) => None,
@@ -218,7 +266,68 @@ pub(super) fn encode(row: &DeliveryRow) -> Result<Encoded<'_>, StoreError> {
         state_at,
         fail_reason,
         due,
+        ext: form.ext.as_ref().map(encode_ext),
+        srtp: form.streaming.as_ref().map(encode_streaming).transpose()?,
     })
+}
+
+/// `profile: P-2`: OMA BCAST extension subtype 1 is the LTKM's; the column holds subtype and body
+/// as the LTKM carries them (P-4).
+const LTKM_SUBTYPE: u8 = 1;
+
+fn encode_ext(ext: &LtkmExt) -> Vec<u8> {
+    let mut out = Vec::with_capacity(10);
+    ext.encode(&mut out);
+    out
+}
+
+/// The `srtp` column: the SRTP-ID map entry (policy no ‖ SSRC (4) ‖ ROC (4)), then the SP payload's
+/// policy number and its parameters as `type ‖ length ‖ value`, in order (lossless: the LTKM must
+/// be rebuilt byte for byte to check its verification message).
+fn encode_streaming(s: &StreamingPolicy) -> Result<Vec<u8>, StoreError> {
+    let mut out = Vec::with_capacity(16 + 4 * s.srtp_policy.params.len());
+    out.push(s.srtp_cs.policy_no);
+    out.extend_from_slice(&s.srtp_cs.ssrc.to_be_bytes());
+    out.extend_from_slice(&s.srtp_cs.roc.to_be_bytes());
+    out.push(s.srtp_policy.policy_no);
+    for (ty, value) in &s.srtp_policy.params {
+        let len = u8::try_from(value.len())
+            .map_err(|_| StoreError::Invalid(format!("SRTP parameter {ty} longer than 255 octets")))?;
+        out.push(*ty);
+        out.push(len);
+        out.extend_from_slice(value);
+    }
+    Ok(out)
+}
+
+/// A form read back; anything the code did not write is [`StoreError::Corrupt`].
+pub(super) fn decode_form(ext: Option<Vec<u8>>, srtp: Option<Vec<u8>>) -> Result<LtkmForm, StoreError> {
+    let ext = match ext.as_deref() {
+        None => None,
+        Some([LTKM_SUBTYPE, body @ ..]) => {
+            Some(LtkmExt::read(body, 1).map_err(|e| corrupt(format!("delivery extension: {e}")))?)
+        }
+        Some(_) => return Err(corrupt("delivery extension: not an LTKM extension")),
+    };
+    let streaming = srtp.as_deref().map(decode_streaming).transpose()?;
+    Ok(LtkmForm { ext, streaming })
+}
+
+fn decode_streaming(b: &[u8]) -> Result<StreamingPolicy, StoreError> {
+    let bad = || corrupt("delivery SRTP policy truncated");
+    let (head, mut rest) = b.split_at_checked(10).ok_or_else(bad)?;
+    let word = |i: usize| u32::from_be_bytes([head[i], head[i + 1], head[i + 2], head[i + 3]]);
+    let srtp_cs = SrtpCs { policy_no: head[0], ssrc: word(1), roc: word(5) };
+    let mut params = Vec::new();
+    while let [ty, len, tail @ ..] = rest {
+        let (value, next) = tail.split_at_checked(usize::from(*len)).ok_or_else(bad)?;
+        params.push((*ty, value.to_vec()));
+        rest = next;
+    }
+    if !rest.is_empty() {
+        return Err(bad());
+    }
+    Ok(StreamingPolicy { srtp_cs, srtp_policy: SrtpPolicy { policy_no: head[9], params } })
 }
 
 /// One `deliveries` row as read, before its checks.
@@ -303,6 +412,8 @@ pub(super) fn decode(raw: Raw) -> Result<(DeliveryId, DeliveryRow), StoreError> 
         (ACKNOWLEDGED, None) => DeliveryState::Acknowledged { at: at()? },
         (FAILED, Some("no-ack")) => DeliveryState::Failed { at: at()?, reason: FailReason::NoAcknowledgement },
         (FAILED, Some("abandoned")) => DeliveryState::Failed { at: at()?, reason: FailReason::Abandoned },
+        (FAILED, Some("stopped")) => DeliveryState::Failed { at: at()?, reason: FailReason::Stopped },
+        (FAILED, Some("superseded")) => DeliveryState::Failed { at: at()?, reason: FailReason::Superseded },
         (s, r) => return Err(corrupt(format!("delivery {}: state {s:?} with reason {r:?}", raw.id))),
     };
     let due = raw.due.map(|d| time_of(d, "due time")).transpose()?;

@@ -1,0 +1,251 @@
+//! From delivery intents to stored deliveries (issue 5; `profile: P-3, P-8`): the provisioning
+//! routes decide what should be pushed ([`DeliveryIntent`]); [`IntentWriter`] makes rows of it that
+//! any push worker ([`crate::push`]) picks up, and [`StoreIntents`] is the [`IntentSink`] the routes
+//! hand intents to.
+//!
+//! # What each intent does \[chosen\]
+//! | intent | rows |
+//! |---|---|
+//! | [`DeliveryIntent::Push`] | a new `Pending` delivery with its [`LtkmForm`] (P-4 extension, SRTP policy) and the next version of (terminal, key), due at `now` plus jitter |
+//! | [`DeliveryIntent::DeliveredInResponse`] | the terminal's live deliveries of that key end: deliveries and validity updates `Acknowledged` (the authenticated HTTP answer carried the key with its current window, as an answered pull does), invalidations `Failed { Superseded }` (the terminal holds the key again: the invalidation must not follow) |
+//! | [`DeliveryIntent::Registered`] | the terminal's live deliveries become due at once: the worker sends them to the new address, which it reads from the registration at send time |
+//! | [`DeliveryIntent::StopPushes`] | the terminal's live deliveries end `Failed { Stopped }`; they are not resumed by a later registration, which sends the keys the terminal is entitled to then (in its answer, or as new pushes) |
+//!
+//! - **Versions**: 1 for the first LTKM of a (terminal, key), then the highest stored plus one for
+//!   every later one (update, invalidation, a new delivery after a registration), read with
+//!   [`BsmStore::latest_delivery_version`]. Two writers racing for one version make the store
+//!   refuse the second batch ([`StoreError::Conflict`]); it reads the versions again and retries.
+//! - **Due times**: the intents of one request concern one terminal, so each push follows the
+//!   scheduler's rule for single deliveries (`now` plus [`SchedulerConfig::draw_jitter`]); the
+//!   campaign spread is for mass updates of many terminals.
+//! - **Durability**: [`IntentSink::submit`] is synchronous and runs before the answer leaves, so
+//!   [`StoreIntents`] queues the intents to a task that writes them. A crash between the answer and
+//!   that write loses the pushes, not the keys: the terminal's next registration or LTKM request
+//!   delivers every key it is entitled to.
+
+use std::sync::{Arc, Mutex, PoisonError};
+
+use keycast_mikey::{KeyDomainId, SekPekId};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use super::provisioning::IntentSink;
+use crate::delivery::{Delivery, DeliveryKey, DeliveryRow, DeliveryState, FailReason, SchedulerConfig, Time};
+use crate::domain::TerminalId;
+use crate::issue::LtkmKind;
+use crate::push::PushClock;
+use crate::rng::RandomSource;
+use crate::service::{DeliveryIntent, PushIntent};
+use crate::store::{BsmStore, LtkmForm, StoreError};
+
+/// Attempts at writing one batch of pushes when another writer takes the same versions.
+const VERSION_RETRIES: usize = 3;
+
+/// What [`IntentWriter::write`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IntentReport {
+    /// Deliveries queued.
+    pub queued: u64,
+    /// Live deliveries acknowledged by an HTTP answer.
+    pub acknowledged: u64,
+    /// Live invalidations made moot by an HTTP answer.
+    pub superseded: u64,
+    /// Live deliveries stopped by a deregistration.
+    pub stopped: u64,
+    /// Live deliveries made due at once by a registration.
+    pub rescheduled: u64,
+}
+
+/// Writes delivery intents into the store (module docs).
+pub struct IntentWriter<S, R> {
+    store: S,
+    config: SchedulerConfig,
+    rng: Mutex<R>,
+}
+
+impl<S, R> core::fmt::Debug for IntentWriter<S, R> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("IntentWriter").field("config", &self.config).finish_non_exhaustive()
+    }
+}
+
+impl<S: BsmStore + Sync, R: RandomSource + Send> IntentWriter<S, R> {
+    /// A writer over `store`, with the scheduler's jitter from `config` drawn from `rng`.
+    #[must_use]
+    pub fn new(store: S, config: SchedulerConfig, rng: R) -> Self {
+        Self { store, config, rng: Mutex::new(rng) }
+    }
+
+    /// The store.
+    #[must_use]
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    fn jitter(&self) -> std::time::Duration {
+        // The generator is left whole by every draw, so a poisoned lock still guards a usable one.
+        let mut rng = self.rng.lock().unwrap_or_else(PoisonError::into_inner);
+        self.config.draw_jitter(&mut *rng)
+    }
+
+    /// Writes the intents of one request, in order, at `now`.
+    ///
+    /// # Errors
+    /// [`StoreError`]: what was written before the failure stays written.
+    pub async fn write(&self, intents: Vec<DeliveryIntent>, now: Time) -> Result<IntentReport, StoreError> {
+        let mut report = IntentReport::default();
+        let mut pushes = Vec::new();
+        for intent in intents {
+            match intent {
+                DeliveryIntent::Push(p) => pushes.push(p),
+                other => {
+                    // Pushes queued before a close or stop in the same list are written first.
+                    report.queued += self.queue(std::mem::take(&mut pushes), now).await?;
+                    self.apply(other, now, &mut report).await?;
+                }
+            }
+        }
+        report.queued += self.queue(pushes, now).await?;
+        Ok(report)
+    }
+
+    async fn apply(&self, intent: DeliveryIntent, now: Time, report: &mut IntentReport) -> Result<(), StoreError> {
+        match intent {
+            DeliveryIntent::DeliveredInResponse { terminal, key_domain_id, sek_pek_id } => {
+                for (_, row) in self.store.live_deliveries_of(&terminal.0).await? {
+                    let key = &row.delivery.key;
+                    if key.key_domain_id != key_domain_id || key.sek_pek_id != sek_pek_id {
+                        continue;
+                    }
+                    let state = match row.delivery.kind {
+                        LtkmKind::Invalidate => DeliveryState::Failed { at: now, reason: FailReason::Superseded },
+                        LtkmKind::Deliver { .. } | LtkmKind::UpdateValidity { .. } => {
+                            DeliveryState::Acknowledged { at: now }
+                        }
+                    };
+                    if self.store.record_outcome(key, state, None).await? {
+                        match state {
+                            DeliveryState::Acknowledged { .. } => report.acknowledged += 1,
+                            _ => report.superseded += 1,
+                        }
+                    }
+                }
+            }
+            DeliveryIntent::Registered { terminal, .. } => {
+                for (_, row) in self.store.live_deliveries_of(&terminal.0).await? {
+                    if self.store.record_outcome(&row.delivery.key, row.state, Some(now)).await? {
+                        report.rescheduled += 1;
+                    }
+                }
+            }
+            DeliveryIntent::StopPushes { terminal } => {
+                let stopped = DeliveryState::Failed { at: now, reason: FailReason::Stopped };
+                for (_, row) in self.store.live_deliveries_of(&terminal.0).await? {
+                    if self.store.record_outcome(&row.delivery.key, stopped, None).await? {
+                        report.stopped += 1;
+                    }
+                }
+                if report.stopped > 0 {
+                    tracing::info!(terminal = %terminal.0, stopped = report.stopped, "pushes stopped: deregistered");
+                }
+            }
+            // Pushes are queued by `write`.
+            DeliveryIntent::Push(_) => {}
+        }
+        Ok(())
+    }
+
+    /// Queues pushes with fresh versions, retrying when another writer took a version first.
+    async fn queue(&self, pushes: Vec<PushIntent>, now: Time) -> Result<u64, StoreError> {
+        if pushes.is_empty() {
+            return Ok(0);
+        }
+        let mut last = None;
+        for _ in 0..VERSION_RETRIES {
+            let rows = self.rows(&pushes, now).await?;
+            match self.store.enqueue_pushes(&rows).await {
+                Ok(n) => return Ok(n),
+                Err(e @ StoreError::Conflict(_)) => last = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| StoreError::Conflict("delivery versions".into())))
+    }
+
+    async fn rows(&self, pushes: &[PushIntent], now: Time) -> Result<Vec<(DeliveryRow, LtkmForm)>, StoreError> {
+        // Versions handed out in this batch, so two pushes of one key in one list do not collide.
+        let mut taken: Vec<(&TerminalId, KeyDomainId, SekPekId, u32)> = Vec::new();
+        let mut rows = Vec::with_capacity(pushes.len());
+        for p in pushes {
+            let batch = taken
+                .iter()
+                .filter(|(t, d, id, _)| *t == &p.terminal && *d == p.key_domain_id && *id == p.sek_pek_id)
+                .map(|(.., v)| *v)
+                .max();
+            let version = match batch {
+                Some(v) => v,
+                None => {
+                    self.store.latest_delivery_version(&p.terminal.0, p.key_domain_id, p.sek_pek_id).await?.unwrap_or(0)
+                }
+            }
+            .checked_add(1)
+            .ok_or_else(|| StoreError::Conflict(format!("delivery versions of {} exhausted", p.terminal.0)))?;
+            taken.push((&p.terminal, p.key_domain_id, p.sek_pek_id, version));
+            let key = DeliveryKey {
+                terminal: p.terminal.0.clone(),
+                key_domain_id: p.key_domain_id,
+                sek_pek_id: p.sek_pek_id,
+                version,
+            };
+            let delivery = Delivery { key, kind: p.kind, to: p.to };
+            let row = DeliveryRow {
+                delivery,
+                state: DeliveryState::Pending,
+                due: Some(now.after(self.jitter())),
+                sent: Vec::new(),
+            };
+            rows.push((row, LtkmForm { ext: p.ext, streaming: p.streaming.clone() }));
+        }
+        Ok(rows)
+    }
+}
+
+/// The [`IntentSink`] of a BSM that pushes: hands each request's intents to the task of
+/// [`StoreIntents::spawn`], which writes them with an [`IntentWriter`] (module docs).
+#[derive(Debug, Clone)]
+pub struct StoreIntents {
+    tx: mpsc::UnboundedSender<Vec<DeliveryIntent>>,
+}
+
+impl StoreIntents {
+    /// Starts the writing task; it ends when every [`StoreIntents`] clone is dropped, after writing
+    /// what was queued.
+    #[must_use]
+    pub fn spawn<S, R>(writer: Arc<IntentWriter<S, R>>, clock: PushClock) -> (Self, JoinHandle<()>)
+    where
+        S: BsmStore + Send + Sync + 'static,
+        R: RandomSource + Send + 'static,
+    {
+        let (tx, mut rx) = mpsc::unbounded_channel::<Vec<DeliveryIntent>>();
+        let task = tokio::spawn(async move {
+            while let Some(intents) = rx.recv().await {
+                let count = intents.len();
+                if let Err(e) = writer.write(intents, clock()).await {
+                    tracing::error!(error = %e, count, "delivery intents not stored");
+                }
+            }
+        });
+        (Self { tx }, task)
+    }
+}
+
+impl IntentSink for StoreIntents {
+    fn submit(&self, intents: Vec<DeliveryIntent>) {
+        if intents.is_empty() {
+            return;
+        }
+        if self.tx.send(intents).is_err() {
+            tracing::error!("delivery intents dropped: the writing task has ended");
+        }
+    }
+}
