@@ -21,14 +21,20 @@
 //! | `[bsf] host` | the host of `address` | the BSF's name (the HTTP `Host`) |
 //! | `[bsf] token_file` | (required) | the bearer token the BSF knows this BSM by (loopback only, see `serve bsf`) |
 //! | `[metrics] listen` | `"127.0.0.1:9091"` | Prometheus `GET /metrics` |
+//! | `[push] listen` | `"127.0.0.1:0"` | the UDP socket LTKMs are pushed from and verification messages come back to: set it to the BSM's public address (e.g. `"0.0.0.0:2269"`) |
+//! | `[admin] listen` | `"127.0.0.1:9092"` | the JSON administration API ([`keycast_bsm::http::admin`]) |
+//! | `[admin] token_file` | (none: no admin API) | its bearer token (accepted from loopback peers only) |
 //! | `[log] format` | `"text"` | `"text"` or `"json"`; level from `RUST_LOG` (default `info`) |
 //!
 //! # Service
 //!
 //! A multi-thread tokio runtime with 2 workers serves the provisioning routes on `listen` and
 //! `/metrics` on `[metrics] listen`; SIGINT or SIGTERM stops it cleanly (exit 0). Logs carry
-//! B-TIDs, IMPIs and outcomes, never a key. Not yet here: HTTPS toward terminals, the LTKM push
-//! worker, the admin API (later steps of the BSM issue).
+//! B-TIDs, IMPIs and outcomes, never a key. The provisioning answers' delivery intents are
+//! written to the store and a push worker ([`keycast_bsm::push`]) sends the LTKMs over UDP,
+//! retries, triggers solicited pulls and takes verification messages. With `[admin] token_file`
+//! it also serves the admin API. Not yet here: HTTPS toward terminals and `keycast bsm …`
+//! commands over the admin API (later steps of the BSM issue).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -38,8 +44,11 @@ use std::sync::Arc;
 use anyhow::{Context, Result, anyhow, bail};
 use clap::Args;
 use keycast_bsm::http::UaGuard;
+use keycast_bsm::http::admin::{AdminState, admin_app};
+use keycast_bsm::http::intents::{IntentWriter, StoreIntents};
 use keycast_bsm::http::provisioning::{ProvisioningState, bsm_app};
 use keycast_bsm::keys::{KeyCache, KeySource};
+use keycast_bsm::push::{OsRandom, PushConfig, PushService, PushWorker, system_push_clock};
 use keycast_bsm::service::{Provisioning, ProvisioningConfig};
 use keycast_bsm::store::BsmStore;
 use keycast_bsm::store::sql::{PgStore, SqliteStore};
@@ -86,7 +95,24 @@ struct RawConfig {
     #[serde(default)]
     metrics: RawMetrics,
     #[serde(default)]
+    admin: RawAdmin,
+    #[serde(default)]
+    push: RawPush,
+    #[serde(default)]
     log: RawLog,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPush {
+    listen: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAdmin {
+    listen: Option<String>,
+    token_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -143,6 +169,10 @@ pub struct BsmSettings {
     pub zn_token_file: PathBuf,
     /// Metrics listener.
     pub metrics_listen: String,
+    /// Admin API listener and token file (no admin API without a token file).
+    pub admin: Option<(String, PathBuf)>,
+    /// The push socket's address.
+    pub push_listen: SocketAddr,
     /// Log format.
     pub log_format: LogFormat,
 }
@@ -168,6 +198,11 @@ impl BsmSettings {
             ("storage_key", table.contains_key("storage_key"), "storage_key_file"),
             ("ua_secret", table.contains_key("ua_secret"), "ua_secret_file"),
             ("bsf.token", bsf.is_some_and(|b| b.contains_key("token")), "token_file"),
+            (
+                "admin.token",
+                table.get("admin").and_then(toml::Value::as_table).is_some_and(|a| a.contains_key("token")),
+                "token_file",
+            ),
         ] {
             if has {
                 return Err(inline_secret(path, key, instead));
@@ -208,6 +243,14 @@ impl BsmSettings {
             bsf_host,
             zn_token_file,
             metrics_listen: raw.metrics.listen,
+            admin: raw
+                .admin
+                .token_file
+                .as_deref()
+                .map(|f| (raw.admin.listen.clone().unwrap_or_else(|| "127.0.0.1:9092".into()), resolve(f))),
+            push_listen: raw.push.listen.as_deref().unwrap_or("127.0.0.1:0").parse().map_err(|_| {
+                anyhow!("{}: [push] listen must be an IP address and port, e.g. \"0.0.0.0:2269\"", path.display())
+            })?,
             log_format: raw.log.format,
         })
     }
@@ -293,10 +336,33 @@ async fn run<S: BsmStore + Clone + Send + Sync + 'static>(
     let authenticator =
         UaAuthenticator::new(&settings.ua_config()?).map_err(|e| anyhow!("{}: {e}", settings.path.display()))?;
     let keys: Arc<dyn KeySource> = Arc::new(KeyCache::new(settings.zn_client()?, KEY_CACHE_CAPACITY));
-    let guard = Arc::new(UaGuard::new(authenticator, keys));
+    let guard = Arc::new(UaGuard::new(authenticator, keys.clone()));
     let mut config = ProvisioningConfig::new(settings.fqdn.clone());
     config.registration_required = settings.registration_required;
-    let state = Arc::new(ProvisioningState::new(Provisioning::new(store, config), guard));
+    let admin = match &settings.admin {
+        None => None,
+        Some((listen, file)) => {
+            let token = Zeroizing::new(read_secret_file(file, "admin token")?.trim().to_owned());
+            if token.len() < 16 {
+                bail!("{}: the admin token must be at least 16 characters", file.display());
+            }
+            let listener =
+                TcpListener::bind(listen).await.with_context(|| format!("listening for the admin API on {listen}"))?;
+            Some((listener, Arc::new(AdminState::new(store.clone(), token))))
+        }
+    };
+    // Pushes: intents from the answers go to the store; the worker sends what is due.
+    let worker_id = format!("{}/{}/{}", settings.fqdn, std::process::id(), crate::bsf_cmd::unix_now());
+    let push_config = PushConfig::new(worker_id, settings.fqdn.clone());
+    let writer = Arc::new(IntentWriter::new(store.clone(), push_config.scheduler, OsRandom));
+    let (intents, intents_task) = StoreIntents::spawn(writer, system_push_clock());
+    let worker = PushWorker::bind(store.clone(), keys.clone(), push_config, settings.push_listen, OsRandom)
+        .await
+        .with_context(|| format!("binding the push socket {}", settings.push_listen))?;
+    let push_addr = worker.local_addr().context("push socket address")?;
+    let push = PushService::spawn(worker, system_push_clock());
+    let state =
+        Arc::new(ProvisioningState::new(Provisioning::new(store, config), guard).with_intents(Arc::new(intents)));
 
     let handle = install_prometheus().map_err(|_| anyhow!("another metrics recorder is installed"))?;
     let listener =
@@ -312,6 +378,7 @@ async fn run<S: BsmStore + Clone + Send + Sync + 'static>(
         %metrics_addr,
         store = %store_kind,
         bsf = %settings.bsf_address,
+        push = %push_addr,
         "BSM serving"
     );
 
@@ -328,8 +395,23 @@ async fn run<S: BsmStore + Clone + Send + Sync + 'static>(
             tracing::error!(error = %e, "provisioning listener failed");
         }
     };
-    tokio::join!(provisioning, serve(metrics_listener, metrics_app(handle), None, stopped(stop_rx.clone())));
+    let admin_api = async {
+        if let Some((listener, state)) = admin {
+            if let Ok(addr) = listener.local_addr() {
+                tracing::info!(%addr, "BSM admin API serving");
+            }
+            let app = admin_app(state).into_make_service_with_connect_info::<SocketAddr>();
+            if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(stopped(stop_rx.clone())).await {
+                tracing::error!(error = %e, "admin listener failed");
+            }
+        }
+    };
+    tokio::join!(provisioning, admin_api, serve(metrics_listener, metrics_app(handle), None, stopped(stop_rx.clone())));
     signals.abort();
+    push.stop().await;
+    // The router (and with it the intent sender) is gone with the listener; the writer ends once
+    // the last answers' intents are stored. Bounded, should a connection still hold a clone.
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), intents_task).await;
     tracing::info!("BSM stopped");
     Ok(())
 }

@@ -1,7 +1,7 @@
 //! `keycast serve bsm` on a configuration in a temporary directory: it serves the provisioning
 //! interface behind HTTP Digest (an unauthenticated request gets the P-7 challenge), answers
-//! `/metrics`, refuses a request whose Zn lookup cannot reach the BSF with 503, and stops cleanly
-//! on SIGTERM. The full Digest + Zn exchange with a real BSF is exercised in keycast-bsm's
+//! `/metrics` and the admin API (token from loopback), refuses a request whose Zn lookup cannot
+//! reach the BSF with 503, and stops cleanly on SIGTERM. The full Digest + Zn exchange with a real BSF is exercised in keycast-bsm's
 //! `provisioning_http` and `ua_zn` tests.
 
 mod served;
@@ -38,19 +38,21 @@ fn serve_bsm_challenges_serves_metrics_and_stops_on_sigterm() {
     write_secret(&dir.path().join("storage.key"), "000102030405060708090a0b0c0d0e0f\n");
     write_secret(&dir.path().join("ua.secret"), &format!("{}\n", "ab".repeat(32)));
     write_secret(&dir.path().join("zn.token"), "a-zn-token-of-some-length\n");
-    let (port, metrics_port, dead_bsf) = (free_port(), free_port(), free_port());
+    write_secret(&dir.path().join("admin.token"), "an-admin-token-for-the-test\n");
+    let (port, metrics_port, admin_port, dead_bsf) = (free_port(), free_port(), free_port(), free_port());
     let config = dir.path().join("bsm.toml");
     fs::write(
         &config,
         format!(
             "fqdn = \"{FQDN}\"\nlisten = \"127.0.0.1:{port}\"\nstorage_key_file = \"storage.key\"\n\
              ua_secret_file = \"ua.secret\"\n[bsf]\naddress = \"127.0.0.1:{dead_bsf}\"\nhost = \"bsf.example.org\"\n\
-             token_file = \"zn.token\"\n[metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n"
+             token_file = \"zn.token\"\n[metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n\
+             [admin]\nlisten = \"127.0.0.1:{admin_port}\"\ntoken_file = \"admin.token\"\n"
         ),
     )
     .unwrap();
     let args = ["serve", "bsm", "--config", config.to_str().unwrap()];
-    let mut served = Served::start(&args, dir.path().join("serve.log"), &[port, metrics_port]);
+    let mut served = Served::start(&args, dir.path().join("serve.log"), &[port, metrics_port, admin_port]);
 
     let body = "<x/>";
     let unauthenticated = http(
@@ -87,11 +89,34 @@ fn serve_bsm_challenges_serves_metrics_and_stops_on_sigterm() {
     let metrics = http(metrics_port, "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
     assert!(metrics.starts_with("HTTP/1.1 200") && metrics.contains("keycast_bsm_ua_requests_total"), "{metrics}");
 
+    // The admin API: the catalogue through it, and no way in without the token.
+    let service = r#"{"name":"News","mcc":"001","mnc":"01","key_group":1,"streaming":true}"#;
+    let put = http(
+        admin_port,
+        &format!(
+            "PUT /admin/v1/services/news HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer an-admin-token-for-the-test\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{service}",
+            service.len()
+        ),
+    );
+    assert!(put.starts_with("HTTP/1.1 204"), "{put}");
+    let list = http(
+        admin_port,
+        "GET /admin/v1/services HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer an-admin-token-for-the-test\r\n\
+         Connection: close\r\n\r\n",
+    );
+    assert!(list.starts_with("HTTP/1.1 200") && list.contains(r#""id":"news""#), "{list}");
+    let anonymous = http(admin_port, "GET /admin/v1/services HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    assert!(anonymous.starts_with("HTTP/1.1 401"), "{anonymous}");
+
     let status = served.terminate();
     let log = served.log_text();
     assert!(status.success(), "{status}:\n{log}");
     for expected in ["BSM serving", "shutting down", "BSM stopped"] {
         assert!(log.contains(expected), "{expected:?} not in the log:\n{log}");
     }
-    assert!(!log.contains("a-zn-token") && !log.contains(&"ab".repeat(32)), "no secret in the log:\n{log}");
+    assert!(
+        !log.contains("a-zn-token") && !log.contains("an-admin-token") && !log.contains(&"ab".repeat(32)),
+        "no secret in the log:\n{log}"
+    );
 }
