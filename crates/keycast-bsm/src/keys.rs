@@ -32,25 +32,7 @@ use keycast_crypto::gba::{self, GbaMode};
 use keycast_crypto::keys::{KsExtNaf, KsIntNaf, KsNaf, Smk, Srk};
 use keycast_provisioning::digest::Password;
 
-/// How the terminal bootstrapped, as Zn reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum GbaType {
-    /// GBA_U: Ks stays in the card.
-    GbaU,
-    /// GBA_ME: the terminal holds Ks.
-    GbaMe,
-}
-
-impl GbaType {
-    /// The Zn spelling, also used as a metric label: `gba-u` or `gba-me`.
-    #[must_use]
-    pub fn as_str(self) -> &'static str {
-        match self {
-            GbaType::GbaU => "gba-u",
-            GbaType::GbaMe => "gba-me",
-        }
-    }
-}
+pub use keycast_crypto::gba::GbaType;
 
 /// The NAF keys of one Zn answer.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -146,6 +146,29 @@ pub fn mrk(key: &[u8; 32]) -> Srk {
     Srk::from_bytes(*kdf_static(key, &[P0_MBMS_MRK]))
 }
 
+/// The GBA flavour of a subscriber's bootstrapping (TS 33.220 §4, §5.2–5.3), as the BSF
+/// knows it from the subscriber's GUSS and reports it on Zn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum GbaType {
+    /// GBA_U: a GBA-aware UICC; Ks stays in the card. AUTN carries MAC*, XRES has its LSB
+    /// flipped, and GBA_U-aware NAFs get Ks_ext_NAF and Ks_int_NAF.
+    GbaU,
+    /// GBA_ME: a plain USIM (3G context); the terminal holds Ks and NAFs get Ks_NAF.
+    GbaMe,
+}
+
+impl GbaType {
+    /// `"gba-u"` or `"gba-me"`: the KDF labels of TS 33.220 B.3, also the Zn spelling and a
+    /// metric label.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GbaType::GbaU => "gba-u",
+            GbaType::GbaMe => "gba-me",
+        }
+    }
+}
+
 /// How the terminal bootstrapped, which decides where SMK and SRK come from
 /// (TS 33.246 §6.1, profile P-7).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -12,26 +12,7 @@ use thiserror::Error;
 
 use super::sqn::SqnScheme;
 
-/// The GBA flavour of a subscriber's card (TS 33.220 §4, §5.2–5.3), from its GUSS.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum GbaType {
-    /// GBA_U: a GBA-aware UICC. The 401 carries AUTN* (MAC*), the stored XRES has its LSB
-    /// flipped, and GBA_U-aware NAFs get Ks_ext_NAF and Ks_int_NAF.
-    GbaU,
-    /// GBA_ME: a plain USIM (3G context); NAFs get Ks_NAF.
-    GbaMe,
-}
-
-impl GbaType {
-    /// `"gba-u"` or `"gba-me"` (the KDF labels of TS 33.220 B.3, also handy as metric labels).
-    #[must_use]
-    pub fn as_str(self) -> &'static str {
-        match self {
-            GbaType::GbaU => "gba-u",
-            GbaType::GbaMe => "gba-me",
-        }
-    }
-}
+pub use keycast_crypto::gba::GbaType;
 
 /// One subscriber (the HSS/HLR data the BSF needs). The keys print as `SubscriberKey(…)` and
 /// `Opc(…)`.
