@@ -41,10 +41,13 @@ pub enum Command {
     Derive(DeriveArgs),
     /// Emulated cards in card files: new, show, apdu, reset-counters.
     Card(crate::card_cmd::CardArgs),
-    /// Run a network service: `serve bsf --config PATH` (Ub, Zn, Prometheus metrics).
+    /// Run a network service: `serve bsf --config PATH` (Ub, Zn, metrics) or `serve bsm --config PATH`
+    /// (service provisioning, LTKM pushes, admin API, metrics).
     Serve(crate::bsf_cmd::ServeArgs),
     /// Administer the BSF: `bsf subscriber add|import|show|delete --config PATH`.
     Bsf(crate::bsf_cmd::BsfArgs),
+    /// Administer a running BSM over its admin API: `bsm --config PATH apply|show|keys|rollover|terminal`.
+    Bsm(crate::bsm_admin::BsmArgs),
 }
 
 /// Options of `keycast demo`.
@@ -240,6 +243,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Card(a) => crate::card_cmd::run(&a),
         Command::Serve(a) => crate::bsf_cmd::run_serve(&a),
         Command::Bsf(a) => crate::bsf_cmd::run_bsf(&a),
+        Command::Bsm(a) => crate::bsm_admin::run_bsm(&a),
         Command::Derive(a) => {
             let node = match &a.what {
                 DeriveCommand::Milenage(m) => derive::milenage(&derive::MilenageInput {

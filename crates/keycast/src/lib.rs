@@ -19,6 +19,7 @@
 #![warn(missing_docs)]
 
 pub mod bsf_cmd;
+pub mod bsm_admin;
 pub mod bsm_cmd;
 pub mod card_cmd;
 pub mod cli;

@@ -109,6 +109,58 @@ fn serve_bsm_challenges_serves_metrics_and_stops_on_sigterm() {
     let anonymous = http(admin_port, "GET /admin/v1/services HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
     assert!(anonymous.starts_with("HTTP/1.1 401"), "{anonymous}");
 
+    // `keycast bsm …` over the same API: a catalogue file, listings, a key rollover.
+    let catalogue = dir.path().join("catalogue.toml");
+    fs::write(
+        &catalogue,
+        "[[service]]\nid = \"sport\"\nname = \"Sport\"\nmcc = \"001\"\nmnc = \"01\"\nkey_group = 2\nstreaming = true\n\
+         [[purchase_item]]\nid = \"all\"\nname = \"All\"\nservices = [\"news\", \"sport\"]\n\
+         [[offer]]\nid = \"all-month\"\nitem = \"all\"\namount = \"9.99\"\ncurrency = \"EUR\"\nkind = \"subscription\"\n\
+         period_secs = 2592000\n",
+    )
+    .unwrap();
+    let bsm = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_keycast"))
+            .args(["bsm", "--config", config.to_str().unwrap()])
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, out, err) = bsm(&["apply", catalogue.to_str().unwrap()]);
+    assert!(ok && out.contains("applied 3 catalogue entries"), "{out}{err}");
+    let (ok, out, _) = bsm(&["show", "services"]);
+    assert!(ok && out.lines().count() == 3 && out.contains("sport") && out.contains("news"), "{out}");
+    let (ok, out, _) = bsm(&["show", "offers", "--json"]);
+    assert!(ok && out.contains(r#""id":"all-month""#), "{out}");
+    let rollover = [
+        "rollover",
+        "--group",
+        "2",
+        "--mcc",
+        "001",
+        "--mnc",
+        "01",
+        "--key-lifetime-secs",
+        "86400",
+        "--lead-secs",
+        "3600",
+    ];
+    let (ok, out, err) = bsm(&rollover);
+    assert!(ok && out.contains(r#""key_number":1"#), "{out}{err}");
+    let (ok, out, _) = bsm(&rollover);
+    assert!(ok && out.contains("no key due in Key Group 2"), "{out}");
+    let (ok, out, _) = bsm(&["keys", "--group", "2"]);
+    assert!(ok && out.lines().count() == 2, "{out}");
+    let bad = dir.path().join("bad.toml");
+    fs::write(&bad, "[[purchase_item]]\nid = \"x\"\nname = \"X\"\nservices = [\"nowhere\"]\n").unwrap();
+    let (ok, _, err) = bsm(&["apply", bad.to_str().unwrap()]);
+    assert!(!ok && err.contains("\"x\"") && err.contains("404"), "{err}");
+
     let status = served.terminate();
     let log = served.log_text();
     assert!(status.success(), "{status}:\n{log}");
