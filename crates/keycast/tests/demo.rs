@@ -37,6 +37,23 @@ fn demo_holds_every_expectation() {
         .stdout(predicate::str::contains("RES 8011c48c0c214ed2 = XRES"))
         .stdout(predicate::str::contains("ok      GBA_ME store and BSM derive the same SRK = MRK(Ks_NAF)"))
         .stdout(predicate::str::contains("ok      GBA_ME terminal: the store opens the same STKM: the same TEK ‖ salt on both terminals"))
+        // (h) The real BSM: admin API, two terminal shells, pushes, rollover, unsubscribe.
+        .stdout(predicate::str::contains("ok      operator: catalogue through the admin API"))
+        .stdout(predicate::str::contains("ok      operator: rollover of the empty Key Group 3 makes its first SEK (admin API): 201: SEK 00030001"))
+        .stdout(predicate::str::contains("ok      terminal A subscribes (ServiceRequest basic / basic-month"))
+        .stdout(predicate::str::contains("ok      terminal B registers on the 3GPP MBMS interface"))
+        .stdout(predicate::str::contains("ok      BSM takes the verification message on its push socket: matched by (B-TID, TS)"))
+        .stdout(predicate::str::contains("ok      terminal B's card opens STKM TEK ID 1 under SEK 00030001"))
+        .stdout(predicate::str::contains("ok      operator: rollover of Key Group 3 makes the next SEK (admin API): 201: SEK 00030002"))
+        .stdout(predicate::str::contains("the card stores SEK 00030001 and 00030002"))
+        .stdout(predicate::str::contains("ok      push worker sends B both keys over UDP"))
+        .stdout(predicate::str::contains("ok      terminal B's card refuses it under SEK 00030002: refused as expected — SW 6A88"))
+        .stdout(predicate::str::contains("ok      terminal B sends an LTKM Request for SEK 00030002"))
+        .stdout(predicate::str::contains("ok      BSM closes B's pushed copy of that key"))
+        .stdout(predicate::str::contains("SEK 00030002: the card applies the invalidation; the terminal sends the verification message back"))
+        .stdout(predicate::str::contains("ok      terminal A's card refuses STKM TEK ID 2 under SEK 00030002: refused as expected — SW 6985"))
+        .stdout(predicate::str::contains("ok      terminal B's card opens the same STKM: B is still subscribed"))
+        .stdout(predicate::str::contains("ok      BSM refuses terminal A's LTKM Request for SEK 00030002: NoSubscription"))
         .stdout(predicate::function(|s: &str| {
             // "summary: N of N expectations held" with both numbers equal.
             s.lines().filter_map(|l| l.strip_prefix("summary: ")).any(|l| {
@@ -72,6 +89,8 @@ fn demo_wire_output_feeds_inspect() {
     assert!(text.contains("http < 401 WWW-Authenticate: Digest realm=\"bsf.example.org\""));
     assert!(text.contains("http < 200 Authentication-Info: "));
     assert!(!text.contains("keycast-demo-"));
+    // The BSM section's LTKMs from the answers are shown too.
+    assert!(text.contains("LTKM in the RegistrationResponse: 208 bytes on the wire"));
     assert!(text.split("127.0.0.1:").skip(1).all(|rest| rest.starts_with("<port>")));
     let mut lines = text.lines();
     lines.find(|l| l.trim_start().starts_with("LTKM:") && l.contains("bytes on the wire")).unwrap();

@@ -354,6 +354,23 @@ impl Network {
         })
     }
 
+    /// Runs `f` on the demo's runtime, where the BSF serves: the BSM section runs its servers,
+    /// its push worker and the terminals' shells there too, so that every task moves only while
+    /// the demo waits on one of them.
+    pub fn block_on<F: core::future::Future>(&self, f: F) -> F::Output {
+        self.runtime.block_on(f)
+    }
+
+    /// The BSF's loopback address (for the BSM's Zn client and the terminals; never narrated).
+    pub fn bsf_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The bearer token the BSF knows the BSM by on Zn.
+    pub fn zn_token(&self) -> Zeroizing<String> {
+        self.zn_token.clone()
+    }
+
     /// Provisions a subscriber into the BSF's store (the HSS role).
     pub fn add_subscriber(&self, subscriber: &Subscriber) -> Result<(), String> {
         self.runtime.block_on(self.state.store().add_subscriber(subscriber)).map_err(|e| e.to_string())
