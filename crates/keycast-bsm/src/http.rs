@@ -1,11 +1,15 @@
 //! The BSM's HTTP shell: Ua Digest authentication as an axum middleware plus an extractor
 //! ([`auth`]), the provisioning routes behind it ([`provisioning`]), and the operator's JSON
 //! administration API ([`admin`]); [`intents`] turns what the provisioning routes decide into
-//! stored LTKM deliveries.
+//! stored LTKM deliveries. [`tls`] serves the routes over HTTPS with client certificates (or
+//! plain HTTP) and tells handlers which; [`client_id`] applies the BCAST_Client_ID rules to
+//! Registrations on that basis.
 
 pub mod admin;
 pub mod auth;
+pub mod client_id;
 pub mod intents;
 pub mod provisioning;
+pub mod tls;
 
 pub use auth::{Clock, UaGuard, UaIdentity, require_ua_digest, system_clock};

@@ -42,6 +42,7 @@ use thiserror::Error;
 
 use keycast_mikey::LtkmExt;
 
+use crate::client_id::BcastClientId;
 use crate::issue::{LtkmTs, StreamingPolicy};
 
 use crate::delivery::{AckOutcome, Attempt, DeliveryId, DeliveryKey, DeliveryRow, DeliveryState, SentLtkm, Time};
@@ -163,6 +164,8 @@ pub struct Terminal {
     pub registration: Option<Registration>,
     /// When it was last heard from (Unix seconds).
     pub last_seen: u64,
+    /// The BCAST_Client_ID of its last Registration that carried one (seed §6.9.2).
+    pub bcast_client_id: Option<BcastClientId>,
 }
 
 /// A terminal's registration for LTKM pushes.
@@ -290,6 +293,17 @@ pub trait BsmStore {
         &self,
         id: &TerminalId,
         registration: &Registration,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Records the terminal's BCAST_Client_ID (replacing an earlier one); `Ok(false)` when the
+    /// terminal is unknown.
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    fn set_bcast_client_id(
+        &self,
+        id: &TerminalId,
+        client_id: &BcastClientId,
     ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
     /// Ends a terminal's registration; `Ok(false)` when it had none.

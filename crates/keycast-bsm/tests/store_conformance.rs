@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
+use keycast_bsm::client_id::BcastClientId;
 use keycast_bsm::delivery::AckOutcome;
 use keycast_bsm::delivery::{
     Action, Attempt, Delivery, DeliveryId, DeliveryKey, DeliveryRow, DeliveryState, FailReason, PushAddress,
@@ -216,6 +217,27 @@ mod suite {
         assert!(s.deregister(&t).await.unwrap());
         assert!(!s.deregister(&t).await.unwrap());
         assert_eq!(s.terminal(&t).await.unwrap().unwrap().registration, None);
+    }
+
+    pub async fn terminals_keep_their_bcast_client_id<S: BsmStore>(s: Arc<S>) {
+        let t = terminal(2);
+        let id = |bytes: &[u8]| BcastClientId::from_bytes(bytes.to_vec()).unwrap();
+        assert!(!s.set_bcast_client_id(&t, &id(b"client-a")).await.unwrap(), "unknown terminal");
+        assert_eq!(s.terminal(&t).await, Ok(None), "nothing created for an unknown terminal");
+        let seen = s.touch_terminal(&t, "btid-1@bsf", T0).await.unwrap();
+        assert_eq!(seen.bcast_client_id, None);
+        assert!(s.set_bcast_client_id(&t, &id(b"client-a")).await.unwrap());
+        assert_eq!(s.terminal(&t).await.unwrap().unwrap().bcast_client_id, Some(id(b"client-a")));
+        let again = s.touch_terminal(&t, "btid-2@bsf", T0 + 1).await.unwrap();
+        assert_eq!(again.bcast_client_id, Some(id(b"client-a")), "touch keeps the ID");
+        s.register(&t, &registration("127.0.0.1:4000", T0 + 2)).await.unwrap();
+        s.deregister(&t).await.unwrap();
+        // The longest ID, every octet value: stored as octets, not text.
+        let long: Vec<u8> = (0..=255u8).collect();
+        assert!(s.set_bcast_client_id(&t, &id(&long)).await.unwrap(), "the last ID counts");
+        let stored = s.terminal(&t).await.unwrap().unwrap();
+        assert_eq!(stored.bcast_client_id, Some(id(&long)), "kept across (de)registration and replaced");
+        assert_eq!(s.terminal(&terminal(1)).await, Ok(None), "no other terminal touched");
     }
 
     fn registration(address: &str, at: u64) -> Registration {
@@ -884,6 +906,13 @@ macro_rules! backend_suite {
         async fn terminals_register_and_deregister() {
             let Some(f) = $make else { return };
             suite::terminals_register_and_deregister(f.store()).await;
+            f.close().await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn terminals_keep_their_bcast_client_id() {
+            let Some(f) = $make else { return };
+            suite::terminals_keep_their_bcast_client_id(f.store()).await;
             f.close().await;
         }
 

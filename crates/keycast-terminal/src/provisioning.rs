@@ -16,6 +16,9 @@
 //! 200                            -> rspauth checked (mutual authentication), body decoded,
 //!                                   request ID matched, purchase list updated, LTKMs to the card
 //!                                   -> Step::Done(Answer)
+//! 403 send_BCAST_Client_ID to a Registration
+//!                                -> POST again with the BCAST_Client_ID (once; over mutual TLS
+//!                                   only, else ProvisioningError::ClientIdNeedsHttps)
 //! 503 / other                    -> ProvisioningError
 //! ```
 //!
@@ -38,6 +41,21 @@
 //!   ended at `now`, and expired items are dropped from the list when such a request is built.
 //!   \[chosen\] An item the BSM answers a registration with "no subscription" or "purchase item
 //!   unknown" is dropped too, so that it is not sent again at every start.
+//! - **BCAST_Client_ID** (seed §6.9.2), [`ClientConfig::bcast_client_id`]: it travels only on a
+//!   Registration (`RegistrationRequest`, MBMS `register`) and only when the shell has said the
+//!   BSM is reached over HTTPS with a client certificate
+//!   ([`ProvisioningClient::set_mutual_tls`]); the client refuses to put it on any other
+//!   connection ([`ProvisioningError::ClientIdNeedsHttps`]). It is one word of the
+//!   `User-Agent`, next to `3gpp-gba`: `User-Agent: Keycast/1.0 3gpp-gba
+//!   BCAST_Client_ID=<base64>` (the BSM's Digest layer needs both in the one header).
+//!   \[chosen\] (`profile: P-8`) By default it is sent only when the BSM asks (`403` with body
+//!   `send_BCAST_Client_ID`): then the same Registration goes again, with the ID and the next
+//!   Digest nonce count, on the same HTTPS connection (the seed's figure shows a `GET /` for this
+//!   step; a BSM needs the Registration itself to answer it with a Registration Response, seed
+//!   §6.9.2.5). [`ClientConfig::send_client_id_at_start`] sends it on every Registration
+//!   instead (seed §6.9.2.2). Without an ID the request for one ends the exchange with
+//!   [`ProvisioningError::ClientIdRequested`]; a BSM that asks again after getting it ends it
+//!   with [`ProvisioningError::ClientIdRefused`].
 
 use std::collections::BTreeMap;
 
@@ -69,6 +87,44 @@ pub const DEFAULT_KEY_MANAGEMENT_PATH: &str = "/keymanagement";
 const MAX_CHALLENGES: u8 = 2;
 /// Most Service Requests whose validity hints wait for their answer.
 const MAX_SERVICE_HINTS: usize = 8;
+/// The body of a BSM's request for the BCAST_Client_ID (seed §6.9.2.3).
+pub const SEND_CLIENT_ID_BODY: &str = "send_BCAST_Client_ID";
+/// The `User-Agent` label in front of the BCAST_Client_ID (seed §6.9.2.2).
+pub const CLIENT_ID_LABEL: &str = "BCAST_Client_ID=";
+/// Most octets of a BCAST_Client_ID \[chosen: the BSM's bound, keycast-bsm `MAX_CLIENT_ID_LEN`\].
+pub const MAX_CLIENT_ID_LEN: usize = 256;
+
+/// The terminal's BCAST_Client_ID (1 to [`MAX_CLIENT_ID_LEN`] octets; base64 on the wire).
+/// Prints only its length.
+#[derive(Clone, PartialEq, Eq)]
+pub struct BcastClientId(Vec<u8>);
+
+impl core::fmt::Debug for BcastClientId {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "BcastClientId({} octets)", self.0.len())
+    }
+}
+
+impl BcastClientId {
+    /// The ID of these octets; `None` when empty or longer than [`MAX_CLIENT_ID_LEN`].
+    #[must_use]
+    pub fn new(bytes: Vec<u8>) -> Option<Self> {
+        (1..=MAX_CLIENT_ID_LEN).contains(&bytes.len()).then_some(BcastClientId(bytes))
+    }
+
+    /// The octets.
+    #[must_use]
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    /// The `User-Agent` word: `BCAST_Client_ID=<base64>` (RFC 4648 §4, padded).
+    #[must_use]
+    pub fn user_agent_word(&self) -> String {
+        use base64::Engine as _;
+        format!("{CLIENT_ID_LABEL}{}", base64::engine::general_purpose::STANDARD.encode(&self.0))
+    }
+}
 
 /// What the client needs to know.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,6 +141,10 @@ pub struct ClientConfig {
     pub allow_qop_auth: bool,
     /// The `requestID` of the first request.
     pub first_request_id: u32,
+    /// The terminal's BCAST_Client_ID, if it has one (sent only over mutual TLS).
+    pub bcast_client_id: Option<BcastClientId>,
+    /// Send the BCAST_Client_ID on every Registration, not only when the BSM asks.
+    pub send_client_id_at_start: bool,
 }
 
 impl ClientConfig {
@@ -98,6 +158,8 @@ impl ClientConfig {
             key_management_path: DEFAULT_KEY_MANAGEMENT_PATH.to_owned(),
             allow_qop_auth: false,
             first_request_id: 1,
+            bcast_client_id: None,
+            send_client_id_at_start: false,
         }
     }
 }
@@ -123,6 +185,13 @@ impl Request {
             Request::Sprov(_) => Interface::OmaBcast,
             _ => Interface::Mbms,
         }
+    }
+
+    /// Whether the request is a Registration (the only request that may carry the
+    /// BCAST_Client_ID).
+    #[must_use]
+    pub fn is_registration(&self) -> bool {
+        matches!(self, Request::Sprov(SprovMessage::RegistrationRequest(_)) | Request::MbmsRegister(_))
     }
 
     /// A short name for logs (the root element or the request type).
@@ -348,6 +417,16 @@ pub enum ProvisioningError {
     /// The caller's `cnonce` random is outside 4..=64 octets.
     #[error("cnonce random of {0} octets is outside 4..=64")]
     BadCnonceRandom(usize),
+    /// The BCAST_Client_ID would go on a connection that is not HTTPS with a client certificate.
+    #[error("the BCAST_Client_ID is sent only over HTTPS with a client certificate")]
+    ClientIdNeedsHttps,
+    /// The BSM asks for a BCAST_Client_ID (`403 send_BCAST_Client_ID`) and none is configured:
+    /// it refuses the Registration.
+    #[error("the BSM asks for a BCAST_Client_ID and the terminal has none")]
+    ClientIdRequested,
+    /// The BSM asked for the BCAST_Client_ID again after it was sent: it does not accept it.
+    #[error("the BSM did not accept the BCAST_Client_ID")]
+    ClientIdRefused,
 }
 
 /// One purchase item the terminal holds.
@@ -430,6 +509,8 @@ struct Pending {
     challenges: u8,
     rebootstraps: u8,
     awaiting_credentials: bool,
+    /// Whether the request carries the BCAST_Client_ID.
+    with_client_id: bool,
 }
 
 /// The provisioning client of one terminal toward one BSM (see the module documentation).
@@ -445,6 +526,8 @@ pub struct ProvisioningClient {
     service_hints: Vec<(u32, Vec<Purchase>)>,
     intake: LtkmIntake,
     pending: Option<Pending>,
+    /// The shell reaches the BSM over HTTPS with a client certificate.
+    mutual_tls: bool,
 }
 
 impl ProvisioningClient {
@@ -463,7 +546,20 @@ impl ProvisioningClient {
             service_hints: Vec::new(),
             intake,
             pending: None,
+            mutual_tls: false,
         }
+    }
+
+    /// Tells the client whether the BSM is reached over HTTPS with a client certificate (the
+    /// shell's transport), which the BCAST_Client_ID needs. Off by default.
+    pub fn set_mutual_tls(&mut self, mutual_tls: bool) {
+        self.mutual_tls = mutual_tls;
+    }
+
+    /// Whether the client believes the BSM is reached over mutual TLS.
+    #[must_use]
+    pub fn mutual_tls(&self) -> bool {
+        self.mutual_tls
     }
 
     /// The configuration.
@@ -683,6 +779,11 @@ impl ProvisioningClient {
         if self.credentials.is_none() {
             return Err(ProvisioningError::NoCredentials);
         }
+        let with_client_id =
+            self.config.send_client_id_at_start && request.is_registration() && self.config.bcast_client_id.is_some();
+        if with_client_id && !self.mutual_tls {
+            return Err(ProvisioningError::ClientIdNeedsHttps);
+        }
         let (uri, content_type, body) = request.encode(&self.config)?;
         let mut pending = Pending {
             request,
@@ -694,6 +795,7 @@ impl ProvisioningClient {
             challenges: 0,
             rebootstraps: 0,
             awaiting_credentials: false,
+            with_client_id,
         };
         let authorization = match self.digest.as_mut() {
             Some(digest) => {
@@ -768,6 +870,9 @@ impl ProvisioningClient {
         let step = match response.status {
             401 => self.on_unauthorized(&mut pending, &response, cnonce_random),
             200 => self.on_success(&pending, &response, card, now).map(|a| Step::Done(Box::new(a))),
+            403 if pending.request.is_registration() && asks_for_client_id(&response) => {
+                self.on_client_id_request(&mut pending, cnonce_random)
+            }
             503 => {
                 let retry_after = response.header("Retry-After").and_then(|v| v.trim().parse().ok());
                 Err(ProvisioningError::Unavailable { retry_after })
@@ -815,6 +920,34 @@ impl ProvisioningClient {
             return Ok(Step::Rebootstrap);
         }
         Err(ProvisioningError::Unauthorized)
+    }
+
+    /// The BSM asks for the BCAST_Client_ID: the same Registration again, with it.
+    fn on_client_id_request(&mut self, pending: &mut Pending, cnonce_random: &[u8]) -> Result<Step, ProvisioningError> {
+        if pending.with_client_id {
+            return Err(ProvisioningError::ClientIdRefused);
+        }
+        if self.config.bcast_client_id.is_none() {
+            return Err(ProvisioningError::ClientIdRequested);
+        }
+        if !self.mutual_tls {
+            return Err(ProvisioningError::ClientIdNeedsHttps);
+        }
+        pending.with_client_id = true;
+        // The BSM answered after authenticating the request: its nonce is good for the next count.
+        let authorization = match self.digest.as_mut() {
+            Some(digest) => {
+                let sent = authorize(digest, pending, cnonce_random)?;
+                let header = format_credentials(&sent)?;
+                pending.sent = Some(sent);
+                Some(header)
+            }
+            None => {
+                pending.sent = None;
+                None
+            }
+        };
+        Ok(Step::Send(self.http_request(pending, authorization)))
     }
 
     /// Answers `challenge` for the pending request with the current credentials.
@@ -917,9 +1050,15 @@ impl ProvisioningClient {
     }
 
     fn http_request(&self, pending: &Pending, authorization: Option<String>) -> HttpRequest {
+        let mut agent = user_agent(&self.config.user_agent);
+        // `with_client_id` is set only over mutual TLS (see `start` and `on_client_id_request`).
+        if let Some(id) = self.config.bcast_client_id.as_ref().filter(|_| pending.with_client_id && self.mutual_tls) {
+            agent.push(' ');
+            agent.push_str(&id.user_agent_word());
+        }
         let mut headers = vec![
             ("Host".to_owned(), self.config.bsm_fqdn.clone()),
-            ("User-Agent".to_owned(), user_agent(&self.config.user_agent)),
+            ("User-Agent".to_owned(), agent),
             ("Content-Type".to_owned(), pending.content_type.to_owned()),
         ];
         if let Some(a) = authorization {
@@ -961,9 +1100,17 @@ fn ua_challenge(response: &HttpResponse) -> Result<Challenge, ProvisioningError>
 }
 
 /// The configured User-Agent with the GBA product token (24.109 §5.2; the BSM refuses requests
-/// without it, `profile: P-7`).
+/// without it, `profile: P-7`). A `BCAST_Client_ID=` word in the configured text is dropped: the
+/// ID goes only where [`ProvisioningClient`] puts it, over mutual TLS.
 fn user_agent(configured: &str) -> String {
-    let clean: String = configured.chars().filter(|c| !c.is_control()).collect();
+    let printable: String = configured.chars().filter(|c| !c.is_control()).collect();
+    let is_client_id =
+        |w: &str| w.get(..CLIENT_ID_LABEL.len()).is_some_and(|l| l.eq_ignore_ascii_case(CLIENT_ID_LABEL));
+    let clean = if printable.split_whitespace().any(is_client_id) {
+        printable.split_whitespace().filter(|w| !is_client_id(w)).collect::<Vec<_>>().join(" ")
+    } else {
+        printable
+    };
     if clean.split_whitespace().any(|t| t.to_ascii_lowercase().starts_with(GBA_PRODUCT_TOKEN)) {
         clean
     } else if clean.trim().is_empty() {
@@ -971,6 +1118,11 @@ fn user_agent(configured: &str) -> String {
     } else {
         format!("{} {GBA_PRODUCT_TOKEN}", clean.trim_end())
     }
+}
+
+/// Whether a 403 is the BSM's request for the BCAST_Client_ID (its body, seed §6.9.2.3).
+fn asks_for_client_id(response: &HttpResponse) -> bool {
+    core::str::from_utf8(&response.body).is_ok_and(|b| b.trim() == SEND_CLIENT_ID_BODY)
 }
 
 /// The media type of a `Content-Type` value, lower case, without parameters.

@@ -3,7 +3,10 @@
 //!
 //! - **HTTP** to the BSM and the BSF through keycast-gba's hyper client
 //!   ([`keycast_gba::client::http::HttpClient`]: one keep-alive connection, reopened when closed),
-//!   each request bounded by [`ShellConfig::http_timeout`].
+//!   each request bounded by [`ShellConfig::http_timeout`]. Plain HTTP by default;
+//!   [`TerminalShell::use_bsm_tls`] switches to HTTPS (with the terminal's client certificate,
+//!   TS 33.222 §5.5, when the configuration has one: see [`bsm_tls_config`]), which the
+//!   BCAST_Client_ID needs (seed §6.9.2, [`crate::provisioning`]).
 //! - **UDP**: one socket per interface for LTKM pushes ([`ShellConfig::oma_bcast_udp`],
 //!   [`ShellConfig::mbms_udp`]; by default ports 4359 and 2269 on all addresses); a verification
 //!   message leaves from the socket that received its LTKM.
@@ -32,6 +35,8 @@ use keycast_gba::client::{BootstrapConfig, BootstrapState, NafKeyError, naf_keys
 use keycast_mikey::MAX_MESSAGE_LEN;
 use keycast_provisioning::sprov::{BcastKeyId, PurchaseRequestItem};
 use keycast_provisioning::time::UtcTime;
+use rustls::RootCertStore;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio::net::UdpSocket;
 
 use crate::ltkm_intake::{
@@ -116,6 +121,27 @@ impl ShellConfig {
             bootstrap_retry: RetryPolicy::default(),
         }
     }
+}
+
+/// A rustls client configuration for the BSM (aws-lc-rs, TLS 1.2 and 1.3, ALPN `http/1.1`):
+/// trusts `roots`, and presents `client_certificate` (chain and key) when the BSM asks for one.
+///
+/// # Errors
+/// rustls's, when the key does not fit the certificate or cannot be used.
+pub fn bsm_tls_config(
+    roots: RootCertStore,
+    client_certificate: Option<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>,
+) -> Result<Arc<rustls::ClientConfig>, rustls::Error> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots);
+    let mut config = match client_certificate {
+        Some((chain, key)) => builder.with_client_auth_cert(chain, key)?,
+        None => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
 }
 
 /// Why a shell operation failed.
@@ -209,6 +235,17 @@ impl<C: Card + Send> TerminalShell<C> {
             clock,
             rng,
         })
+    }
+
+    /// Talks to the BSM over HTTPS from now on, verifying it as `server_name` (its FQDN) with
+    /// `tls` (e.g. from [`bsm_tls_config`]). When `tls` carries a client certificate the
+    /// provisioning client may send the BCAST_Client_ID
+    /// ([`ProvisioningClient::set_mutual_tls`]).
+    pub fn use_bsm_tls(&mut self, tls: Arc<rustls::ClientConfig>, server_name: ServerName<'static>) {
+        let mutual = tls.client_auth_cert_resolver.has_certs();
+        self.bsm =
+            HttpClient::tls(self.config.bsm_address.clone(), server_name, tls).with_timeout(self.config.http_timeout);
+        self.client.set_mutual_tls(mutual);
     }
 
     /// The card.

@@ -67,6 +67,8 @@ CREATE TABLE terminals (
     reg_address      TEXT,
     reg_interface    TEXT CHECK (reg_interface IN ('mbms', 'oma-bcast')),
     reg_at           BIGINT,
+    -- The BCAST_Client_ID of its last Registration that carried one (seed 6.9.2), 1..256 octets.
+    bcast_client_id  BYTEA CHECK (octet_length(bcast_client_id) BETWEEN 1 AND 256),
     CHECK ((reg_address IS NULL) = (reg_interface IS NULL) AND (reg_address IS NULL) = (reg_at IS NULL))
 );
 

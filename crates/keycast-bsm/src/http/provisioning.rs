@@ -22,6 +22,14 @@
 //! body) or for a response posted as a request, 404 for an unknown `requesttype` (33.246
 //! §6.3.2.4: malformed Request-URI), 503 when the store fails, 500 for our own failures. Per-item
 //! problems are status codes inside a 200 answer.
+//!
+//! Registrations (`RegistrationRequest`, `requesttype=register`) also pass the BCAST_Client_ID
+//! rules of [`ProvisioningState::with_client_id_policy`] (seed §6.9.2, see
+//! [`super::client_id`]): `403 send_BCAST_Client_ID`, `403` for an ID outside mutually
+//! authenticated HTTPS, `400` for a malformed ID; an accepted ID is stored with the terminal
+//! after the Registration is handled. For the channel to be known, serve the router with
+//! [`super::tls::serve`] (which also provides the `ConnectInfo`); served otherwise, every request
+//! counts as plain HTTP.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -40,6 +48,8 @@ use keycast_provisioning::mbms::{
 use keycast_provisioning::sprov::{self, SprovMessage, XmlError};
 
 use super::auth::{Clock, UaGuard, UaIdentity, require_ua_digest, system_clock};
+use super::client_id::{RequestChannel, client_id_gate};
+use crate::client_id::{BcastClientId, BcastClientIdPolicy};
 use crate::service::{DeliveryIntent, Provisioning, ServiceError};
 use crate::store::BsmStore;
 
@@ -68,25 +78,50 @@ impl IntentSink for LogIntents {
     }
 }
 
-/// The routes' state: the provisioning logic, the Ua Digest guard, the intent sink, the clock.
+/// The routes' state: the provisioning logic, the Ua Digest guard, the intent sink, the clock,
+/// the BCAST_Client_ID policy.
 pub struct ProvisioningState<S> {
     service: Provisioning<S>,
     guard: Arc<UaGuard>,
     intents: Arc<dyn IntentSink>,
     clock: Clock,
+    client_id_policy: BcastClientIdPolicy,
 }
 
 impl<S> core::fmt::Debug for ProvisioningState<S> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("ProvisioningState").field("guard", &self.guard).finish_non_exhaustive()
+        f.debug_struct("ProvisioningState")
+            .field("guard", &self.guard)
+            .field("client_id_policy", &self.client_id_policy)
+            .finish_non_exhaustive()
     }
 }
 
 impl<S: BsmStore + Sync> ProvisioningState<S> {
-    /// State with the system clock and [`LogIntents`].
+    /// State with the system clock, [`LogIntents`] and the default BCAST_Client_ID policy
+    /// ([`BcastClientIdPolicy::Ignore`]).
     #[must_use]
     pub fn new(service: Provisioning<S>, guard: Arc<UaGuard>) -> Self {
-        ProvisioningState { service, guard, intents: Arc::new(LogIntents), clock: system_clock() }
+        ProvisioningState {
+            service,
+            guard,
+            intents: Arc::new(LogIntents),
+            clock: system_clock(),
+            client_id_policy: BcastClientIdPolicy::default(),
+        }
+    }
+
+    /// Sets the BCAST_Client_ID policy of Registrations (seed §6.9.2).
+    #[must_use]
+    pub fn with_client_id_policy(mut self, policy: BcastClientIdPolicy) -> Self {
+        self.client_id_policy = policy;
+        self
+    }
+
+    /// The BCAST_Client_ID policy.
+    #[must_use]
+    pub fn client_id_policy(&self) -> BcastClientIdPolicy {
+        self.client_id_policy
     }
 
     /// Replaces the intent sink.
@@ -223,9 +258,28 @@ fn xml_answer(content_type: &'static str, xml: Result<String, XmlError>) -> Resp
     }
 }
 
+/// Stores an accepted BCAST_Client_ID with the terminal the request authenticated.
+async fn keep_client_id<S: BsmStore + Send + Sync + 'static>(
+    state: &ProvisioningState<S>,
+    terminal: &crate::domain::TerminalId,
+    client_id: Option<BcastClientId>,
+) -> Result<(), ProvisioningHttpError> {
+    let Some(client_id) = client_id else { return Ok(()) };
+    match state.service.store().set_bcast_client_id(terminal, &client_id).await {
+        Ok(true) => Ok(()),
+        // The Registration has just touched the terminal: only a concurrent removal gets here.
+        Ok(false) => {
+            tracing::warn!(terminal = %terminal.0, "BCAST_Client_ID not stored: the terminal vanished");
+            Ok(())
+        }
+        Err(e) => Err(ServiceError::Store(e).into()),
+    }
+}
+
 async fn sprov_handler<S: BsmStore + Send + Sync + 'static>(
     State(state): State<Arc<ProvisioningState<S>>>,
     ConnectInfo(source): ConnectInfo<SocketAddr>,
+    RequestChannel(channel): RequestChannel,
     terminal: UaIdentity,
     headers: HeaderMap,
     body: Bytes,
@@ -235,10 +289,16 @@ async fn sprov_handler<S: BsmStore + Send + Sync + 'static>(
     if !message.is_request() {
         return Err(ProvisioningHttpError::NotARequest(message.root_name()));
     }
+    let registration = matches!(message, SprovMessage::RegistrationRequest(_));
+    let client_id = match client_id_gate(state.client_id_policy, channel, &headers, registration, terminal.btid()) {
+        Ok(id) => id,
+        Err(refusal) => return Ok(refusal.into_response()),
+    };
     let caller = state.service.caller(&terminal.keys);
     let now = (state.clock)();
     let kind = message.root_name();
     let outcome = state.service.handle(&caller, message, source, now).await?;
+    keep_client_id(&state, &caller.terminal, client_id).await?;
     tracing::info!(btid = terminal.btid(), request = kind, intents = outcome.intents.len(), "sprov");
     state.intents.submit(outcome.intents);
     Ok(xml_answer(sprov::CONTENT_TYPE, outcome.response.to_xml()))
@@ -252,6 +312,7 @@ fn request_type(uri: &Uri) -> Option<&str> {
 async fn key_management_handler<S: BsmStore + Send + Sync + 'static>(
     State(state): State<Arc<ProvisioningState<S>>>,
     ConnectInfo(source): ConnectInfo<SocketAddr>,
+    RequestChannel(channel): RequestChannel,
     terminal: UaIdentity,
     uri: Uri,
     headers: HeaderMap,
@@ -260,11 +321,23 @@ async fn key_management_handler<S: BsmStore + Send + Sync + 'static>(
     let caller = state.service.caller(&terminal.keys);
     let now = (state.clock)();
     let kind = request_type(&uri).ok_or(ProvisioningHttpError::UnknownRequestType)?;
+    // A Registration is judged once it decodes; the other requests only for an ID in the clear.
+    let gate = |registration| client_id_gate(state.client_id_policy, channel, &headers, registration, terminal.btid());
+    if kind != "register"
+        && let Err(refusal) = gate(false)
+    {
+        return Ok(refusal.into_response());
+    }
     let (intents, answer) = match kind {
         "register" => {
             expect_content(&headers, REGISTER_CONTENT_TYPE, &body, mbms::MAX_XML_LEN)?;
             let request = RegisterRequest::from_xml(&body)?;
+            let client_id = match gate(true) {
+                Ok(id) => id,
+                Err(refusal) => return Ok(refusal.into_response()),
+            };
             let o = state.service.mbms_register(&caller, &request, source, now).await?;
+            keep_client_id(&state, &caller.terminal, client_id).await?;
             (o.intents, xml_answer(REGISTER_RESPONSE_CONTENT_TYPE, o.response.to_xml()))
         }
         "deregister" => {

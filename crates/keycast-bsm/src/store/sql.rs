@@ -33,6 +33,7 @@ use sqlx::{Arguments, AssertSqlSafe, Row, SqlSafeStr};
 
 use self::deliveries::{Encoded, Raw, RawSent, Statement};
 use super::{BsmStore, Interface, LtkmForm, Registration, SentMatch, StoreError, StoredKey, Terminal};
+use crate::client_id::BcastClientId;
 use crate::delivery::{AckOutcome, Attempt, DeliveryId, DeliveryKey, DeliveryRow, DeliveryState, Time};
 use crate::domain::{
     KeyEntry, Program, ProgramId, Purchase, PurchaseData, PurchaseItem, PurchaseKind, Service, ServiceId, TerminalId,
@@ -179,7 +180,8 @@ const SQL_KEY_ENTRIES: &str = "SELECT key_group, key_number, window_from, window
      WHERE key_group = $1 ORDER BY window_from";
 const SQL_REVOKE_KEY: &str = "UPDATE keys SET revoked_at = $3 \
      WHERE key_group = $1 AND key_number = $2 AND revoked_at IS NULL AND window_until > $3";
-const TERMINAL_COLUMNS: &str = "impi, btid, last_seen, reg_address, reg_interface, reg_at";
+const TERMINAL_COLUMNS: &str = "impi, btid, last_seen, reg_address, reg_interface, reg_at, bcast_client_id";
+const SQL_SET_CLIENT_ID: &str = "UPDATE terminals SET bcast_client_id = $2 WHERE impi = $1";
 const SQL_REGISTER: &str = "UPDATE terminals SET reg_address = $2, reg_interface = $3, reg_at = $4 WHERE impi = $1";
 const SQL_DEREGISTER: &str = "UPDATE terminals SET reg_address = NULL, reg_interface = NULL, reg_at = NULL \
      WHERE impi = $1 AND reg_address IS NOT NULL";
@@ -537,6 +539,12 @@ macro_rules! sql_store {
                     btid: row.try_get("btid").map_err(backend)?,
                     registration,
                     last_seen: from_db(row.try_get("last_seen").map_err(backend)?, "last seen")?,
+                    bcast_client_id: row
+                        .try_get::<Option<Vec<u8>>, _>("bcast_client_id")
+                        .map_err(backend)?
+                        .map(BcastClientId::from_bytes)
+                        .transpose()
+                        .map_err(|e| StoreError::Corrupt(format!("BCAST_Client_ID: {e}")))?,
                 })
             }
 
@@ -823,6 +831,16 @@ macro_rules! sql_store {
                     .await
                     .map_err(backend)?;
                 row.map(|row| Self::terminal_row(&row)).transpose()
+            }
+
+            async fn set_bcast_client_id(&self, id: &TerminalId, client_id: &BcastClientId) -> Result<bool, StoreError> {
+                let done = sqlx::query(SQL_SET_CLIENT_ID)
+                    .bind(id.0.as_str())
+                    .bind(client_id.as_bytes())
+                    .execute(&self.pool)
+                    .await
+                    .map_err(backend)?;
+                Ok(done.rows_affected() > 0)
             }
 
             async fn register(&self, id: &TerminalId, r: &Registration) -> Result<bool, StoreError> {
