@@ -16,6 +16,10 @@
 //! | `storage_key_file` | (required) | 32 hex digits: the key that wraps SEK/PEKs at rest |
 //! | `ua_secret_file` | (required) | 64 hex digits: Digest nonce and replay keys; shared by all BSM instances behind one name |
 //! | `registration_required` | `false` | the Service Response's registrationRequired; `false` registers the terminal implicitly |
+//! | `client_id_policy` | `"ignore"` | `"request"`: a Registration over mutual TLS without a BCAST_Client_ID gets `403 send_BCAST_Client_ID` (seed 6.9.2); needs `[tls] client_ca` |
+//! | `[tls] cert`, `key` | (plain HTTP) | PEM certificate chain and private key: provisioning over HTTPS |
+//! | `[tls] client_ca` | (none) | PEM roots of terminal client certificates (mutual TLS) |
+//! | `[tls] client_certificates` | `"required"` with a `client_ca` | `"required"` or `"optional"` |
 //! | `[store] url` | `bsm.db` next to the configuration | `sqlite:///abs/path.db`, `sqlite://rel.db`, or `postgres://user@host/db` |
 //! | `[bsf] address` | (required) | the BSF's Zn listener, `host:port` |
 //! | `[bsf] host` | the host of `address` | the BSF's name (the HTTP `Host`) |
@@ -33,8 +37,7 @@
 //! B-TIDs, IMPIs and outcomes, never a key. The provisioning answers' delivery intents are
 //! written to the store and a push worker ([`keycast_bsm::push`]) sends the LTKMs over UDP,
 //! retries, triggers solicited pulls and takes verification messages. With `[admin] token_file`
-//! it also serves the admin API. Not yet here: HTTPS toward terminals and `keycast bsm …`
-//! commands over the admin API (later steps of the BSM issue).
+//! it also serves the admin API (`keycast bsm …` drives it).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -43,10 +46,12 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, anyhow, bail};
 use clap::Args;
+use keycast_bsm::client_id::BcastClientIdPolicy;
 use keycast_bsm::http::UaGuard;
 use keycast_bsm::http::admin::{AdminState, admin_app};
 use keycast_bsm::http::intents::{IntentWriter, StoreIntents};
 use keycast_bsm::http::provisioning::{ProvisioningState, bsm_app};
+use keycast_bsm::http::tls::{ClientCertificates, tls_server_config};
 use keycast_bsm::keys::{KeyCache, KeySource};
 use keycast_bsm::push::{OsRandom, PushConfig, PushService, PushWorker, system_push_clock};
 use keycast_bsm::service::{Provisioning, ProvisioningConfig};
@@ -56,6 +61,8 @@ use keycast_bsm::ua::{UaAuthenticator, UaConfig};
 use keycast_bsm::zn_client::{ZnClient, ZnClientConfig, ZnCredential};
 use keycast_crypto::at_rest::StorageKey;
 use keycast_gba::bsf::http::{install_prometheus, metrics_app, serve};
+use rustls_pki_types::pem::PemObject as _;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use serde::Deserialize;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -89,6 +96,8 @@ struct RawConfig {
     ua_secret_file: Option<PathBuf>,
     #[serde(default)]
     registration_required: bool,
+    client_id_policy: Option<String>,
+    tls: Option<RawTls>,
     #[serde(default)]
     store: RawStore,
     bsf: Option<RawBsf>,
@@ -100,6 +109,15 @@ struct RawConfig {
     push: RawPush,
     #[serde(default)]
     log: RawLog,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    cert: PathBuf,
+    key: PathBuf,
+    client_ca: Option<PathBuf>,
+    client_certificates: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -144,6 +162,17 @@ fn default_metrics_listen() -> String {
     "127.0.0.1:9091".into()
 }
 
+/// The provisioning listener's TLS files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BsmTls {
+    /// PEM certificate chain.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
+    /// PEM roots of terminal client certificates, and whether one is required.
+    pub client_ca: Option<(PathBuf, bool)>,
+}
+
 /// The BSM's configuration, checked, with paths resolved; secrets are still in their files.
 #[derive(Debug, Clone)]
 pub struct BsmSettings {
@@ -159,6 +188,11 @@ pub struct BsmSettings {
     pub ua_secret_file: PathBuf,
     /// registrationRequired of Service Responses.
     pub registration_required: bool,
+    /// What the BSM does about BCAST_Client_IDs.
+    pub client_id_policy: BcastClientIdPolicy,
+    /// HTTPS toward terminals: certificate chain, key, client CA and whether a client certificate
+    /// is required.
+    pub tls: Option<BsmTls>,
     /// The store.
     pub store: StoreLocation,
     /// The BSF's Zn address.
@@ -231,6 +265,38 @@ impl BsmSettings {
         if raw.fqdn.is_empty() {
             bail!("{}: `fqdn` must name the BSM", path.display());
         }
+        let client_id_policy = match raw.client_id_policy.as_deref() {
+            None => BcastClientIdPolicy::default(),
+            Some(p) => BcastClientIdPolicy::parse(p)
+                .ok_or_else(|| anyhow!("{}: client_id_policy must be \"ignore\" or \"request\"", path.display()))?,
+        };
+        let tls = match raw.tls {
+            None => None,
+            Some(t) => {
+                if t.key.to_string_lossy().contains("-----BEGIN") {
+                    return Err(inline_secret(path, "tls.key", "tls.key = \"<path of the PEM file>\""));
+                }
+                let required = match t.client_certificates.as_deref() {
+                    None | Some("required") => true,
+                    Some("optional") => false,
+                    Some(_) => {
+                        bail!("{}: [tls] client_certificates must be \"required\" or \"optional\"", path.display())
+                    }
+                };
+                Some(BsmTls {
+                    cert: resolve(&t.cert),
+                    key: resolve(&t.key),
+                    client_ca: t.client_ca.as_deref().map(|c| (resolve(c), required)),
+                })
+            }
+        };
+        if client_id_policy == BcastClientIdPolicy::Request && tls.as_ref().is_none_or(|t| t.client_ca.is_none()) {
+            bail!(
+                "{}: client_id_policy = \"request\" needs [tls] client_ca: the ID is only taken over mutual TLS, so no \
+                 Registration could succeed",
+                path.display()
+            );
+        }
         Ok(BsmSettings {
             path: path.to_path_buf(),
             fqdn: raw.fqdn,
@@ -238,6 +304,8 @@ impl BsmSettings {
             storage_key_file,
             ua_secret_file,
             registration_required: raw.registration_required,
+            client_id_policy,
+            tls,
             store: store_location(raw.store.url.as_deref(), path, "bsm.db")?,
             bsf_address: bsf.address,
             bsf_host,
@@ -277,6 +345,33 @@ impl BsmSettings {
         let config = ZnClientConfig::new(&self.bsf_address, &self.bsf_host, &self.fqdn, ZnCredential::Bearer(token));
         Ok(ZnClient::new(config))
     }
+}
+
+/// The provisioning listener's TLS configuration from its files.
+fn bsm_tls_config(files: &BsmTls) -> Result<Arc<rustls::ServerConfig>> {
+    let pem_certs = |path: &Path, what: &str| {
+        CertificateDer::pem_file_iter(path)
+            .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+            .with_context(|| format!("reading the {what} {}", path.display()))
+    };
+    let chain = pem_certs(&files.cert, "certificate chain")?;
+    if chain.is_empty() {
+        bail!("{}: no certificate in it", files.cert.display());
+    }
+    let key = PrivateKeyDer::from_pem_file(&files.key)
+        .with_context(|| format!("reading the private key {}", files.key.display()))?;
+    let clients = match &files.client_ca {
+        None => ClientCertificates::None,
+        Some((path, required)) => {
+            let mut roots = rustls::RootCertStore::empty();
+            let (added, _) = roots.add_parsable_certificates(pem_certs(path, "client CA")?);
+            if added == 0 {
+                bail!("{}: no usable CA certificate in it", path.display());
+            }
+            if *required { ClientCertificates::Required(roots) } else { ClientCertificates::Optional(roots) }
+        }
+    };
+    Ok(Arc::new(tls_server_config(chain, key, clients).context("TLS configuration")?))
 }
 
 /// Runs `keycast serve bsm`.
@@ -361,8 +456,12 @@ async fn run<S: BsmStore + Clone + Send + Sync + 'static>(
         .with_context(|| format!("binding the push socket {}", settings.push_listen))?;
     let push_addr = worker.local_addr().context("push socket address")?;
     let push = PushService::spawn(worker, system_push_clock());
-    let state =
-        Arc::new(ProvisioningState::new(Provisioning::new(store, config), guard).with_intents(Arc::new(intents)));
+    let tls = settings.tls.as_ref().map(bsm_tls_config).transpose()?;
+    let state = Arc::new(
+        ProvisioningState::new(Provisioning::new(store, config), guard)
+            .with_intents(Arc::new(intents))
+            .with_client_id_policy(settings.client_id_policy),
+    );
 
     let handle = install_prometheus().map_err(|_| anyhow!("another metrics recorder is installed"))?;
     let listener =
@@ -375,6 +474,8 @@ async fn run<S: BsmStore + Clone + Send + Sync + 'static>(
     tracing::info!(
         fqdn = %settings.fqdn,
         %addr,
+        tls = settings.tls.is_some(),
+        client_id_policy = settings.client_id_policy.as_str(),
         %metrics_addr,
         store = %store_kind,
         bsf = %settings.bsf_address,
@@ -388,13 +489,9 @@ async fn run<S: BsmStore + Clone + Send + Sync + 'static>(
         tracing::info!(signal = which, "shutting down");
         let _ = stop_tx.send(true);
     });
-    // The provisioning routes read the request's source address (the push address, P-8).
-    let app = bsm_app(state).into_make_service_with_connect_info::<SocketAddr>();
-    let provisioning = async {
-        if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(stopped(stop_rx.clone())).await {
-            tracing::error!(error = %e, "provisioning listener failed");
-        }
-    };
+    // The BSM's own serve gives the routes the source address (the push address, P-8) and the
+    // TLS channel (BCAST_Client_ID rules), with or without TLS.
+    let provisioning = keycast_bsm::http::tls::serve(listener, bsm_app(state), tls, stopped(stop_rx.clone()));
     let admin_api = async {
         if let Some((listener, state)) = admin {
             if let Ok(addr) = listener.local_addr() {
@@ -451,5 +548,27 @@ mod tests {
         assert!(e.contains("listen_addr"), "{e}");
         let e = parse(&format!("{MINIMAL}[store]\nurl = \"postgres://bsm:hunter2@db/bsm\"\n")).unwrap_err().to_string();
         assert!(e.contains("password") && !e.contains("hunter2"), "{e}");
+    }
+
+    #[test]
+    fn tls_and_client_id_policy() {
+        let s = parse(&format!("client_id_policy = \"request\"\n{MINIMAL}[tls]\ncert = \"c.pem\"\nkey = \"k.pem\"\nclient_ca = \"ca.pem\"\n"))
+            .unwrap();
+        assert_eq!(s.client_id_policy, BcastClientIdPolicy::Request);
+        let tls = s.tls.unwrap();
+        assert_eq!(tls.client_ca, Some((PathBuf::from("/etc/keycast/ca.pem"), true)), "required by default");
+        let e = parse(&format!("client_id_policy = \"request\"\n{MINIMAL}")).unwrap_err().to_string();
+        assert!(e.contains("client_ca"), "{e}");
+        let e = parse(&format!("client_id_policy = \"always\"\n{MINIMAL}")).unwrap_err().to_string();
+        assert!(e.contains("ignore"), "{e}");
+        let optional = parse(&format!(
+            "{MINIMAL}[tls]\ncert = \"c.pem\"\nkey = \"k.pem\"\nclient_ca = \"ca.pem\"\nclient_certificates = \"optional\"\n"
+        ))
+        .unwrap();
+        assert!(!optional.tls.unwrap().client_ca.unwrap().1, "optional");
+        let e = parse(&format!("{MINIMAL}[tls]\ncert = \"c.pem\"\nkey = \"-----BEGIN PRIVATE KEY-----\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("inline secret"), "{e}");
     }
 }
