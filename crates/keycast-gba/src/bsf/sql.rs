@@ -10,7 +10,7 @@
 //! The three calls of a bootstrap ([`BsfStore::start_run`], [`BsfStore::take_run`],
 //! [`BsfStore::put_session`]) go to one writer task per store, which serves all the calls that
 //! queued up meanwhile in one transaction of at most six statements and one commit (see
-//! [`batch`]). A lone call costs one transaction as before; under load the commit (the fsync,
+//! the `batch` module). A lone call costs one transaction as before; under load the commit (the fsync,
 //! for SQLite) and the per-statement cost are shared by up to 256 calls. Each call still
 //! returns only after its commit. Administration and reads ([`BsfStore::subscriber`],
 //! [`BsfStore::session`] for Zn) use the pool directly.
@@ -170,7 +170,7 @@ const SQL_LIST_SUBSCRIBERS: &str = "SELECT impi, imsi, sqn, amf, gba_type FROM s
 const SQL_PURGE_SESSIONS: &str = "DELETE FROM sessions WHERE expires_at <= $1";
 const SQL_PURGE_PENDING: &str = "DELETE FROM pending WHERE expires_at <= $1";
 
-/// Fixed parts of the batch statements (see [`batch`]); the rest is built per batch.
+/// Fixed parts of the batch statements (see the `batch` module); the rest is built per batch.
 const SQL_SELECT_SUBSCRIBERS: &str =
     "SELECT impi, imsi, wrapped_k, wrapped_opc, sqn, amf, gba_type FROM subscribers WHERE ";
 const SQL_PENDING_CONFLICT: &str = " ON CONFLICT (rand) DO UPDATE SET impi = excluded.impi, \

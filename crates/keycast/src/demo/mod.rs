@@ -27,7 +27,7 @@
 //!     receives the same SEK, so one STKM gives the same TEK on both terminals;
 //! (g) the BSF's SQN_HE of the GBA_U subscriber is set back, so the card answers the next
 //!     challenge with AUTS; the BSF resynchronises and the same run succeeds with a new B-TID;
-//! (h) the real BSM of keycast-bsm ([`bsm`]): the operator sets up the catalogue and makes SEKs
+//! (h) the real BSM of keycast-bsm (module `bsm`): the operator sets up the catalogue and makes SEKs
 //!     through its admin API; the card of (a) and a second card are keycast-terminal shells that
 //!     bootstrap, subscribe (the LTKM comes in the answer), register on the two interfaces
 //!     (pushes over UDP, verification messages back), open the broadcaster's STKMs under the
