@@ -8,7 +8,7 @@
 //!
 //! # Group commit
 //! The three calls of a bootstrap ([`BsfStore::start_run`], [`BsfStore::take_run`],
-//! [`BsfStore::put_session`]) go to one writer task per store, which serves all the calls that
+//! [`BsfStore::put_session`]) go to one writer per store (a thread of its own), which serves all the calls that
 //! queued up meanwhile in one transaction of at most six statements and one commit (see
 //! the `batch` module). A lone call costs one transaction as before; under load the commit (the fsync,
 //! for SQLite) and the per-statement cost are shared by up to 256 calls. Each call still
