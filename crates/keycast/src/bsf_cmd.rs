@@ -1142,29 +1142,35 @@ pub(crate) fn init_service_logging(format: LogFormat) -> Result<()> {
     .map_err(|e| anyhow!("installing the logger: {e}"))
 }
 
-pub(crate) fn tls_config(files: &TlsFiles) -> Result<Arc<rustls::ServerConfig>> {
-    let chain = CertificateDer::pem_file_iter(&files.cert)
+/// A server's certificate chain and private key from their PEM files.
+pub(crate) fn read_identity(cert: &Path, key: &Path) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)> {
+    let chain = CertificateDer::pem_file_iter(cert)
         .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-        .with_context(|| format!("reading the certificate chain {}", files.cert.display()))?;
+        .with_context(|| format!("reading the certificate chain {}", cert.display()))?;
     if chain.is_empty() {
-        bail!("{}: no certificate in it", files.cert.display());
+        bail!("{}: no certificate in it", cert.display());
     }
-    let key = PrivateKeyDer::from_pem_file(&files.key)
-        .with_context(|| format!("reading the private key {}", files.key.display()))?;
-    let roots = match &files.naf_client_ca {
-        None => None,
-        Some(path) => {
-            let mut roots = rustls::RootCertStore::empty();
-            let certs = CertificateDer::pem_file_iter(path)
-                .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-                .with_context(|| format!("reading the NAF client CA {}", path.display()))?;
-            let (added, _) = roots.add_parsable_certificates(certs);
-            if added == 0 {
-                bail!("{}: no usable CA certificate in it", path.display());
-            }
-            Some(roots)
-        }
-    };
+    let key =
+        PrivateKeyDer::from_pem_file(key).with_context(|| format!("reading the private key {}", key.display()))?;
+    Ok((chain, key))
+}
+
+/// The CA certificates of a PEM file as trust roots; `what` names them in messages.
+pub(crate) fn read_roots(path: &Path, what: &str) -> Result<rustls::RootCertStore> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .with_context(|| format!("reading the {what} {}", path.display()))?;
+    let mut roots = rustls::RootCertStore::empty();
+    let (added, _) = roots.add_parsable_certificates(certs);
+    if added == 0 {
+        bail!("{}: no usable CA certificate in it", path.display());
+    }
+    Ok(roots)
+}
+
+pub(crate) fn tls_config(files: &TlsFiles) -> Result<Arc<rustls::ServerConfig>> {
+    let (chain, key) = read_identity(&files.cert, &files.key)?;
+    let roots = files.naf_client_ca.as_deref().map(|path| read_roots(path, "NAF client CA")).transpose()?;
     Ok(Arc::new(tls_server_config(chain, key, roots).context("TLS configuration")?))
 }
 

@@ -61,16 +61,14 @@ use keycast_bsm::ua::{UaAuthenticator, UaConfig};
 use keycast_bsm::zn_client::{ZnClient, ZnClientConfig, ZnCredential};
 use keycast_crypto::at_rest::StorageKey;
 use keycast_gba::bsf::http::{install_prometheus, metrics_app, serve};
-use rustls_pki_types::pem::PemObject as _;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use serde::Deserialize;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use zeroize::Zeroizing;
 
 use crate::bsf_cmd::{
-    LogFormat, RawLog, RawStore, StoreLocation, init_service_logging, inline_secret, read_secret_file, shutdown_signal,
-    stopped, store_location,
+    LogFormat, RawLog, RawStore, StoreLocation, init_service_logging, inline_secret, read_identity, read_roots,
+    read_secret_file, shutdown_signal, stopped, store_location,
 };
 
 /// Key-cache entries (B-TIDs whose Zn answer is kept until its lifetime ends).
@@ -349,27 +347,11 @@ impl BsmSettings {
 
 /// The provisioning listener's TLS configuration from its files.
 fn bsm_tls_config(files: &BsmTls) -> Result<Arc<rustls::ServerConfig>> {
-    let pem_certs = |path: &Path, what: &str| {
-        CertificateDer::pem_file_iter(path)
-            .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-            .with_context(|| format!("reading the {what} {}", path.display()))
-    };
-    let chain = pem_certs(&files.cert, "certificate chain")?;
-    if chain.is_empty() {
-        bail!("{}: no certificate in it", files.cert.display());
-    }
-    let key = PrivateKeyDer::from_pem_file(&files.key)
-        .with_context(|| format!("reading the private key {}", files.key.display()))?;
+    let (chain, key) = read_identity(&files.cert, &files.key)?;
     let clients = match &files.client_ca {
         None => ClientCertificates::None,
-        Some((path, required)) => {
-            let mut roots = rustls::RootCertStore::empty();
-            let (added, _) = roots.add_parsable_certificates(pem_certs(path, "client CA")?);
-            if added == 0 {
-                bail!("{}: no usable CA certificate in it", path.display());
-            }
-            if *required { ClientCertificates::Required(roots) } else { ClientCertificates::Optional(roots) }
-        }
+        Some((path, true)) => ClientCertificates::Required(read_roots(path, "client CA")?),
+        Some((path, false)) => ClientCertificates::Optional(read_roots(path, "client CA")?),
     };
     Ok(Arc::new(tls_server_config(chain, key, clients).context("TLS configuration")?))
 }
