@@ -17,6 +17,7 @@
 //! | [`delivery`] | sans-IO LTKM push scheduler (P-8): spread window, rate limit, jitter, retries with backoff, solicited pull, give-up |
 //! | [`verification`] | verification-message intake (P-5): match to the sent LTKM, check the MAC, acknowledge the delivery |
 //! | [`push`] | the UDP push service (P-3, P-5, P-8): [`push::PushWorker`] claims stored deliveries, seals and sends LTKMs and solicited pulls, takes verification messages back; [`push::PushService`] runs it with a graceful stop. Intents become rows in [`http::intents`] |
+//! | [`campaign`] | key campaigns: a new SEK/PEK, or its moved window, queued for every entitled registered terminal in pages that survive a crash ([`campaign::CampaignRunner`]) |
 //! | [`client_id`] | sans-IO BCAST_Client_ID rules (seed §6.9.2): [`client_id::BcastClientId`] read from the `User-Agent`, [`client_id::BcastClientIdPolicy`], [`client_id::decide`]; carried out by [`http::client_id`] over [`http::tls`] (HTTPS with client certificates) |
 //! | [`rng`] | the [`rng::RandomSource`] the issuer and the scheduler draw from |
 //!
@@ -37,6 +38,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod campaign;
 pub mod client_id;
 pub mod delivery;
 pub mod domain;

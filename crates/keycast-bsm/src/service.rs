@@ -243,7 +243,7 @@ pub struct Provisioning<S> {
 // The catalogue as one request sees it
 
 /// The catalogue, offers and key groups read for one request.
-struct View {
+pub(crate) struct View {
     catalogue: Catalogue,
     offers: BTreeMap<String, PurchaseData>,
     /// Per key group: its Key Domain ID and whether its service streams.
@@ -283,9 +283,9 @@ impl View {
 
 /// What one terminal gets for one key: its window and policy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Grant {
-    window: Window,
-    policy: SecurityPolicyExt,
+pub(crate) struct Grant {
+    pub(crate) window: Window,
+    pub(crate) policy: SecurityPolicyExt,
     rank: u8,
 }
 
@@ -308,13 +308,13 @@ fn policy_of(kind: &PurchaseKind) -> (SecurityPolicyExt, u8) {
     }
 }
 
-fn ext_of(policy: SecurityPolicyExt) -> LtkmExt {
+pub(crate) fn ext_of(policy: SecurityPolicyExt) -> LtkmExt {
     LtkmExt { security_policy: Some(policy), tbk_id: None, consumption_reporting: false }
 }
 
 /// The live keys `purchases` entitle the terminal to at `now`, each with its window (the key's
 /// window cut to the purchase, hull over several purchases) and policy.
-fn entitlements(view: &View, purchases: &[Purchase], now: u64) -> BTreeMap<SekPekId, Grant> {
+pub(crate) fn entitlements(view: &View, purchases: &[Purchase], now: u64) -> BTreeMap<SekPekId, Grant> {
     let mut out: BTreeMap<SekPekId, Grant> = BTreeMap::new();
     for p in purchases {
         let (policy, rank) = policy_of(&p.kind);
@@ -340,7 +340,7 @@ fn entitlements(view: &View, purchases: &[Purchase], now: u64) -> BTreeMap<SekPe
 }
 
 /// `[from, until)` as an inclusive TS window of NTP seconds (`profile: P-4, P-6`).
-fn ts_window(window: Window) -> Result<KeyValidity, ServiceError> {
+pub(crate) fn ts_window(window: Window) -> Result<KeyValidity, ServiceError> {
     let low = ntp_seconds(window.from).ok_or(ServiceError::TimeOutOfRange)?;
     let high = ntp_seconds(window.until.saturating_sub(1)).ok_or(ServiceError::TimeOutOfRange)?;
     Ok(KeyValidity::TsWindow { ts_low: low, ts_high: high })
@@ -466,7 +466,7 @@ impl<S: BsmStore + Sync> Provisioning<S> {
         })
     }
 
-    async fn view(&self) -> Result<View, ServiceError> {
+    pub(crate) async fn view(&self) -> Result<View, ServiceError> {
         let mut catalogue = Catalogue::default();
         let mut groups = BTreeMap::new();
         for s in self.store.services().await? {
@@ -492,7 +492,7 @@ impl<S: BsmStore + Sync> Provisioning<S> {
         Ok(View { catalogue, offers, groups })
     }
 
-    fn streaming_of(&self, view: &View, group: u16) -> Option<StreamingPolicy> {
+    pub(crate) fn streaming_of(&self, view: &View, group: u16) -> Option<StreamingPolicy> {
         view.groups.get(&group).is_some_and(|(_, s)| *s).then(|| StreamingPolicy::keycast(self.config.roc_rate))
     }
 

@@ -180,6 +180,80 @@ pub struct Registration {
     pub at: u64,
 }
 
+/// Why a campaign runs (module [`crate::campaign`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CampaignKind {
+    /// A new key: every entitled registered terminal gets it.
+    Deliver,
+    /// The key's end moved from `old_until` to its current end: every entitled registered
+    /// terminal whose window changes gets the new window.
+    UpdateValidity {
+        /// The end before the change (Unix seconds).
+        old_until: u64,
+    },
+}
+
+/// A key campaign as stored: which key, why, how far it got.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Campaign {
+    /// Its store id.
+    pub id: u64,
+    /// The key with its current window.
+    pub key: KeyEntry,
+    /// The key's Key Domain ID.
+    pub key_domain: KeyDomainId,
+    /// Why it runs.
+    pub kind: CampaignKind,
+    /// When it was made (Unix seconds).
+    pub created_at: u64,
+    /// Due times are spread over `[created_at, created_at + spread)`.
+    pub spread: Duration,
+    /// The last terminal (IMPI) whose deliveries are stored; `None` before the first page.
+    pub cursor: Option<String>,
+    /// Terminals looked at so far.
+    pub terminals: u64,
+    /// Deliveries stored so far.
+    pub queued: u64,
+    /// When it ended (Unix seconds); `None` while it runs.
+    pub finished_at: Option<u64>,
+}
+
+/// One terminal a campaign looks at: registered, with its purchases.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CampaignTarget {
+    /// The terminal.
+    pub terminal: TerminalId,
+    /// Where its pushes go.
+    pub registration: Registration,
+    /// Its purchases (every item, ended ones too).
+    pub purchases: Vec<Purchase>,
+    /// The highest delivery version stored for it and the campaign's key, `None` when none.
+    pub latest_version: Option<u32>,
+}
+
+/// One page of a campaign's terminals.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CampaignPage {
+    /// The registered terminals of the page with purchases, in IMPI order.
+    pub targets: Vec<CampaignTarget>,
+    /// Terminals with purchases the page looked at (registered or not).
+    pub looked_at: u64,
+    /// The last IMPI the page covers (the cursor to store with its deliveries); `None` when
+    /// there was nothing after the cursor: the campaign is done.
+    pub last: Option<String>,
+}
+
+/// A subscriber for [`BsmStore::import_terminals`]: the terminal, its registration and purchases.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TerminalImport {
+    /// The subscriber's IMPI.
+    pub id: TerminalId,
+    /// Its registration for pushes, if any.
+    pub registration: Option<Registration>,
+    /// Its purchases (each of this terminal).
+    pub purchases: Vec<Purchase>,
+}
+
 /// The BSM's storage. Implementations are shared handles; every write is committed before the
 /// returned future completes.
 pub trait BsmStore {
@@ -517,4 +591,84 @@ pub trait BsmStore {
         ts: u32,
         now: Time,
     ) -> impl Future<Output = Result<Option<AckOutcome>, StoreError>> + Send;
+
+    /// Adds a key as [`BsmStore::add_key`] does and, in the same transaction, the
+    /// [`CampaignKind::Deliver`] campaign that pushes it (module [`crate::campaign`]): either both
+    /// exist afterwards or neither. Returns the campaign's id.
+    ///
+    /// # Errors
+    /// As [`BsmStore::add_key`].
+    fn add_key_campaign(
+        &self,
+        key: &StoredKey,
+        spread: Duration,
+        now: u64,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// Moves the end of the key of group `id.key_group` starting at `from` to `until` (extending
+    /// or shortening its life) and, in the same transaction, makes the
+    /// [`CampaignKind::UpdateValidity`] campaign that pushes the new window. Returns the
+    /// campaign's id.
+    ///
+    /// # Errors
+    /// [`StoreError::Missing`] when there is no such key (or its number differs);
+    /// [`StoreError::Conflict`] when `until` is not after the key's start, reaches into the next
+    /// key of its group, or the key is revoked; other [`StoreError`]s.
+    fn update_key_until(
+        &self,
+        id: SekPekId,
+        from: u64,
+        until: u64,
+        spread: Duration,
+        now: u64,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// Campaigns, newest first: only those still running when `open_only`.
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    fn campaigns(&self, open_only: bool) -> impl Future<Output = Result<Vec<Campaign>, StoreError>> + Send;
+
+    /// The next page of a campaign: the terminals with purchases after `after` (IMPI order), at
+    /// most `limit` of them, and of those the registered ones with their purchases and their
+    /// latest delivery version of the campaign's key. Reads only.
+    ///
+    /// # Errors
+    /// [`StoreError::Missing`] for an unknown campaign; other [`StoreError`]s.
+    fn campaign_page(
+        &self,
+        campaign: &Campaign,
+        after: Option<&str>,
+        limit: u32,
+    ) -> impl Future<Output = Result<CampaignPage, StoreError>> + Send;
+
+    /// In one transaction: stores a page's deliveries (a row whose (terminal, key, version)
+    /// exists already is skipped: the terminal got the key some other way meanwhile), moves the
+    /// campaign's cursor from `after` to `last`, adds `looked_at` and the stored rows to its
+    /// counts, and ends it at `finished_at` when given. Returns the rows stored.
+    ///
+    /// # Errors
+    /// [`StoreError::NotClaimed`] when the cursor is no longer `after` (another process advanced
+    /// or ended the campaign): nothing is stored; [`StoreError::Invalid`] for a row the schema
+    /// refuses; other [`StoreError`]s.
+    #[allow(clippy::too_many_arguments)]
+    fn advance_campaign(
+        &self,
+        campaign: u64,
+        after: Option<&str>,
+        last: Option<&str>,
+        rows: &[(DeliveryRow, LtkmForm)],
+        looked_at: u64,
+        finished_at: Option<u64>,
+    ) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// Adds (or replaces) terminals with their registrations and purchases in one transaction of
+    /// multi-row statements (bulk import); all or nothing. A terminal imported again keeps its
+    /// B-TID and LTKM counter; its registration and its purchases of the imported items are
+    /// replaced. Returns how many terminals were stored.
+    ///
+    /// # Errors
+    /// [`StoreError::Missing`] when a purchase names an unknown item, offer or program;
+    /// [`StoreError::Invalid`] when a purchase belongs to another terminal; other [`StoreError`]s.
+    fn import_terminals(&self, terminals: &[TerminalImport]) -> impl Future<Output = Result<u64, StoreError>> + Send;
 }

@@ -1022,3 +1022,197 @@ mod postgres {
     use super::*;
     backend_suite!(PgFixture::new().await);
 }
+
+/// Key campaigns and bulk imports (`add_key_campaign`, `update_key_until`, `campaign_page`,
+/// `advance_campaign`, `import_terminals`).
+mod campaign_suite {
+    use super::*;
+    use keycast_bsm::store::{CampaignKind, TerminalImport};
+
+    fn subscriber(n: u32, registered: bool) -> TerminalImport {
+        let id = terminal(n);
+        TerminalImport {
+            registration: registered.then(|| Registration {
+                address: format!("10.0.0.{n}:4000"),
+                interface: Interface::OmaBcast,
+                at: T0,
+            }),
+            purchases: vec![Purchase {
+                terminal: id.clone(),
+                item: "basic".into(),
+                purchase_data: "basic-month".into(),
+                kind: PurchaseKind::Subscription,
+                window: Window::new(T0, T0 + 30 * DAY).unwrap(),
+            }],
+            id,
+        }
+    }
+
+    fn row_for(n: u32, version: u32) -> (DeliveryRow, LtkmForm) {
+        let mut row = fresh(n, version, deliver(), at(5));
+        row.delivery.key.sek_pek_id = SekPekId { key_group: 1, key_number: 1 };
+        (row, LtkmForm::default())
+    }
+
+    pub async fn campaigns_page_and_resume_from_their_cursor<S: BsmStore>(s: Arc<S>) {
+        catalogue(&*s).await;
+        // Terminals 1, 2, 4 and 5 are registered; 3 is not.
+        let imported: Vec<_> = (1..=5).map(|n| subscriber(n, n != 3)).collect();
+        assert_eq!(s.import_terminals(&imported).await, Ok(5));
+        let id =
+            s.add_key_campaign(&stored_key(1, 1, T0, T0 + 10 * DAY, 1), Duration::from_secs(600), T0).await.unwrap();
+        let open = s.campaigns(true).await.unwrap();
+        assert_eq!(open.len(), 1);
+        let c = &open[0];
+        assert_eq!((c.id, c.kind, c.cursor.as_deref(), c.terminals, c.queued), (id, CampaignKind::Deliver, None, 0, 0));
+        assert_eq!(
+            (c.key.id, c.key.window, c.key_domain),
+            (SekPekId { key_group: 1, key_number: 1 }, Window::new(T0, T0 + 10 * DAY).unwrap(), kd())
+        );
+        assert_eq!(c.spread, Duration::from_secs(600));
+
+        let page = s.campaign_page(c, None, 3).await.unwrap();
+        assert_eq!(page.looked_at, 3);
+        assert_eq!(page.last.as_deref(), Some(terminal(3).0.as_str()));
+        let names: Vec<_> = page.targets.iter().map(|t| t.terminal.clone()).collect();
+        assert_eq!(names, vec![terminal(1), terminal(2)], "the unregistered terminal is looked at, not targeted");
+        assert_eq!(page.targets[0].purchases, imported[0].purchases);
+        assert_eq!(page.targets[0].registration.address, "10.0.0.1:4000");
+        assert_eq!(page.targets[0].latest_version, None);
+
+        // Terminal 2 got the key some other way meanwhile: its row is skipped, not an error.
+        s.enqueue_pushes(&[row_for(2, 1)]).await.unwrap();
+        let stored = s.advance_campaign(id, None, page.last.as_deref(), &[row_for(1, 1), row_for(2, 1)], 3, None).await;
+        assert_eq!(stored, Ok(1));
+        // A runner that read the same page is refused and stores nothing.
+        let stale = s.advance_campaign(id, None, page.last.as_deref(), &[row_for(4, 1)], 3, None).await;
+        assert!(matches!(stale, Err(StoreError::NotClaimed(_))), "{stale:?}");
+        assert_eq!(
+            s.latest_delivery_version(&terminal(4).0, kd(), SekPekId { key_group: 1, key_number: 1 }).await,
+            Ok(None)
+        );
+
+        let c = s.campaigns(true).await.unwrap().remove(0);
+        assert_eq!((c.cursor.as_deref(), c.terminals, c.queued), (Some(terminal(3).0.as_str()), 3, 1));
+        let page = s.campaign_page(&c, c.cursor.as_deref(), 3).await.unwrap();
+        assert_eq!(page.targets.iter().map(|t| t.terminal.clone()).collect::<Vec<_>>(), vec![terminal(4), terminal(5)]);
+        assert_eq!(page.looked_at, 2);
+        s.advance_campaign(id, c.cursor.as_deref(), page.last.as_deref(), &[row_for(4, 1), row_for(5, 1)], 2, None)
+            .await
+            .unwrap();
+        let c = s.campaigns(true).await.unwrap().remove(0);
+        let end = s.campaign_page(&c, c.cursor.as_deref(), 3).await.unwrap();
+        assert_eq!((end.targets.len(), end.looked_at, end.last), (0, 0, None));
+        assert_eq!(s.advance_campaign(id, c.cursor.as_deref(), c.cursor.as_deref(), &[], 0, Some(T0 + 1)).await, Ok(0));
+        assert!(s.campaigns(true).await.unwrap().is_empty());
+        let all = s.campaigns(false).await.unwrap();
+        assert_eq!((all[0].finished_at, all[0].terminals, all[0].queued), (Some(T0 + 1), 5, 3));
+        let ended = s.advance_campaign(id, c.cursor.as_deref(), None, &[], 0, None).await;
+        assert!(matches!(ended, Err(StoreError::NotClaimed(_))), "an ended campaign takes no page: {ended:?}");
+        // The page reports what exists: terminal 2's latest version now.
+        let again = s.campaign_page(&all[0], None, 10).await.unwrap();
+        assert!(again.targets.iter().all(|t| t.latest_version == Some(1)));
+    }
+
+    pub async fn key_ends_move_with_a_campaign<S: BsmStore>(s: Arc<S>) {
+        catalogue(&*s).await;
+        let one = SekPekId { key_group: 1, key_number: 1 };
+        s.add_key(&stored_key(1, 1, T0, T0 + 10 * DAY, 1)).await.unwrap();
+        s.add_key(&stored_key(1, 2, T0 + 20 * DAY, T0 + 30 * DAY, 2)).await.unwrap();
+        assert!(s.campaigns(false).await.unwrap().is_empty(), "add_key makes no campaign");
+        let id = s.update_key_until(one, T0, T0 + 20 * DAY, Duration::from_secs(60), T0 + 5).await.unwrap();
+        let c = s.campaigns(true).await.unwrap().remove(0);
+        assert_eq!(
+            (c.id, c.kind, c.key.window.until),
+            (id, CampaignKind::UpdateValidity { old_until: T0 + 10 * DAY }, T0 + 20 * DAY)
+        );
+        assert_eq!(s.key_entries(1).await.unwrap()[0].window.until, T0 + 20 * DAY);
+        assert_eq!(s.key(one, T0).await.unwrap().unwrap().key, SekPek::from_bytes([1; 16]), "the key still opens");
+
+        let refused = [
+            (s.update_key_until(one, T0, T0 + 20 * DAY + 1, Duration::ZERO, T0).await, "overlaps key 2"),
+            (s.update_key_until(one, T0, T0, Duration::ZERO, T0).await, "ends at its start"),
+        ];
+        for (r, why) in refused {
+            assert!(matches!(r, Err(StoreError::Conflict(_))), "{why}: {r:?}");
+        }
+        let wrong_number =
+            s.update_key_until(SekPekId { key_group: 1, key_number: 9 }, T0, T0 + DAY, Duration::ZERO, T0).await;
+        assert!(matches!(wrong_number, Err(StoreError::Missing(_))), "{wrong_number:?}");
+        assert!(matches!(
+            s.update_key_until(one, T0 + 1, T0 + DAY, Duration::ZERO, T0).await,
+            Err(StoreError::Missing(_))
+        ));
+        assert_eq!(s.campaigns(false).await.unwrap().len(), 1, "refusals make no campaign");
+        assert_eq!(s.key_entries(1).await.unwrap()[0].window.until, T0 + 20 * DAY, "refusals change nothing");
+
+        // Shortening works the same way; a revoked key cannot move.
+        s.update_key_until(one, T0, T0 + 2 * DAY, Duration::ZERO, T0 + 6).await.unwrap();
+        assert_eq!(s.key_entries(1).await.unwrap()[0].window.until, T0 + 2 * DAY);
+        assert!(s.revoke_key(one, T0 + DAY).await.unwrap());
+        assert!(matches!(
+            s.update_key_until(one, T0, T0 + 3 * DAY, Duration::ZERO, T0).await,
+            Err(StoreError::Conflict(_))
+        ));
+        // A key made with its campaign: both or neither.
+        let overlapping =
+            s.add_key_campaign(&stored_key(1, 3, T0 + 25 * DAY, T0 + 40 * DAY, 3), Duration::ZERO, T0).await;
+        assert!(matches!(overlapping, Err(StoreError::Conflict(_))));
+        assert_eq!(s.campaigns(false).await.unwrap().len(), 2);
+    }
+
+    pub async fn imports_are_all_or_nothing<S: BsmStore>(s: Arc<S>) {
+        catalogue(&*s).await;
+        let mut bad = subscriber(2, true);
+        bad.purchases[0].item = "no-such-item".into();
+        let r = s.import_terminals(&[subscriber(1, true), bad]).await;
+        assert!(matches!(r, Err(StoreError::Missing(_))), "{r:?}");
+        assert_eq!(s.terminal(&terminal(1)).await, Ok(None), "nothing of a refused import is stored");
+        let mut foreign = subscriber(1, true);
+        foreign.purchases[0].terminal = terminal(2);
+        assert!(matches!(s.import_terminals(&[foreign]).await, Err(StoreError::Invalid(_))));
+
+        // A terminal imported again keeps its B-TID; its registration is replaced.
+        s.import_terminals(&[subscriber(1, true)]).await.unwrap();
+        s.touch_terminal(&terminal(1), "btid-1@bsf", T0 + 1).await.unwrap();
+        s.import_terminals(&[subscriber(1, false)]).await.unwrap();
+        let t = s.terminal(&terminal(1)).await.unwrap().unwrap();
+        assert_eq!((t.btid.as_deref(), t.registration), (Some("btid-1@bsf"), None));
+        assert_eq!(s.purchases(&terminal(1)).await.unwrap(), subscriber(1, true).purchases);
+    }
+}
+
+macro_rules! campaign_suite {
+    ($make:expr) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn campaigns_page_and_resume_from_their_cursor() {
+            let Some(f) = $make else { return };
+            campaign_suite::campaigns_page_and_resume_from_their_cursor(f.store()).await;
+            f.close().await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn key_ends_move_with_a_campaign() {
+            let Some(f) = $make else { return };
+            campaign_suite::key_ends_move_with_a_campaign(f.store()).await;
+            f.close().await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn imports_are_all_or_nothing() {
+            let Some(f) = $make else { return };
+            campaign_suite::imports_are_all_or_nothing(f.store()).await;
+            f.close().await;
+        }
+    };
+}
+
+mod sqlite_campaigns {
+    use super::*;
+    campaign_suite!(Some(SqliteFixture::new().await));
+}
+
+mod postgres_campaigns {
+    use super::*;
+    campaign_suite!(PgFixture::new().await);
+}

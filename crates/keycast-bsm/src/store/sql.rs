@@ -32,7 +32,10 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 use sqlx::{Arguments, AssertSqlSafe, Row, SqlSafeStr};
 
 use self::deliveries::{Encoded, Raw, RawSent, Statement};
-use super::{BsmStore, Interface, LtkmForm, Registration, SentMatch, StoreError, StoredKey, Terminal};
+use super::{
+    BsmStore, Campaign, CampaignKind, CampaignPage, CampaignTarget, Interface, LtkmForm, Registration, SentMatch,
+    StoreError, StoredKey, Terminal, TerminalImport,
+};
 use crate::client_id::BcastClientId;
 use crate::delivery::{AckOutcome, Attempt, DeliveryId, DeliveryKey, DeliveryRow, DeliveryState, Time};
 use crate::domain::{
@@ -41,15 +44,21 @@ use crate::domain::{
 };
 use crate::issue::{LtkmCounter, LtkmTs};
 
+mod campaigns;
 mod deliveries;
 
 /// Scope of the BSM's keys at rest.
 const SCOPE: &str = "keycast-bsm-store";
 const CHECK_NAME: &str = "storage_key_check";
 
-const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[(1, "init", include_str!("../../migrations/sqlite/0001_init.sql"))];
-const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] =
-    &[(1, "init", include_str!("../../migrations/postgres/0001_init.sql"))];
+const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "init", include_str!("../../migrations/sqlite/0001_init.sql")),
+    (2, "campaigns", include_str!("../../migrations/sqlite/0002_campaigns.sql")),
+];
+const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
+    (1, "init", include_str!("../../migrations/postgres/0001_init.sql")),
+    (2, "campaigns", include_str!("../../migrations/postgres/0002_campaigns.sql")),
+];
 
 fn migrator(steps: &[(i64, &'static str, &'static str)]) -> Migrator {
     Migrator::with_migrations(
@@ -521,11 +530,12 @@ macro_rules! sql_store {
                 })
             }
 
-            fn terminal_row(row: &<$db as sqlx::Database>::Row) -> Result<Terminal, StoreError> {
-                let address: Option<String> = row.try_get("reg_address").map_err(backend)?;
-                let interface: Option<String> = row.try_get("reg_interface").map_err(backend)?;
-                let at: Option<i64> = row.try_get("reg_at").map_err(backend)?;
-                let registration = match (address, interface, at) {
+            fn registration_of(
+                address: Option<String>,
+                interface: Option<String>,
+                at: Option<i64>,
+            ) -> Result<Option<Registration>, StoreError> {
+                Ok(match (address, interface, at) {
                     (Some(address), Some(interface), Some(at)) => Some(Registration {
                         address,
                         interface: Interface::parse(&interface)
@@ -533,7 +543,14 @@ macro_rules! sql_store {
                         at: from_db(at, "registration time")?,
                     }),
                     _ => None,
-                };
+                })
+            }
+
+            fn terminal_row(row: &<$db as sqlx::Database>::Row) -> Result<Terminal, StoreError> {
+                let address: Option<String> = row.try_get("reg_address").map_err(backend)?;
+                let interface: Option<String> = row.try_get("reg_interface").map_err(backend)?;
+                let at: Option<i64> = row.try_get("reg_at").map_err(backend)?;
+                let registration = Self::registration_of(address, interface, at)?;
                 Ok(Terminal {
                     id: TerminalId(row.try_get("impi").map_err(backend)?),
                     btid: row.try_get("btid").map_err(backend)?,
@@ -545,6 +562,118 @@ macro_rules! sql_store {
                         .map(BcastClientId::from_bytes)
                         .transpose()
                         .map_err(|e| StoreError::Corrupt(format!("BCAST_Client_ID: {e}")))?,
+                })
+            }
+
+            /// A transaction for key changes: the write lock (SQLite) or the `keys` table lock
+            /// (PostgreSQL), so a key's checks against its group and its writes see one state.
+            async fn keys_tx(&self) -> Result<sqlx::Transaction<'static, $db>, StoreError> {
+                let mut tx = self.write_tx().await?;
+                let lock: &'static str = $lock_keys;
+                if !lock.is_empty() {
+                    sqlx::query(lock).execute(&mut *tx).await.map_err(backend)?;
+                }
+                Ok(tx)
+            }
+
+            /// Inserts a key after its group's latest (inside [`Self::keys_tx`]).
+            async fn insert_key(
+                key: &StorageKey,
+                tx: &mut sqlx::Transaction<'static, $db>,
+                k: &StoredKey,
+            ) -> Result<(), StoreError> {
+                let id = k.entry.id;
+                if id.key_group == 0 || id.key_number == 0 {
+                    return Err(StoreError::Conflict(format!("Key Group and Key Number must not be 0 ({id:?})")));
+                }
+                let row_id = key_row(id, k.entry.window.from);
+                let row_id: Vec<&str> = row_id.iter().map(String::as_str).collect();
+                // A SEK/PEK is 16 bytes, a valid RFC 3394 input: this cannot fail.
+                let wrapped = key.wrap(SCOPE, "SEK/PEK", &row_id, k.key.expose_secret()).unwrap_or_default();
+                let latest: Option<i64> = sqlx::query(SQL_KEY_LATEST_END)
+                    .bind(i64::from(id.key_group))
+                    .fetch_one(&mut **tx)
+                    .await
+                    .map_err(backend)?
+                    .try_get("latest")
+                    .map_err(backend)?;
+                if latest.is_some_and(|end| end > to_db(k.entry.window.from)) {
+                    return Err(StoreError::Conflict(format!(
+                        "key {}/{} starts before its group's latest key ends",
+                        id.key_group, id.key_number
+                    )));
+                }
+                sqlx::query(SQL_ADD_KEY)
+                    .bind(i64::from(id.key_group))
+                    .bind(i64::from(id.key_number))
+                    .bind(to_db(k.entry.window.from))
+                    .bind(to_db(k.entry.window.until))
+                    .bind(k.key_domain.0.to_vec())
+                    .bind(wrapped)
+                    .bind(k.rand.to_vec())
+                    .bind(i64::from(k.csb_id))
+                    .bind(k.entry.revoked_at.map(to_db))
+                    .execute(&mut **tx)
+                    .await
+                    .map_err(backend)?;
+                Ok(())
+            }
+
+            async fn insert_campaign(
+                tx: &mut sqlx::Transaction<'static, $db>,
+                key_group: u16,
+                key_from: u64,
+                kind: CampaignKind,
+                spread: Duration,
+                now: u64,
+            ) -> Result<u64, StoreError> {
+                let (kind, old_until) = campaigns::kind_columns(kind);
+                let id: i64 = sqlx::query(campaigns::SQL_INSERT)
+                    .bind(i64::from(key_group))
+                    .bind(to_db(key_from))
+                    .bind(kind)
+                    .bind(old_until)
+                    .bind(to_db(now))
+                    .bind(to_db(spread.as_secs()))
+                    .fetch_one(&mut **tx)
+                    .await
+                    .map_err(backend)?
+                    .try_get("id")
+                    .map_err(backend)?;
+                from_db(id, "campaign id")
+            }
+
+            fn campaign_row(row: &<$db as sqlx::Database>::Row) -> Result<Campaign, StoreError> {
+                campaigns::decode(campaigns::RawCampaign {
+                    id: row.try_get("id").map_err(backend)?,
+                    key_group: row.try_get("key_group").map_err(backend)?,
+                    key_from: row.try_get("key_from").map_err(backend)?,
+                    kind: row.try_get("kind").map_err(backend)?,
+                    old_until: row.try_get("old_until").map_err(backend)?,
+                    created_at: row.try_get("created_at").map_err(backend)?,
+                    spread_secs: row.try_get("spread_secs").map_err(backend)?,
+                    resume_after: row.try_get("resume_after").map_err(backend)?,
+                    terminals: row.try_get("terminals").map_err(backend)?,
+                    queued: row.try_get("queued").map_err(backend)?,
+                    finished_at: row.try_get("finished_at").map_err(backend)?,
+                    key_number: row.try_get("key_number").map_err(backend)?,
+                    key_until: row.try_get("window_until").map_err(backend)?,
+                    revoked_at: row.try_get("revoked_at").map_err(backend)?,
+                    key_domain: row.try_get("key_domain").map_err(backend)?,
+                })
+            }
+
+            /// The registration columns of a campaign page's row, as a [`Terminal`].
+            fn terminal_registration(row: &<$db as sqlx::Database>::Row) -> Result<Terminal, StoreError> {
+                let address: Option<String> = row.try_get("reg_address").map_err(backend)?;
+                let interface: Option<String> = row.try_get("reg_interface").map_err(backend)?;
+                let at: Option<i64> = row.try_get("reg_at").map_err(backend)?;
+                Ok(Terminal {
+                    id: TerminalId(row.try_get("impi").map_err(backend)?),
+                    btid: None,
+                    registration: Self::registration_of(address, interface, at)?,
+                    last_seen: 0,
+                    bcast_client_id: None,
                 })
             }
 
@@ -710,51 +839,17 @@ macro_rules! sql_store {
             }
 
             async fn add_key(&self, k: &StoredKey) -> Result<(), StoreError> {
-                let id = k.entry.id;
-                if id.key_group == 0 || id.key_number == 0 {
-                    return Err(StoreError::Conflict(format!("Key Group and Key Number must not be 0 ({id:?})")));
-                }
-                let row_id = key_row(id, k.entry.window.from);
-                let row_id: Vec<&str> = row_id.iter().map(String::as_str).collect();
-                // A SEK/PEK is 16 bytes, a valid RFC 3394 input: this cannot fail.
-                let wrapped = self.key.wrap(SCOPE, "SEK/PEK", &row_id, k.key.expose_secret()).unwrap_or_default();
-                let begin: Option<&'static str> = $begin;
-                let mut tx = match begin {
-                    Some(statement) => self.pool.begin_with(statement).await,
-                    None => self.pool.begin().await,
-                }
-                .map_err(backend)?;
-                let lock: &'static str = $lock_keys;
-                if !lock.is_empty() {
-                    sqlx::query(lock).execute(&mut *tx).await.map_err(backend)?;
-                }
-                let latest: Option<i64> = sqlx::query(SQL_KEY_LATEST_END)
-                    .bind(i64::from(id.key_group))
-                    .fetch_one(&mut *tx)
-                    .await
-                    .map_err(backend)?
-                    .try_get("latest")
-                    .map_err(backend)?;
-                if latest.is_some_and(|end| end > to_db(k.entry.window.from)) {
-                    return Err(StoreError::Conflict(format!(
-                        "key {}/{} starts before its group's latest key ends",
-                        id.key_group, id.key_number
-                    )));
-                }
-                sqlx::query(SQL_ADD_KEY)
-                    .bind(i64::from(id.key_group))
-                    .bind(i64::from(id.key_number))
-                    .bind(to_db(k.entry.window.from))
-                    .bind(to_db(k.entry.window.until))
-                    .bind(k.key_domain.0.to_vec())
-                    .bind(wrapped)
-                    .bind(k.rand.to_vec())
-                    .bind(i64::from(k.csb_id))
-                    .bind(k.entry.revoked_at.map(to_db))
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(backend)?;
+                let mut tx = self.keys_tx().await?;
+                Self::insert_key(&self.key, &mut tx, k).await?;
                 tx.commit().await.map_err(backend)
+            }
+
+            async fn add_key_campaign(&self, k: &StoredKey, spread: Duration, now: u64) -> Result<u64, StoreError> {
+                let mut tx = self.keys_tx().await?;
+                Self::insert_key(&self.key, &mut tx, k).await?;
+                let id = Self::insert_campaign(&mut tx, k.entry.id.key_group, k.entry.window.from, CampaignKind::Deliver, spread, now).await?;
+                tx.commit().await.map_err(backend)?;
+                Ok(id)
             }
 
             async fn key_entries(&self, key_group: u16) -> Result<Vec<KeyEntry>, StoreError> {
@@ -1165,6 +1260,241 @@ macro_rules! sql_store {
                     .map_err(backend)?;
                 let found = deliveries::group(rows.iter().map(|r| Ok((Self::delivery_raw(r)?, Self::sent_raw(r)?))))?;
                 Ok(found.into_iter().next())
+            }
+
+            async fn update_key_until(
+                &self,
+                id: SekPekId,
+                from: u64,
+                until: u64,
+                spread: Duration,
+                now: u64,
+            ) -> Result<u64, StoreError> {
+                let name = || format!("key {}/{} starting at {from}", id.key_group, id.key_number);
+                let mut tx = self.keys_tx().await?;
+                let row = sqlx::query(campaigns::SQL_KEY_AT)
+                    .bind(i64::from(id.key_group))
+                    .bind(to_db(from))
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(backend)?;
+                let Some(row) = row else { return Err(StoreError::Missing(name())) };
+                let number: i64 = row.try_get("key_number").map_err(backend)?;
+                if number != i64::from(id.key_number) {
+                    return Err(StoreError::Missing(name()));
+                }
+                let old_until = from_db(row.try_get("window_until").map_err(backend)?, "key end")?;
+                let revoked: Option<i64> = row.try_get("revoked_at").map_err(backend)?;
+                if revoked.is_some() {
+                    return Err(StoreError::Conflict(format!("{} is revoked", name())));
+                }
+                if until <= from {
+                    return Err(StoreError::Conflict(format!("{} cannot end at or before its start", name())));
+                }
+                let next: Option<i64> = sqlx::query(campaigns::SQL_NEXT_KEY_START)
+                    .bind(i64::from(id.key_group))
+                    .bind(to_db(from))
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(backend)?
+                    .try_get("next")
+                    .map_err(backend)?;
+                if let Some(next) = next
+                    && to_db(until) > next
+                {
+                    return Err(StoreError::Conflict(format!(
+                        "{} would overlap the next key of its group (starting at {next})",
+                        name()
+                    )));
+                }
+                sqlx::query(campaigns::SQL_SET_UNTIL)
+                    .bind(i64::from(id.key_group))
+                    .bind(to_db(from))
+                    .bind(to_db(until))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(backend)?;
+                let kind = CampaignKind::UpdateValidity { old_until };
+                let campaign = Self::insert_campaign(&mut tx, id.key_group, from, kind, spread, now).await?;
+                tx.commit().await.map_err(backend)?;
+                Ok(campaign)
+            }
+
+            async fn campaigns(&self, open_only: bool) -> Result<Vec<Campaign>, StoreError> {
+                let filter = if open_only { " WHERE c.finished_at IS NULL" } else { "" };
+                let sql = format!("{}{filter} ORDER BY c.id DESC", campaigns::SQL_SELECT);
+                let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_all(&self.pool).await.map_err(backend)?;
+                rows.iter().map(Self::campaign_row).collect()
+            }
+
+            async fn campaign_page(
+                &self,
+                campaign: &Campaign,
+                after: Option<&str>,
+                limit: u32,
+            ) -> Result<CampaignPage, StoreError> {
+                let ids = match after {
+                    Some(after) => sqlx::query(campaigns::SQL_PAGE_IDS_AFTER).bind(after).bind(i64::from(limit)),
+                    None => sqlx::query(campaigns::SQL_PAGE_IDS_FIRST).bind(i64::from(limit)),
+                }
+                .fetch_all(&self.pool)
+                .await
+                .map_err(backend)?;
+                let ids: Vec<String> =
+                    ids.iter().map(|r| r.try_get::<String, _>("terminal").map_err(backend)).collect::<Result<_, _>>()?;
+                let (Some(first), Some(last)) = (ids.first(), ids.last()) else {
+                    return Ok(CampaignPage { targets: Vec::new(), looked_at: 0, last: None });
+                };
+                let rows = sqlx::query(campaigns::SQL_PAGE_TARGETS)
+                    .bind(first.as_str())
+                    .bind(last.as_str())
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(backend)?;
+                let versions = sqlx::query(campaigns::SQL_PAGE_VERSIONS)
+                    .bind(first.as_str())
+                    .bind(last.as_str())
+                    .bind(campaign.key_domain.0.to_vec())
+                    .bind(i64::from(campaign.key.id.key_group))
+                    .bind(i64::from(campaign.key.id.key_number))
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(backend)?;
+                let mut latest = std::collections::HashMap::with_capacity(versions.len());
+                for v in &versions {
+                    let terminal: String = v.try_get("terminal").map_err(backend)?;
+                    let version: i64 = v.try_get("version").map_err(backend)?;
+                    latest.insert(terminal, u32::try_from(version).map_err(|_| StoreError::Corrupt(format!("version {version}")))?);
+                }
+                let mut targets: Vec<CampaignTarget> = Vec::new();
+                for row in &rows {
+                    let purchase = Self::purchase_row(row)?;
+                    if targets.last().is_none_or(|t| t.terminal != purchase.terminal) {
+                        let terminal = Self::terminal_registration(row)?;
+                        let Some(registration) = terminal.registration else { continue };
+                        targets.push(CampaignTarget {
+                            latest_version: latest.get(&terminal.id.0).copied(),
+                            terminal: terminal.id,
+                            registration,
+                            purchases: Vec::new(),
+                        });
+                    }
+                    if let Some(t) = targets.last_mut() {
+                        t.purchases.push(purchase);
+                    }
+                }
+                Ok(CampaignPage {
+                    targets,
+                    looked_at: u64::try_from(ids.len()).unwrap_or(u64::MAX),
+                    last: Some(last.clone()),
+                })
+            }
+
+            async fn advance_campaign(
+                &self,
+                campaign: u64,
+                after: Option<&str>,
+                last: Option<&str>,
+                rows: &[(DeliveryRow, LtkmForm)],
+                looked_at: u64,
+                finished_at: Option<u64>,
+            ) -> Result<u64, StoreError> {
+                static STATE: LazyLock<String> = LazyLock::new(|| format!("{} {}", campaigns::SQL_STATE, $row_lock));
+                let mut tx = self.write_tx().await?;
+                let state = sqlx::query(STATE.as_str())
+                    .bind(to_db(campaign))
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(backend)?
+                    .ok_or_else(|| StoreError::Missing(format!("campaign {campaign}")))?;
+                let cursor: Option<String> = state.try_get("resume_after").map_err(backend)?;
+                let finished: Option<i64> = state.try_get("finished_at").map_err(backend)?;
+                if finished.is_some() || cursor.as_deref() != after {
+                    let _ = tx.rollback().await;
+                    return Err(StoreError::NotClaimed(format!(
+                        "campaign {campaign} was advanced by another worker (or ended)"
+                    )));
+                }
+                let head = format!("INSERT INTO deliveries ({}) VALUES ", deliveries::INSERT_COLUMNS);
+                let per_statement: usize = $max_params / deliveries::INSERT_ARITY;
+                let mut stored = 0u64;
+                for chunk in rows.chunks(per_statement) {
+                    let mut st = Statement::<<$db as sqlx::Database>::Arguments>::new(&head);
+                    for (i, (row, form)) in chunk.iter().enumerate() {
+                        if !row.sent.is_empty() {
+                            return Err(StoreError::Invalid("a campaign's deliveries are fresh (no sent attempts)".into()));
+                        }
+                        if i > 0 {
+                            st.text(", ");
+                        }
+                        Self::push_row(&mut st, deliveries::encode(row, form)?)?;
+                    }
+                    st.text(" ON CONFLICT DO NOTHING");
+                    let done = sqlx::query_with(AssertSqlSafe(st.sql), st.args)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(insert_error)?;
+                    stored += done.rows_affected();
+                }
+                sqlx::query(campaigns::SQL_ADVANCE)
+                    .bind(to_db(campaign))
+                    .bind(last)
+                    .bind(to_db(looked_at))
+                    .bind(to_db(stored))
+                    .bind(finished_at.map(to_db))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(backend)?;
+                tx.commit().await.map_err(backend)?;
+                Ok(stored)
+            }
+
+            async fn import_terminals(&self, terminals: &[TerminalImport]) -> Result<u64, StoreError> {
+                for t in terminals {
+                    if let Some(p) = t.purchases.iter().find(|p| p.terminal != t.id) {
+                        return Err(StoreError::Invalid(format!(
+                            "purchase of {} listed under terminal {}",
+                            p.terminal.0, t.id.0
+                        )));
+                    }
+                }
+                let mut tx = self.write_tx().await?;
+                for chunk in terminals.chunks($max_params / campaigns::IMPORT_TERMINAL_ARITY) {
+                    let mut st = Statement::<<$db as sqlx::Database>::Arguments>::new(campaigns::IMPORT_TERMINAL_HEAD);
+                    for (i, t) in chunk.iter().enumerate() {
+                        if i > 0 {
+                            st.text(", ");
+                        }
+                        let r = t.registration.as_ref();
+                        st.text("(").bind(t.id.0.as_str())?.text(", ").bind(to_db(r.map_or(0, |r| r.at)))?;
+                        st.text(", ").bind(r.map(|r| r.address.as_str()))?;
+                        st.text(", ").bind(r.map(|r| r.interface.as_str()))?;
+                        st.text(", ").bind(r.map(|r| to_db(r.at)))?.text(")");
+                    }
+                    st.text(campaigns::IMPORT_TERMINAL_TAIL);
+                    sqlx::query_with(AssertSqlSafe(st.sql), st.args).execute(&mut *tx).await.map_err(backend)?;
+                }
+                let purchases: Vec<&Purchase> = terminals.iter().flat_map(|t| &t.purchases).collect();
+                for chunk in purchases.chunks($max_params / campaigns::IMPORT_PURCHASE_ARITY) {
+                    let mut st = Statement::<<$db as sqlx::Database>::Arguments>::new(campaigns::IMPORT_PURCHASE_HEAD);
+                    for (i, p) in chunk.iter().enumerate() {
+                        if i > 0 {
+                            st.text(", ");
+                        }
+                        let (kind, program, tokens) = kind_to_db(&p.kind);
+                        st.text("(").bind(p.terminal.0.as_str())?.text(", ").bind(p.item.as_str())?;
+                        st.text(", ").bind(p.purchase_data.as_str())?.text(", ").bind(kind)?;
+                        st.text(", ").bind(program)?.text(", ").bind(tokens)?;
+                        st.text(", ").bind(to_db(p.window.from))?.text(", ").bind(to_db(p.window.until))?.text(")");
+                    }
+                    st.text(campaigns::IMPORT_PURCHASE_TAIL);
+                    sqlx::query_with(AssertSqlSafe(st.sql), st.args)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(missing_or_backend(|| "a purchase item, offer or program of the import".into()))?;
+                }
+                tx.commit().await.map_err(backend)?;
+                Ok(u64::try_from(terminals.len()).unwrap_or(u64::MAX))
             }
         }
     };
