@@ -344,6 +344,10 @@ pub trait BsmStore {
     /// Records that a terminal was heard from at `now` with this B-TID (creating it on first
     /// contact) and returns it.
     ///
+    /// \[chosen\] `last_seen` has a granularity of 60 s: when the stored B-TID is this one and the
+    /// stored `last_seen` is less than 60 s away from `now`, nothing is written (no write lock, no
+    /// commit) and the stored terminal is returned as it is. A new B-TID is always written.
+    ///
     /// # Errors
     /// [`StoreError`].
     fn touch_terminal(
@@ -360,6 +364,10 @@ pub trait BsmStore {
     fn terminal(&self, id: &TerminalId) -> impl Future<Output = Result<Option<Terminal>, StoreError>> + Send;
 
     /// Registers a terminal for pushes (or moves its registration); `Ok(false)` when unknown.
+    ///
+    /// \[chosen\] The registration time has a granularity of 60 s: when the stored registration
+    /// has the same address and interface and its time is less than 60 s away from `at`, nothing
+    /// is written and `Ok(true)` is returned. A new address or interface is always written.
     ///
     /// # Errors
     /// [`StoreError`].
@@ -671,4 +679,10 @@ pub trait BsmStore {
     /// [`StoreError::Missing`] when a purchase names an unknown item, offer or program;
     /// [`StoreError::Invalid`] when a purchase belongs to another terminal; other [`StoreError`]s.
     fn import_terminals(&self, terminals: &[TerminalImport]) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// How many terminals have purchases (what a campaign walks).
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    fn subscribers(&self) -> impl Future<Output = Result<u64, StoreError>> + Send;
 }

@@ -128,7 +128,11 @@ async fn rollover_follows_the_schedule_and_never_shows_key_bytes() {
     let rollover = || call(&a.local, "POST", "/admin/v1/key-groups/1/rollover", Some(TOKEN), &schedule);
     let (status, first) = rollover().await;
     assert_eq!(status, StatusCode::CREATED, "{first}");
-    assert_eq!(first, format!(r#"{{"key_group":1,"key_number":1,"from":{T0},"until":{}}}"#, T0 + 30 * DAY));
+    assert_eq!(
+        first,
+        format!(r#"{{"key_group":1,"key_number":1,"from":{T0},"until":{},"campaign":1}}"#, T0 + 30 * DAY),
+        "the key comes with the campaign that pushes it"
+    );
     assert_eq!(rollover().await, (StatusCode::OK, r#"{"due":false}"#.to_owned()));
     a.now.store(T0 + 28 * DAY, Ordering::Relaxed);
     let (status, second) = rollover().await;
@@ -149,4 +153,71 @@ async fn rollover_follows_the_schedule_and_never_shows_key_bytes() {
         call(&a.local, "POST", "/admin/v1/key-groups/1/rollover", Some(TOKEN), bad).await.0,
         StatusCode::BAD_REQUEST
     );
+}
+
+#[tokio::test]
+async fn imports_key_ends_and_campaigns() {
+    let a = api().await;
+    let put = |path: &'static str, body: &'static str| call(&a.local, "PUT", path, Some(TOKEN), body);
+    let post = |path: &'static str, body: String| {
+        let local = a.local.clone();
+        async move { call(&local, "POST", path, Some(TOKEN), &body).await }
+    };
+    assert_eq!(
+        put("/admin/v1/services/news", r#"{"name":"News","mcc":"001","mnc":"01","key_group":1,"streaming":true}"#)
+            .await
+            .0,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        put("/admin/v1/purchase-items/basic", r#"{"name":"Basic","services":["news"]}"#).await.0,
+        StatusCode::NO_CONTENT
+    );
+    let offer = r#"{"item":"basic","amount":"4.99","currency":"EUR","kind":"subscription","period_secs":2592000}"#;
+    assert_eq!(put("/admin/v1/offers/basic-month", offer).await.0, StatusCode::NO_CONTENT);
+
+    let subscriber = |n: u32, item: &str| {
+        format!(
+            r#"{{"impi":"imp-{n}@ims.example.org","registration":{{"address":"10.0.0.{n}:4000","interface":"oma-bcast","at":{T0}}},"purchases":[{{"item":"{item}","offer":"basic-month","kind":"subscription","from":{T0},"until":{}}}]}}"#,
+            T0 + 60 * DAY
+        )
+    };
+    let imports = "/admin/v1/terminals/import";
+    let (status, answer) = post(imports, format!("[{},{}]", subscriber(1, "basic"), subscriber(2, "none"))).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "an unknown item refuses the whole batch: {answer}");
+    assert_eq!(a.store.subscribers().await, Ok(0));
+    let bad_interface = subscriber(1, "basic").replace("oma-bcast", "carrier-pigeon");
+    assert_eq!(post(imports, format!("[{bad_interface}]")).await.0, StatusCode::BAD_REQUEST);
+    assert_eq!(post(imports, "{".into()).await.0, StatusCode::BAD_REQUEST);
+    let (status, answer) = post(imports, format!("[{},{}]", subscriber(1, "basic"), subscriber(2, "basic"))).await;
+    assert_eq!((status, answer.as_str()), (StatusCode::OK, r#"{"imported":2}"#));
+    assert_eq!(a.store.subscribers().await, Ok(2));
+
+    let schedule = format!(r#"{{"mcc":"001","mnc":"01","key_lifetime_secs":{},"lead_secs":{}}}"#, 30 * DAY, 2 * DAY);
+    assert_eq!(post("/admin/v1/key-groups/1/rollover", schedule).await.0, StatusCode::CREATED);
+    let (status, list) = call(&a.local, "GET", "/admin/v1/campaigns", Some(TOKEN), "").await;
+    assert_eq!(status, StatusCode::OK);
+    let list: serde_json::Value = serde_json::from_str(&list).unwrap();
+    assert_eq!(list[0]["kind"], "deliver");
+    assert_eq!((list[0]["subscribers"].as_u64(), list[0]["terminals"].as_u64()), (Some(2), Some(0)));
+    assert!(list[0].get("finished_at").is_none(), "it runs in the service's campaign runner");
+
+    let end = |number: u16, body: String| {
+        let local = a.local.clone();
+        async move { call(&local, "PUT", &format!("/admin/v1/key-groups/1/keys/{number}/until"), Some(TOKEN), &body).await }
+    };
+    let (status, moved) = end(1, format!(r#"{{"until":{}}}"#, T0 + 20 * DAY)).await;
+    assert_eq!(status, StatusCode::OK, "{moved}");
+    assert_eq!(
+        moved,
+        format!(r#"{{"key_group":1,"key_number":1,"from":{T0},"until":{},"campaign":2}}"#, T0 + 20 * DAY)
+    );
+    assert_eq!(a.store.key_entries(1).await.unwrap()[0].window.until, T0 + 20 * DAY);
+    assert_eq!(end(1, format!(r#"{{"until":{T0}}}"#)).await.0, StatusCode::CONFLICT, "not after now");
+    assert_eq!(end(7, format!(r#"{{"until":{}}}"#, T0 + DAY)).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(end(1, r#"{"until":"soon"}"#.into()).await.0, StatusCode::BAD_REQUEST);
+    let (status, one) = call(&a.local, "GET", "/admin/v1/campaigns/2", Some(TOKEN), "").await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(one.contains(r#""kind":"update""#) && one.contains(&format!(r#""until":{}"#, T0 + 20 * DAY)), "{one}");
+    assert_eq!(call(&a.local, "GET", "/admin/v1/campaigns/99", Some(TOKEN), "").await.0, StatusCode::NOT_FOUND);
 }

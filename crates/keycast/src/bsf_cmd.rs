@@ -966,12 +966,13 @@ fn parse_row(columns: &[Column], text: &str) -> Result<Subscriber> {
     Ok(Subscriber { impi: impi.to_owned(), imsi: imsi.to_owned(), k, opc, sqn, amf, gba_type })
 }
 
-fn progress_bar(len: usize) -> ProgressBar {
+/// A progress bar on standard error (hidden when that is not a terminal), labelled `what`.
+pub(crate) fn progress_bar(len: u64, what: &str) -> ProgressBar {
     let target =
         if std::io::stderr().is_terminal() { ProgressDrawTarget::stderr() } else { ProgressDrawTarget::hidden() };
-    let bar = ProgressBar::with_draw_target(Some(len as u64), target);
-    if let Ok(style) = ProgressStyle::with_template("importing {bar:40.cyan/blue} {pos}/{len} ({per_sec}, {eta} left)")
-    {
+    let bar = ProgressBar::with_draw_target(Some(len), target);
+    let template = format!("{what} {{bar:40.cyan/blue}} {{pos}}/{{len}} ({{per_sec}}, {{eta}} left)");
+    if let Ok(style) = ProgressStyle::with_template(&template) {
         bar.set_style(style);
     }
     bar
@@ -990,7 +991,7 @@ async fn import_rows<S: BsfStore>(store: &S, rows: &[Row], source: &str) -> Resu
     if !clashes.is_empty() {
         bail!("{source}: {} — nothing imported", clashes.join("; "));
     }
-    let bar = progress_bar(rows.len());
+    let bar = progress_bar(rows.len() as u64, "importing");
     let mut inserted: Vec<&str> = Vec::with_capacity(rows.len());
     for row in rows {
         if let Err(e) = store.add_subscriber(&row.subscriber).await {

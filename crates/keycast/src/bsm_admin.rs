@@ -8,7 +8,15 @@
 //! - `show services|programs|purchase-items|offers [--json]`.
 //! - `keys --group N [--json]`: the group's keys and windows (never key bytes).
 //! - `rollover --group N --mcc … --mnc … --key-lifetime-secs … --lead-secs …`: makes the group's
-//!   next key when its schedule says so (prints the key, or that none is due).
+//!   next key when its schedule says so (prints the key, or that none is due), then follows the
+//!   campaign that queues its pushes with a progress bar until it ends (`--no-wait` returns at
+//!   once).
+//! - `key-end --group N --number M --until T`: moves a key's end (extends or shortens its life)
+//!   and follows the campaign that pushes the new window.
+//! - `campaigns [--json]`: every campaign and how far it got.
+//! - `import FILE.jsonl`: bulk import of subscribers, one admin-API import object per line
+//!   (`{"impi", "registration", "purchases"}`), in batches, each all or nothing, with a progress
+//!   bar; stops at the first refused batch, naming its first line.
 //! - `terminal --impi …`: the terminal, its registration and purchases (JSON).
 
 use std::path::PathBuf;
@@ -78,6 +86,38 @@ pub enum BsmCommand {
         /// How long before the current key ends the next one is made, seconds.
         #[arg(long)]
         lead_secs: u64,
+        /// Return once the key is made, without following its campaign.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Move a key's end (extend or shorten its life); its new window is pushed.
+    KeyEnd {
+        /// Key Group.
+        #[arg(long)]
+        group: u16,
+        /// Key Number.
+        #[arg(long)]
+        number: u16,
+        /// The new end, Unix seconds.
+        #[arg(long)]
+        until: u64,
+        /// Return at once, without following the campaign.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// Key campaigns and their progress.
+    Campaigns {
+        /// JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Import subscribers from a JSON-lines file.
+    Import {
+        /// One subscriber per line: `{"impi", "registration"?, "purchases"}`.
+        file: PathBuf,
+        /// Subscribers per request.
+        #[arg(long, default_value_t = 5_000)]
+        batch: usize,
     },
     /// A terminal, its registration and purchases (JSON).
     Terminal {
@@ -196,7 +236,7 @@ pub fn run_bsm(args: &BsmArgs) -> Result<ExitCode> {
                 print_list(&list, *json);
                 Ok(())
             }
-            BsmCommand::Rollover { group, mcc, mnc, key_lifetime_secs, lead_secs } => {
+            BsmCommand::Rollover { group, mcc, mnc, key_lifetime_secs, lead_secs, no_wait } => {
                 let body = serde_json::json!({
                     "mcc": mcc, "mnc": mnc, "key_lifetime_secs": key_lifetime_secs, "lead_secs": lead_secs,
                 });
@@ -204,11 +244,23 @@ pub fn run_bsm(args: &BsmArgs) -> Result<ExitCode> {
                 let made = admin.expect("POST", &path, Some(&body), &[200, 201]).await?;
                 if made.get("due").is_some_and(|d| d == false) {
                     println!("no key due in Key Group {group}");
-                } else {
-                    println!("made {}", made);
+                    return Ok(());
                 }
+                println!("made {made}");
+                follow(&mut admin, &made, *no_wait).await
+            }
+            BsmCommand::KeyEnd { group, number, until, no_wait } => {
+                let path = format!("/admin/v1/key-groups/{group}/keys/{number}/until");
+                let moved = admin.expect("PUT", &path, Some(&serde_json::json!({ "until": until })), &[200]).await?;
+                println!("moved {moved}");
+                follow(&mut admin, &moved, *no_wait).await
+            }
+            BsmCommand::Campaigns { json } => {
+                let list = admin.expect("GET", "/admin/v1/campaigns", None, &[200]).await?;
+                print_list(&list, *json);
                 Ok(())
             }
+            BsmCommand::Import { file, batch } => import(&mut admin, file, *batch).await,
             BsmCommand::Terminal { impi } => {
                 let t = admin.expect("GET", &format!("/admin/v1/terminals/{impi}"), None, &[200]).await?;
                 println!("{}", serde_json::to_string_pretty(&t).unwrap_or_default());
@@ -217,6 +269,67 @@ pub fn run_bsm(args: &BsmArgs) -> Result<ExitCode> {
         }
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// How often a followed campaign is polled.
+const FOLLOW_POLL: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Follows the campaign named in `answer` (`{"campaign": id, …}`) with a progress bar until it
+/// ends, then prints its counts.
+async fn follow(admin: &mut Admin, answer: &Value, no_wait: bool) -> Result<()> {
+    let Some(id) = answer.get("campaign").and_then(Value::as_u64) else { bail!("the admin API named no campaign") };
+    if no_wait {
+        println!("campaign {id} runs in the BSM; `keycast bsm campaigns` shows its progress");
+        return Ok(());
+    }
+    let path = format!("/admin/v1/campaigns/{id}");
+    let mut bar: Option<indicatif::ProgressBar> = None;
+    loop {
+        let c = admin.expect("GET", &path, None, &[200]).await?;
+        let field = |name: &str| c.get(name).and_then(Value::as_u64).unwrap_or(0);
+        let bar = bar.get_or_insert_with(|| crate::bsf_cmd::progress_bar(field("subscribers"), "campaign"));
+        bar.set_length(field("subscribers").max(field("terminals")));
+        bar.set_position(field("terminals"));
+        if c.get("finished_at").is_some_and(|f| !f.is_null()) {
+            bar.finish_and_clear();
+            println!(
+                "campaign {id} finished: {} terminals looked at, {} deliveries queued",
+                field("terminals"),
+                field("queued")
+            );
+            return Ok(());
+        }
+        tokio::time::sleep(FOLLOW_POLL).await;
+    }
+}
+
+/// Imports a JSON-lines file of subscribers in batches (module docs).
+async fn import(admin: &mut Admin, file: &PathBuf, batch: usize) -> Result<()> {
+    let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let mut rows = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let value: Value =
+            serde_json::from_str(line).map_err(|e| anyhow!("{}:{}: not JSON: {e}", file.display(), n + 1))?;
+        rows.push((n + 1, value));
+    }
+    let bar = crate::bsf_cmd::progress_bar(rows.len() as u64, "importing");
+    let mut imported = 0u64;
+    for chunk in rows.chunks(batch.max(1)) {
+        let body = Value::Array(chunk.iter().map(|(_, v)| v.clone()).collect());
+        let first = chunk.first().map_or(0, |(n, _)| *n);
+        let done =
+            admin.expect("POST", "/admin/v1/terminals/import", Some(&body), &[200]).await.with_context(|| {
+                format!("{}: the batch from line {first} was refused (earlier batches are stored)", file.display())
+            })?;
+        imported += done.get("imported").and_then(Value::as_u64).unwrap_or(0);
+        bar.inc(chunk.len() as u64);
+    }
+    bar.finish_and_clear();
+    println!("imported {imported} subscribers");
+    Ok(())
 }
 
 async fn apply(admin: &mut Admin, file: &PathBuf) -> Result<()> {

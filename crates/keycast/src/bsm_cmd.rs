@@ -26,6 +26,7 @@
 //! | `[bsf] token_file` | (required) | the bearer token the BSF knows this BSM by (loopback only, see `serve bsf`) |
 //! | `[metrics] listen` | `"127.0.0.1:9091"` | Prometheus `GET /metrics` |
 //! | `[push] listen` | `"127.0.0.1:0"` | the UDP socket LTKMs are pushed from and verification messages come back to: set it to the BSM's public address (e.g. `"0.0.0.0:2269"`) |
+//! | `[push] spread_secs` | `600` | a key campaign's pushes (a new key, a moved key end) are spread over this many seconds from its start, never past the new key's start |
 //! | `[admin] listen` | `"127.0.0.1:9092"` | the JSON administration API ([`keycast_bsm::http::admin`]) |
 //! | `[admin] token_file` | (none: no admin API) | its bearer token (accepted from loopback peers only) |
 //! | `[log] format` | `"text"` | `"text"` or `"json"`; level from `RUST_LOG` (default `info`) |
@@ -36,8 +37,10 @@
 //! `/metrics` on `[metrics] listen`; SIGINT or SIGTERM stops it cleanly (exit 0). Logs carry
 //! B-TIDs, IMPIs and outcomes, never a key. The provisioning answers' delivery intents are
 //! written to the store and a push worker ([`keycast_bsm::push`]) sends the LTKMs over UDP,
-//! retries, triggers solicited pulls and takes verification messages. With `[admin] token_file`
-//! it also serves the admin API (`keycast bsm …` drives it).
+//! retries, triggers solicited pulls and takes verification messages. A campaign runner
+//! ([`keycast_bsm::campaign`]) turns every new key and moved key end into deliveries for the
+//! entitled registered terminals, resuming after a crash where it stopped. With `[admin]
+//! token_file` it also serves the admin API (`keycast bsm …` drives it).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -46,6 +49,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, anyhow, bail};
 use clap::Args;
+use keycast_bsm::campaign::CampaignRunner;
 use keycast_bsm::client_id::BcastClientIdPolicy;
 use keycast_bsm::http::UaGuard;
 use keycast_bsm::http::admin::{AdminState, admin_app};
@@ -70,6 +74,12 @@ use crate::bsf_cmd::{
     LogFormat, RawLog, RawStore, StoreLocation, init_service_logging, inline_secret, read_identity, read_roots,
     read_secret_file, shutdown_signal, stopped, store_location,
 };
+
+/// Default `[push] spread_secs`: the scheduler's spread window.
+const DEFAULT_SPREAD_SECS: u64 = 600;
+
+/// How often the campaign runner looks for new campaigns.
+const CAMPAIGN_POLL: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Key-cache entries (B-TIDs whose Zn answer is kept until its lifetime ends).
 const KEY_CACHE_CAPACITY: usize = 65_536;
@@ -122,6 +132,7 @@ struct RawTls {
 #[serde(deny_unknown_fields)]
 struct RawPush {
     listen: Option<String>,
+    spread_secs: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -205,6 +216,8 @@ pub struct BsmSettings {
     pub admin: Option<(String, PathBuf)>,
     /// The push socket's address.
     pub push_listen: SocketAddr,
+    /// The window a key campaign's pushes are spread over.
+    pub push_spread: std::time::Duration,
     /// Log format.
     pub log_format: LogFormat,
 }
@@ -317,6 +330,7 @@ impl BsmSettings {
             push_listen: raw.push.listen.as_deref().unwrap_or("127.0.0.1:0").parse().map_err(|_| {
                 anyhow!("{}: [push] listen must be an IP address and port, e.g. \"0.0.0.0:2269\"", path.display())
             })?,
+            push_spread: std::time::Duration::from_secs(raw.push.spread_secs.unwrap_or(DEFAULT_SPREAD_SECS)),
             log_format: raw.log.format,
         })
     }
@@ -425,12 +439,14 @@ async fn run<S: BsmStore + Clone + Send + Sync + 'static>(
             }
             let listener =
                 TcpListener::bind(listen).await.with_context(|| format!("listening for the admin API on {listen}"))?;
-            Some((listener, Arc::new(AdminState::new(store.clone(), token))))
+            let state = AdminState::new(store.clone(), token).with_campaign_spread(settings.push_spread);
+            Some((listener, Arc::new(state)))
         }
     };
     // Pushes: intents from the answers go to the store; the worker sends what is due.
     let worker_id = format!("{}/{}/{}", settings.fqdn, std::process::id(), crate::bsf_cmd::unix_now());
-    let push_config = PushConfig::new(worker_id, settings.fqdn.clone());
+    let mut push_config = PushConfig::new(worker_id, settings.fqdn.clone());
+    push_config.scheduler.spread_window = settings.push_spread;
     let writer = Arc::new(IntentWriter::new(store.clone(), push_config.scheduler, OsRandom));
     let (intents, intents_task) = StoreIntents::spawn(writer, system_push_clock());
     let worker = PushWorker::bind(store.clone(), keys.clone(), push_config, settings.push_listen, OsRandom)
@@ -439,6 +455,7 @@ async fn run<S: BsmStore + Clone + Send + Sync + 'static>(
     let push_addr = worker.local_addr().context("push socket address")?;
     let push = PushService::spawn(worker, system_push_clock());
     let tls = settings.tls.as_ref().map(bsm_tls_config).transpose()?;
+    let runner = Arc::new(CampaignRunner::new(Provisioning::new(store.clone(), config.clone()), OsRandom));
     let state = Arc::new(
         ProvisioningState::new(Provisioning::new(store, config), guard)
             .with_intents(Arc::new(intents))
@@ -466,6 +483,7 @@ async fn run<S: BsmStore + Clone + Send + Sync + 'static>(
     );
 
     let (stop_tx, stop_rx) = watch::channel(false);
+    let campaigns = tokio::spawn(run_campaigns(runner, stop_rx.clone()));
     let signals = tokio::spawn(async move {
         let which = shutdown_signal().await;
         tracing::info!(signal = which, "shutting down");
@@ -487,12 +505,40 @@ async fn run<S: BsmStore + Clone + Send + Sync + 'static>(
     };
     tokio::join!(provisioning, admin_api, serve(metrics_listener, metrics_app(handle), None, stopped(stop_rx.clone())));
     signals.abort();
+    // A campaign stopped mid-page loses that page's uncommitted transaction only; the next start
+    // resumes after the last stored page.
+    let _ = campaigns.await;
     push.stop().await;
     // The router (and with it the intent sender) is gone with the listener; the writer ends once
     // the last answers' intents are stored. Bounded, should a connection still hold a clone.
     let _ = tokio::time::timeout(std::time::Duration::from_secs(5), intents_task).await;
     tracing::info!("BSM stopped");
     Ok(())
+}
+
+/// Runs open key campaigns until the service stops: now, then every [`CAMPAIGN_POLL`].
+async fn run_campaigns<S, R>(runner: Arc<CampaignRunner<S, R>>, stop: watch::Receiver<bool>)
+where
+    S: BsmStore + Send + Sync + 'static,
+    R: keycast_bsm::rng::RandomSource + Send + 'static,
+{
+    loop {
+        let round = runner.run_open(crate::bsf_cmd::unix_now(), |c| {
+            tracing::debug!(campaign = c.id, terminals = c.terminals, queued = c.queued, "campaign page stored");
+        });
+        tokio::select! {
+            result = round => {
+                if let Err(e) = result {
+                    tracing::warn!(error = %e, "key campaign interrupted; it resumes at the next round");
+                }
+            }
+            () = stopped(stop.clone()) => return,
+        }
+        tokio::select! {
+            () = tokio::time::sleep(CAMPAIGN_POLL) => {}
+            () = stopped(stop.clone()) => return,
+        }
+    }
 }
 
 #[cfg(test)]

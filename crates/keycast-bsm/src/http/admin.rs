@@ -18,8 +18,16 @@
 //! | `GET /admin/v1/offers` | — | `[Offer]` |
 //! | `PUT /admin/v1/offers/{id}` | `{item, amount, currency, kind, program?, tokens?, period_secs}` | 204; 404 for an unknown item or program |
 //! | `GET /admin/v1/key-groups/{group}` | — | `[KeyEntry]` without key bytes |
-//! | `POST /admin/v1/key-groups/{group}/rollover` | `{mcc, mnc, key_lifetime_secs, lead_secs}` | 201 with the new key's entry, or 200 `{"due": false}` |
+//! | `POST /admin/v1/key-groups/{group}/rollover` | `{mcc, mnc, key_lifetime_secs, lead_secs}` | 201 with the new key's entry and the id of the campaign that pushes it (`campaign`), or 200 `{"due": false}` |
+//! | `PUT /admin/v1/key-groups/{group}/keys/{number}/until` | `{until}` | 200 with the key's entry and the id of the campaign that pushes the new window; 404, 409 (overlaps the next key, revoked, not after now) |
+//! | `GET /admin/v1/campaigns` | — | `[Campaign]`, newest first, with `subscribers` (terminals with purchases) for progress |
+//! | `GET /admin/v1/campaigns/{id}` | — | the campaign; 404 |
+//! | `POST /admin/v1/terminals/import` | `[{impi, registration?: {address, interface, at}, purchases: [{item, offer, kind, program?, tokens?, from, until}]}]` (at most 8 MiB) | 200 `{"imported": n}`, all or nothing; 404 for an unknown item, offer or program |
 //! | `GET /admin/v1/terminals/{impi}` | — | the terminal, its registration and purchases; 404 |
+//!
+//! A new key, or a moved key end, comes with its campaign (`crate::campaign`), made in the same
+//! transaction; the service's campaign runner queues the pushes, spread over the configured
+//! window ([`AdminState::with_campaign_spread`]).
 //!
 //! Times are Unix seconds. Errors are `{"error": "..."}` with 400 (bad body), 401, 404, 409
 //! (a key conflict) or 500 (the store).
@@ -41,14 +49,16 @@ use subtle::ConstantTimeEq as _;
 use zeroize::Zeroizing;
 
 use crate::domain::{
-    KeyEntry, KeyGroup, KeySchedule, Program, ProgramId, PurchaseData, PurchaseItem, PurchaseKind, Service, ServiceId,
-    TerminalId, Window,
+    KeyEntry, KeyGroup, KeySchedule, Program, ProgramId, Purchase, PurchaseData, PurchaseItem, PurchaseKind, Service,
+    ServiceId, TerminalId, Window,
 };
 use crate::http::auth::Clock;
-use crate::store::{BsmStore, StoreError, StoredKey};
+use crate::store::{BsmStore, Campaign, CampaignKind, Interface, Registration, StoreError, StoredKey, TerminalImport};
 
 /// Largest admin request body, octets.
 const MAX_BODY: usize = 64 * 1024;
+/// Largest bulk-import body, octets.
+const MAX_IMPORT_BODY: usize = 8 * 1024 * 1024;
 
 /// No random octets could be had (nothing is created then).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -81,6 +91,7 @@ pub struct AdminState<S> {
     token: Zeroizing<String>,
     clock: Clock,
     material: Arc<dyn KeyMaterial>,
+    campaign_spread: std::time::Duration,
 }
 
 impl<S> core::fmt::Debug for AdminState<S> {
@@ -93,13 +104,27 @@ impl<S> AdminState<S> {
     /// State over `store`, accepting `token`, with the system clock and OS randomness.
     #[must_use]
     pub fn new(store: S, token: Zeroizing<String>) -> Self {
-        AdminState { store, token, clock: crate::http::auth::system_clock(), material: Arc::new(OsKeyMaterial) }
+        AdminState {
+            store,
+            token,
+            clock: crate::http::auth::system_clock(),
+            material: Arc::new(OsKeyMaterial),
+            campaign_spread: crate::delivery::SchedulerConfig::default().spread_window,
+        }
     }
 
     /// Replaces the clock (tests).
     #[must_use]
     pub fn with_clock(mut self, clock: Clock) -> Self {
         self.clock = clock;
+        self
+    }
+
+    /// The window a campaign's pushes are spread over (default: the scheduler's
+    /// [`crate::delivery::SchedulerConfig::spread_window`]).
+    #[must_use]
+    pub fn with_campaign_spread(mut self, spread: std::time::Duration) -> Self {
+        self.campaign_spread = spread;
         self
     }
 
@@ -253,6 +278,152 @@ impl From<&KeyEntry> for KeyJson {
     }
 }
 
+/// The answer to a rollover that made a key, or to a moved key end.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RolloverAnswer {
+    /// The key.
+    #[serde(flatten)]
+    pub key: KeyJson,
+    /// The campaign that pushes it.
+    pub campaign: u64,
+}
+
+/// A key's new end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyEndJson {
+    /// The new end (Unix seconds): after now and after the key's start, not into the next key.
+    pub until: u64,
+}
+
+/// A campaign as the admin API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CampaignJson {
+    /// Its id.
+    pub id: u64,
+    /// `deliver` (a new key) or `update` (a moved key end).
+    pub kind: String,
+    /// The key.
+    pub key: KeyJson,
+    /// When it was made (Unix seconds).
+    pub created_at: u64,
+    /// Spread of its pushes, seconds.
+    pub spread_secs: u64,
+    /// Terminals looked at so far.
+    pub terminals: u64,
+    /// Deliveries queued so far.
+    pub queued: u64,
+    /// Terminals with purchases now (what `terminals` reaches at the end, give or take new ones).
+    pub subscribers: u64,
+    /// When it ended; absent while it runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<u64>,
+}
+
+fn campaign_json(c: &Campaign, subscribers: u64) -> CampaignJson {
+    CampaignJson {
+        id: c.id,
+        kind: match c.kind {
+            CampaignKind::Deliver => "deliver",
+            CampaignKind::UpdateValidity { .. } => "update",
+        }
+        .to_owned(),
+        key: KeyJson::from(&c.key),
+        created_at: c.created_at,
+        spread_secs: c.spread.as_secs(),
+        terminals: c.terminals,
+        queued: c.queued,
+        subscribers,
+        finished_at: c.finished_at,
+    }
+}
+
+/// One subscriber of a bulk import.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImportJson {
+    /// IMPI.
+    pub impi: String,
+    /// Registration for pushes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registration: Option<RegistrationJson>,
+    /// Purchases.
+    #[serde(default)]
+    pub purchases: Vec<PurchaseJson>,
+}
+
+/// A registration in an import.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistrationJson {
+    /// `ip:port` or `ip`.
+    pub address: String,
+    /// `oma-bcast` or `mbms`.
+    pub interface: String,
+    /// When (Unix seconds).
+    pub at: u64,
+}
+
+/// A purchase in an import.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PurchaseJson {
+    /// GlobalPurchaseItemID.
+    pub item: String,
+    /// PurchaseData ID.
+    pub offer: String,
+    /// `subscription`, `ppt`, `ppv` (with `program`) or `tokens` (with `tokens`).
+    pub kind: String,
+    /// The program of a pay-per-view.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub program: Option<String>,
+    /// Tokens bought.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokens: Option<u32>,
+    /// Access from (Unix seconds).
+    pub from: u64,
+    /// Access until (Unix seconds).
+    pub until: u64,
+}
+
+fn import_of(j: ImportJson) -> Result<TerminalImport, String> {
+    let id = TerminalId(j.impi);
+    if id.0.is_empty() || id.0.len() > 255 {
+        return Err("impi must be 1 to 255 characters".into());
+    }
+    let registration = match j.registration {
+        None => None,
+        Some(r) => {
+            let interface = Interface::parse(&r.interface)
+                .ok_or_else(|| format!("{}: interface must be oma-bcast or mbms", id.0))?;
+            let ip = r.address.parse::<SocketAddr>().map(|a| a.ip()).or_else(|_| r.address.parse());
+            if ip.is_err() {
+                return Err(format!("{}: registration address {:?} is not ip or ip:port", id.0, r.address));
+            }
+            Some(Registration { address: r.address, interface, at: r.at })
+        }
+    };
+    let mut purchases = Vec::with_capacity(j.purchases.len());
+    for p in j.purchases {
+        let kind = match (p.kind.as_str(), p.program, p.tokens) {
+            ("subscription", None, None) => PurchaseKind::Subscription,
+            ("ppt", None, None) => PurchaseKind::PayPerTime,
+            ("ppv", Some(program), None) => PurchaseKind::PayPerView(ProgramId(program)),
+            ("tokens", None, Some(n)) => PurchaseKind::Tokens(n),
+            _ => {
+                return Err(format!(
+                    "{}: purchase kind must be subscription, ppt, ppv (with program) or tokens (with tokens)",
+                    id.0
+                ));
+            }
+        };
+        let window =
+            Window::new(p.from, p.until).ok_or_else(|| format!("{}: purchase until must be after from", id.0))?;
+        purchases.push(Purchase { terminal: id.clone(), item: p.item, purchase_data: p.offer, kind, window });
+    }
+    Ok(TerminalImport { id, registration, purchases })
+}
+
 /// A rollover request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -318,6 +489,13 @@ pub fn admin_app<S: BsmStore + Send + Sync + 'static>(state: Arc<AdminState<S>>)
         .route("/admin/v1/offers/{id}", axum::routing::put(put_offer::<S>))
         .route("/admin/v1/key-groups/{group}", get(key_group::<S>))
         .route("/admin/v1/key-groups/{group}/rollover", post(rollover::<S>))
+        .route("/admin/v1/key-groups/{group}/keys/{number}/until", axum::routing::put(move_key_end::<S>))
+        .route("/admin/v1/campaigns", get(list_campaigns::<S>))
+        .route("/admin/v1/campaigns/{id}", get(one_campaign::<S>))
+        .route(
+            "/admin/v1/terminals/import",
+            post(import::<S>).layer(axum::extract::DefaultBodyLimit::max(MAX_IMPORT_BODY)),
+        )
         .route("/admin/v1/terminals/{impi}", get(terminal::<S>))
         .layer(axum::middleware::from_fn_with_state(state.clone(), require_admin::<S>))
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
@@ -553,16 +731,17 @@ async fn rollover<S: BsmStore + Send + Sync + 'static>(
         rand,
         csb_id,
     };
-    match state.store.add_key(&stored).await {
-        Ok(()) => {
+    match state.store.add_key_campaign(&stored, state.campaign_spread, now).await {
+        Ok(campaign) => {
             tracing::info!(
                 key_group = group,
                 key_number = new.id.key_number,
                 from = new.window.from,
                 until = new.window.until,
+                campaign,
                 "admin API: key made"
             );
-            json_answer(StatusCode::CREATED, &KeyJson::from(&stored.entry))
+            json_answer(StatusCode::CREATED, &RolloverAnswer { key: KeyJson::from(&stored.entry), campaign })
         }
         Err(e) => store_error(e),
     }
@@ -596,4 +775,89 @@ async fn terminal<S: BsmStore + Send + Sync + 'static>(
             })).collect::<Vec<_>>(),
         }),
     )
+}
+
+/// Moves a key's end (extends or shortens its life) and makes the campaign that pushes the new
+/// window.
+async fn move_key_end<S: BsmStore + Send + Sync + 'static>(
+    State(state): State<Arc<AdminState<S>>>,
+    Path((group, number)): Path<(u16, u16)>,
+    bytes: axum::body::Bytes,
+) -> Response {
+    let j: KeyEndJson = match body(&bytes) {
+        Ok(j) => j,
+        Err(why) => return error(StatusCode::BAD_REQUEST, why),
+    };
+    let now = (state.clock)();
+    if j.until <= now {
+        return error(StatusCode::CONFLICT, "until must be after now (revoke a key instead of ending it in the past)");
+    }
+    let entries = match state.store.key_entries(group).await {
+        Ok(e) => e,
+        Err(e) => return store_error(e),
+    };
+    // Numbers repeat after 65 535 keys: the latest key with this number is meant.
+    let Some(entry) = entries.iter().rev().find(|k| k.id.key_number == number) else {
+        return error(StatusCode::NOT_FOUND, format!("key {group}/{number} does not exist"));
+    };
+    match state.store.update_key_until(entry.id, entry.window.from, j.until, state.campaign_spread, now).await {
+        Ok(campaign) => {
+            tracing::info!(
+                key_group = group,
+                key_number = number,
+                from = entry.window.until,
+                to = j.until,
+                campaign,
+                "admin API: key end moved"
+            );
+            let key = KeyEntry { window: Window { from: entry.window.from, until: j.until }, ..*entry };
+            json_answer(StatusCode::OK, &RolloverAnswer { key: KeyJson::from(&key), campaign })
+        }
+        Err(e) => store_error(e),
+    }
+}
+
+async fn list_campaigns<S: BsmStore + Send + Sync + 'static>(State(state): State<Arc<AdminState<S>>>) -> Response {
+    let (campaigns, subscribers) = match (state.store.campaigns(false).await, state.store.subscribers().await) {
+        (Ok(c), Ok(n)) => (c, n),
+        (Err(e), _) | (_, Err(e)) => return store_error(e),
+    };
+    json_answer(StatusCode::OK, &campaigns.iter().map(|c| campaign_json(c, subscribers)).collect::<Vec<_>>())
+}
+
+async fn one_campaign<S: BsmStore + Send + Sync + 'static>(
+    State(state): State<Arc<AdminState<S>>>,
+    Path(id): Path<u64>,
+) -> Response {
+    let (campaigns, subscribers) = match (state.store.campaigns(false).await, state.store.subscribers().await) {
+        (Ok(c), Ok(n)) => (c, n),
+        (Err(e), _) | (_, Err(e)) => return store_error(e),
+    };
+    match campaigns.iter().find(|c| c.id == id) {
+        Some(c) => json_answer(StatusCode::OK, &campaign_json(c, subscribers)),
+        None => error(StatusCode::NOT_FOUND, format!("campaign {id} does not exist")),
+    }
+}
+
+/// Stores a batch of subscribers, all or nothing.
+async fn import<S: BsmStore + Send + Sync + 'static>(
+    State(state): State<Arc<AdminState<S>>>,
+    bytes: axum::body::Bytes,
+) -> Response {
+    let list: Vec<ImportJson> = match body(&bytes) {
+        Ok(j) => j,
+        Err(why) => return error(StatusCode::BAD_REQUEST, why),
+    };
+    let mut imports = Vec::with_capacity(list.len());
+    for j in list {
+        match import_of(j) {
+            Ok(i) => imports.push(i),
+            Err(why) => return error(StatusCode::BAD_REQUEST, why),
+        }
+    }
+    match state.store.import_terminals(&imports).await {
+        Ok(n) => json_answer(StatusCode::OK, &json!({ "imported": n })),
+        Err(StoreError::Invalid(why)) => error(StatusCode::BAD_REQUEST, why),
+        Err(e) => store_error(e),
+    }
 }

@@ -37,6 +37,8 @@ pub(super) const SQL_PAGE_VERSIONS: &str = "SELECT terminal, max(version) AS ver
      WHERE terminal >= $1 AND terminal <= $2 AND key_domain = $3 AND key_group = $4 AND key_number = $5 \
      GROUP BY terminal";
 
+pub(super) const SQL_SUBSCRIBERS: &str = "SELECT count(DISTINCT terminal) AS n FROM purchases";
+
 /// The campaign's cursor and end, read before a page is stored (`FOR UPDATE` appended on PostgreSQL).
 pub(super) const SQL_STATE: &str = "SELECT resume_after, finished_at FROM campaigns WHERE id = $1";
 pub(super) const SQL_ADVANCE: &str = "UPDATE campaigns SET resume_after = $2, terminals = terminals + $3, \
