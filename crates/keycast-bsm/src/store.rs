@@ -243,6 +243,27 @@ pub struct CampaignPage {
     pub last: Option<String>,
 }
 
+/// How the deliveries of one key stand (the admin API's view of a campaign's outcome).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DeliverySummary {
+    /// Delivery rows of the key (every version).
+    pub rows: u64,
+    /// Distinct terminals among them.
+    pub terminals: u64,
+    /// The highest version.
+    pub max_version: u32,
+    /// Rows per state: pending, sent, pull-solicited, acknowledged, failed.
+    pub pending: u64,
+    /// Sent, waiting for a verification message.
+    pub sent: u64,
+    /// Solicited pull triggered.
+    pub pull_solicited: u64,
+    /// Acknowledged.
+    pub acknowledged: u64,
+    /// Failed (given up, stopped, superseded).
+    pub failed: u64,
+}
+
 /// A subscriber for [`BsmStore::import_terminals`]: the terminal, its registration and purchases.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TerminalImport {
@@ -685,4 +706,10 @@ pub trait BsmStore {
     /// # Errors
     /// [`StoreError`].
     fn subscribers(&self) -> impl Future<Output = Result<u64, StoreError>> + Send;
+
+    /// How the deliveries of the key(s) with this ID stand.
+    ///
+    /// # Errors
+    /// [`StoreError`].
+    fn delivery_summary(&self, id: SekPekId) -> impl Future<Output = Result<DeliverySummary, StoreError>> + Send;
 }

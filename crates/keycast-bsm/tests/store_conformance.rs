@@ -1109,6 +1109,9 @@ mod campaign_suite {
         assert_eq!((all[0].finished_at, all[0].terminals, all[0].queued), (Some(T0 + 1), 5, 3));
         let ended = s.advance_campaign(id, c.cursor.as_deref(), None, &[], 0, None).await;
         assert!(matches!(ended, Err(StoreError::NotClaimed(_))), "an ended campaign takes no page: {ended:?}");
+        let summary = s.delivery_summary(SekPekId { key_group: 1, key_number: 1 }).await.unwrap();
+        assert_eq!((summary.rows, summary.terminals, summary.max_version, summary.pending), (4, 4, 1, 4));
+        assert_eq!(s.delivery_summary(SekPekId { key_group: 9, key_number: 9 }).await.unwrap().rows, 0);
         // The page reports what exists: terminal 2's latest version now.
         let again = s.campaign_page(&all[0], None, 10).await.unwrap();
         assert!(again.targets.iter().all(|t| t.latest_version == Some(1)));

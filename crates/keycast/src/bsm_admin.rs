@@ -14,6 +14,8 @@
 //! - `key-end --group N --number M --until T`: moves a key's end (extends or shortens its life)
 //!   and follows the campaign that pushes the new window.
 //! - `campaigns [--json]`: every campaign and how far it got.
+//! - `deliveries --group N --number M`: how the key's deliveries stand (rows, terminals, highest
+//!   version, rows per state), as JSON.
 //! - `import FILE.jsonl`: bulk import of subscribers, one admin-API import object per line
 //!   (`{"impi", "registration", "purchases"}`), in batches, each all or nothing, with a progress
 //!   bar; stops at the first refused batch, naming its first line.
@@ -110,6 +112,15 @@ pub enum BsmCommand {
         /// JSON instead of a table.
         #[arg(long)]
         json: bool,
+    },
+    /// How a key's deliveries stand (JSON).
+    Deliveries {
+        /// Key Group.
+        #[arg(long)]
+        group: u16,
+        /// Key Number.
+        #[arg(long)]
+        number: u16,
     },
     /// Import subscribers from a JSON-lines file.
     Import {
@@ -258,6 +269,11 @@ pub fn run_bsm(args: &BsmArgs) -> Result<ExitCode> {
             BsmCommand::Campaigns { json } => {
                 let list = admin.expect("GET", "/admin/v1/campaigns", None, &[200]).await?;
                 print_list(&list, *json);
+                Ok(())
+            }
+            BsmCommand::Deliveries { group, number } => {
+                let path = format!("/admin/v1/key-groups/{group}/keys/{number}/deliveries");
+                println!("{}", admin.expect("GET", &path, None, &[200]).await?);
                 Ok(())
             }
             BsmCommand::Import { file, batch } => import(&mut admin, file, *batch).await,

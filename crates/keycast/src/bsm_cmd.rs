@@ -27,6 +27,7 @@
 //! | `[metrics] listen` | `"127.0.0.1:9091"` | Prometheus `GET /metrics` |
 //! | `[push] listen` | `"127.0.0.1:0"` | the UDP socket LTKMs are pushed from and verification messages come back to: set it to the BSM's public address (e.g. `"0.0.0.0:2269"`) |
 //! | `[push] spread_secs` | `600` | a key campaign's pushes (a new key, a moved key end) are spread over this many seconds from its start, never past the new key's start |
+//! | `[push] campaign_page` | `2000` | terminals per campaign page: each page's deliveries and the campaign's cursor are one transaction |
 //! | `[admin] listen` | `"127.0.0.1:9092"` | the JSON administration API ([`keycast_bsm::http::admin`]) |
 //! | `[admin] token_file` | (none: no admin API) | its bearer token (accepted from loopback peers only) |
 //! | `[log] format` | `"text"` | `"text"` or `"json"`; level from `RUST_LOG` (default `info`) |
@@ -133,6 +134,7 @@ struct RawTls {
 struct RawPush {
     listen: Option<String>,
     spread_secs: Option<u64>,
+    campaign_page: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -218,6 +220,8 @@ pub struct BsmSettings {
     pub push_listen: SocketAddr,
     /// The window a key campaign's pushes are spread over.
     pub push_spread: std::time::Duration,
+    /// Terminals per campaign page (one transaction each).
+    pub campaign_page: u32,
     /// Log format.
     pub log_format: LogFormat,
 }
@@ -331,6 +335,11 @@ impl BsmSettings {
                 anyhow!("{}: [push] listen must be an IP address and port, e.g. \"0.0.0.0:2269\"", path.display())
             })?,
             push_spread: std::time::Duration::from_secs(raw.push.spread_secs.unwrap_or(DEFAULT_SPREAD_SECS)),
+            campaign_page: match raw.push.campaign_page {
+                Some(0) => bail!("{}: [push] campaign_page must be at least 1", path.display()),
+                Some(n) => n,
+                None => keycast_bsm::campaign::DEFAULT_PAGE,
+            },
             log_format: raw.log.format,
         })
     }
@@ -455,7 +464,10 @@ async fn run<S: BsmStore + Clone + Send + Sync + 'static>(
     let push_addr = worker.local_addr().context("push socket address")?;
     let push = PushService::spawn(worker, system_push_clock());
     let tls = settings.tls.as_ref().map(bsm_tls_config).transpose()?;
-    let runner = Arc::new(CampaignRunner::new(Provisioning::new(store.clone(), config.clone()), OsRandom));
+    let runner = Arc::new(
+        CampaignRunner::new(Provisioning::new(store.clone(), config.clone()), OsRandom)
+            .with_page(settings.campaign_page),
+    );
     let state = Arc::new(
         ProvisioningState::new(Provisioning::new(store, config), guard)
             .with_intents(Arc::new(intents))

@@ -20,6 +20,7 @@
 //! | `GET /admin/v1/key-groups/{group}` | — | `[KeyEntry]` without key bytes |
 //! | `POST /admin/v1/key-groups/{group}/rollover` | `{mcc, mnc, key_lifetime_secs, lead_secs}` | 201 with the new key's entry and the id of the campaign that pushes it (`campaign`), or 200 `{"due": false}` |
 //! | `PUT /admin/v1/key-groups/{group}/keys/{number}/until` | `{until}` | 200 with the key's entry and the id of the campaign that pushes the new window; 404, 409 (overlaps the next key, revoked, not after now) |
+//! | `GET /admin/v1/key-groups/{group}/keys/{number}/deliveries` | — | `{rows, terminals, max_version, pending, sent, pull_solicited, acknowledged, failed}`: how the key's deliveries stand |
 //! | `GET /admin/v1/campaigns` | — | `[Campaign]`, newest first, with `subscribers` (terminals with purchases) for progress |
 //! | `GET /admin/v1/campaigns/{id}` | — | the campaign; 404 |
 //! | `POST /admin/v1/terminals/import` | `[{impi, registration?: {address, interface, at}, purchases: [{item, offer, kind, program?, tokens?, from, until}]}]` (at most 8 MiB) | 200 `{"imported": n}`, all or nothing; 404 for an unknown item, offer or program |
@@ -490,6 +491,7 @@ pub fn admin_app<S: BsmStore + Send + Sync + 'static>(state: Arc<AdminState<S>>)
         .route("/admin/v1/key-groups/{group}", get(key_group::<S>))
         .route("/admin/v1/key-groups/{group}/rollover", post(rollover::<S>))
         .route("/admin/v1/key-groups/{group}/keys/{number}/until", axum::routing::put(move_key_end::<S>))
+        .route("/admin/v1/key-groups/{group}/keys/{number}/deliveries", get(key_deliveries::<S>))
         .route("/admin/v1/campaigns", get(list_campaigns::<S>))
         .route("/admin/v1/campaigns/{id}", get(one_campaign::<S>))
         .route(
@@ -858,6 +860,22 @@ async fn import<S: BsmStore + Send + Sync + 'static>(
     match state.store.import_terminals(&imports).await {
         Ok(n) => json_answer(StatusCode::OK, &json!({ "imported": n })),
         Err(StoreError::Invalid(why)) => error(StatusCode::BAD_REQUEST, why),
+        Err(e) => store_error(e),
+    }
+}
+
+async fn key_deliveries<S: BsmStore + Send + Sync + 'static>(
+    State(state): State<Arc<AdminState<S>>>,
+    Path((group, number)): Path<(u16, u16)>,
+) -> Response {
+    match state.store.delivery_summary(SekPekId { key_group: group, key_number: number }).await {
+        Ok(d) => json_answer(
+            StatusCode::OK,
+            &json!({
+                "rows": d.rows, "terminals": d.terminals, "max_version": d.max_version, "pending": d.pending,
+                "sent": d.sent, "pull_solicited": d.pull_solicited, "acknowledged": d.acknowledged, "failed": d.failed,
+            }),
+        ),
         Err(e) => store_error(e),
     }
 }

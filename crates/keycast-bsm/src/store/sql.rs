@@ -33,8 +33,8 @@ use sqlx::{Arguments, AssertSqlSafe, Row, SqlSafeStr};
 
 use self::deliveries::{Encoded, Raw, RawSent, Statement};
 use super::{
-    BsmStore, Campaign, CampaignKind, CampaignPage, CampaignTarget, Interface, LtkmForm, Registration, SentMatch,
-    StoreError, StoredKey, Terminal, TerminalImport,
+    BsmStore, Campaign, CampaignKind, CampaignPage, CampaignTarget, DeliverySummary, Interface, LtkmForm, Registration,
+    SentMatch, StoreError, StoredKey, Terminal, TerminalImport,
 };
 use crate::client_id::BcastClientId;
 use crate::delivery::{AckOutcome, Attempt, DeliveryId, DeliveryKey, DeliveryRow, DeliveryState, Time};
@@ -1525,6 +1525,31 @@ macro_rules! sql_store {
                     .try_get("n")
                     .map_err(backend)?;
                 from_db(n, "subscriber count")
+            }
+
+            async fn delivery_summary(&self, id: SekPekId) -> Result<DeliverySummary, StoreError> {
+                let row = sqlx::query(campaigns::SQL_DELIVERY_SUMMARY)
+                    .bind(i64::from(id.key_group))
+                    .bind(i64::from(id.key_number))
+                    .fetch_one(&self.pool)
+                    .await
+                    .map_err(backend)?;
+                // The sums are cast to BIGINT in the SQL: PostgreSQL sums integers as NUMERIC.
+                let count = |name: &str| -> Result<u64, StoreError> {
+                    let v: i64 = row.try_get(name).map_err(backend)?;
+                    from_db(v, name)
+                };
+                Ok(DeliverySummary {
+                    rows: count("n")?,
+                    terminals: count("terminals")?,
+                    max_version: u32::try_from(count("max_version")?)
+                        .map_err(|_| StoreError::Corrupt("delivery version".into()))?,
+                    pending: count("pending")?,
+                    sent: count("sent")?,
+                    pull_solicited: count("pulled")?,
+                    acknowledged: count("acknowledged")?,
+                    failed: count("failed")?,
+                })
             }
         }
     };

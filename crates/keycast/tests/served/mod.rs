@@ -55,6 +55,12 @@ impl Served {
         served
     }
 
+    /// SIGKILL (`kill -9`): no clean-up runs in the process.
+    pub fn kill_hard(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
     pub fn log_text(&self) -> String {
         fs::read_to_string(&self.log).unwrap_or_default()
     }

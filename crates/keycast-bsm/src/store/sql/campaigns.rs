@@ -37,6 +37,14 @@ pub(super) const SQL_PAGE_VERSIONS: &str = "SELECT terminal, max(version) AS ver
      WHERE terminal >= $1 AND terminal <= $2 AND key_domain = $3 AND key_group = $4 AND key_number = $5 \
      GROUP BY terminal";
 
+pub(super) const SQL_DELIVERY_SUMMARY: &str = "SELECT count(*) AS n, count(DISTINCT terminal) AS terminals, \
+     coalesce(max(version), 0) AS max_version, \
+     CAST(coalesce(sum(CASE WHEN state = 'pending' THEN 1 ELSE 0 END), 0) AS BIGINT) AS pending, \
+     CAST(coalesce(sum(CASE WHEN state = 'sent' THEN 1 ELSE 0 END), 0) AS BIGINT) AS sent, \
+     CAST(coalesce(sum(CASE WHEN state = 'pull-solicited' THEN 1 ELSE 0 END), 0) AS BIGINT) AS pulled, \
+     CAST(coalesce(sum(CASE WHEN state = 'acknowledged' THEN 1 ELSE 0 END), 0) AS BIGINT) AS acknowledged, \
+     CAST(coalesce(sum(CASE WHEN state = 'failed' THEN 1 ELSE 0 END), 0) AS BIGINT) AS failed \
+     FROM deliveries WHERE key_group = $1 AND key_number = $2";
 pub(super) const SQL_SUBSCRIBERS: &str = "SELECT count(DISTINCT terminal) AS n FROM purchases";
 
 /// The campaign's cursor and end, read before a page is stored (`FOR UPDATE` appended on PostgreSQL).
