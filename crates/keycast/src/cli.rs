@@ -48,6 +48,8 @@ pub enum Command {
     Bsf(crate::bsf_cmd::BsfArgs),
     /// Administer a running BSM over its admin API: `bsm --config PATH apply|show|keys|rollover|terminal`.
     Bsm(crate::bsm_admin::BsmArgs),
+    /// Measure a role at scale: `bench rollover --subscribers N [--postgres URL]`.
+    Bench(crate::bench_cmd::BenchArgs),
 }
 
 /// Options of `keycast demo`.
@@ -244,6 +246,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Serve(a) => crate::bsf_cmd::run_serve(&a),
         Command::Bsf(a) => crate::bsf_cmd::run_bsf(&a),
         Command::Bsm(a) => crate::bsm_admin::run_bsm(&a),
+        Command::Bench(a) => crate::bench_cmd::run_bench(&a),
         Command::Derive(a) => {
             let node = match &a.what {
                 DeriveCommand::Milenage(m) => derive::milenage(&derive::MilenageInput {

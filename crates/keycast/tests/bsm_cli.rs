@@ -172,3 +172,22 @@ fn serve_bsm_challenges_serves_metrics_and_stops_on_sigterm() {
         "no secret in the log:\n{log}"
     );
 }
+
+/// `keycast bench rollover` on a small population: every subscriber's row persisted and LTKM
+/// built, with the figures printed.
+#[test]
+fn bench_rollover_queues_every_subscriber_and_reports() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_keycast"))
+        .args(["bench", "rollover", "--subscribers", "3001", "--page", "1000"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("rollover sqlite: 3001 subscribers") && text.contains("3001 rows persisted"), "{text}");
+    assert!(text.contains("VmHWM"), "{text}");
+    let refused = std::process::Command::new(env!("CARGO_BIN_EXE_keycast"))
+        .args(["bench", "rollover", "--subscribers", "0"])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+}

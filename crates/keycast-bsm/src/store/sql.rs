@@ -112,6 +112,9 @@ fn key_name(key: &DeliveryKey) -> String {
     format!("delivery of {}/{} v{} to {}", id.key_group, id.key_number, key.version, key.terminal)
 }
 
+/// How long a PostgreSQL caller waits for a pooled connection.
+const PG_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Ids per `IN (…)` list when reading sent attempts back (far below either parameter limit).
 const IN_LIST: usize = 500;
 
@@ -1618,7 +1621,14 @@ impl PgStore {
     /// # Errors
     /// As [`PgStore::open`].
     pub async fn connect_with(options: PgConnectOptions, key: StorageKey) -> Result<Self, StoreError> {
-        let pool = PgPoolOptions::new().max_connections(8).connect_with(options).await.map_err(backend)?;
+        // A request waits at most 5 s for a connection while the database is away (then the
+        // store errs and the service answers 503); sqlx's reconnect backoff is a fifth of this.
+        let pool = PgPoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(PG_ACQUIRE_TIMEOUT)
+            .connect_with(options)
+            .await
+            .map_err(backend)?;
         Self::init(pool, key).await
     }
 }
