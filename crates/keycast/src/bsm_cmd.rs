@@ -457,7 +457,7 @@ async fn run<S: BsmStore + Clone + Send + Sync + 'static>(
     let mut push_config = PushConfig::new(worker_id, settings.fqdn.clone());
     push_config.scheduler.spread_window = settings.push_spread;
     let writer = Arc::new(IntentWriter::new(store.clone(), push_config.scheduler, OsRandom));
-    let (intents, intents_task) = StoreIntents::spawn(writer, system_push_clock());
+    let intents = StoreIntents::new(writer, system_push_clock());
     let worker = PushWorker::bind(store.clone(), keys.clone(), push_config, settings.push_listen, OsRandom)
         .await
         .with_context(|| format!("binding the push socket {}", settings.push_listen))?;
@@ -521,9 +521,6 @@ async fn run<S: BsmStore + Clone + Send + Sync + 'static>(
     // resumes after the last stored page.
     let _ = campaigns.await;
     push.stop().await;
-    // The router (and with it the intent sender) is gone with the listener; the writer ends once
-    // the last answers' intents are stored. Bounded, should a connection still hold a clone.
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), intents_task).await;
     tracing::info!("BSM stopped");
     Ok(())
 }

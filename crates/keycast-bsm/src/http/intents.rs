@@ -18,18 +18,16 @@
 //! - **Due times**: the intents of one request concern one terminal, so each push follows the
 //!   scheduler's rule for single deliveries (`now` plus [`SchedulerConfig::draw_jitter`]); the
 //!   campaign spread is for mass updates of many terminals.
-//! - **Durability**: [`IntentSink::submit`] is synchronous and runs before the answer leaves, so
-//!   [`StoreIntents`] queues the intents to a task that writes them. A crash between the answer and
-//!   that write loses the pushes, not the keys: the terminal's next registration or LTKM request
-//!   delivers every key it is entitled to.
+//! - **Durability**: the routes await [`IntentSink::submit`] before the answer leaves, and
+//!   [`StoreIntents`] writes the rows in it: a terminal that was told of its purchase has its
+//!   pushes stored. A write that fails makes the answer 503; the terminal asks again (a repeated
+//!   Service Request re-sends its keys, and no push is queued twice for one version).
 
 use std::sync::{Arc, Mutex, PoisonError};
 
 use keycast_mikey::{KeyDomainId, SekPekId};
-use tokio::sync::mpsc;
-use tokio::task::JoinHandle;
 
-use super::provisioning::IntentSink;
+use super::provisioning::{IntentSink, SubmitFuture};
 use crate::delivery::{Delivery, DeliveryKey, DeliveryRow, DeliveryState, FailReason, SchedulerConfig, Time};
 use crate::domain::TerminalId;
 use crate::issue::LtkmKind;
@@ -210,42 +208,38 @@ impl<S: BsmStore + Sync, R: RandomSource + Send> IntentWriter<S, R> {
     }
 }
 
-/// The [`IntentSink`] of a BSM that pushes: hands each request's intents to the task of
-/// [`StoreIntents::spawn`], which writes them with an [`IntentWriter`] (module docs).
-#[derive(Debug, Clone)]
-pub struct StoreIntents {
-    tx: mpsc::UnboundedSender<Vec<DeliveryIntent>>,
+/// The [`IntentSink`] of a BSM that pushes: writes each request's intents with an
+/// [`IntentWriter`] before the route answers (module docs).
+pub struct StoreIntents<S, R> {
+    writer: Arc<IntentWriter<S, R>>,
+    clock: PushClock,
 }
 
-impl StoreIntents {
-    /// Starts the writing task; it ends when every [`StoreIntents`] clone is dropped, after writing
-    /// what was queued.
-    #[must_use]
-    pub fn spawn<S, R>(writer: Arc<IntentWriter<S, R>>, clock: PushClock) -> (Self, JoinHandle<()>)
-    where
-        S: BsmStore + Send + Sync + 'static,
-        R: RandomSource + Send + 'static,
-    {
-        let (tx, mut rx) = mpsc::unbounded_channel::<Vec<DeliveryIntent>>();
-        let task = tokio::spawn(async move {
-            while let Some(intents) = rx.recv().await {
-                let count = intents.len();
-                if let Err(e) = writer.write(intents, clock()).await {
-                    tracing::error!(error = %e, count, "delivery intents not stored");
-                }
-            }
-        });
-        (Self { tx }, task)
+impl<S, R> core::fmt::Debug for StoreIntents<S, R> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("StoreIntents").finish_non_exhaustive()
     }
 }
 
-impl IntentSink for StoreIntents {
-    fn submit(&self, intents: Vec<DeliveryIntent>) {
-        if intents.is_empty() {
-            return;
-        }
-        if self.tx.send(intents).is_err() {
-            tracing::error!("delivery intents dropped: the writing task has ended");
-        }
+impl<S, R> StoreIntents<S, R> {
+    /// A sink writing through `writer`, at the times `clock` gives.
+    #[must_use]
+    pub fn new(writer: Arc<IntentWriter<S, R>>, clock: PushClock) -> Self {
+        Self { writer, clock }
+    }
+}
+
+impl<S, R> IntentSink for StoreIntents<S, R>
+where
+    S: BsmStore + Send + Sync + 'static,
+    R: RandomSource + Send + 'static,
+{
+    fn submit(&self, intents: Vec<DeliveryIntent>) -> SubmitFuture<'_> {
+        Box::pin(async move {
+            if intents.is_empty() {
+                return Ok(());
+            }
+            self.writer.write(intents, (self.clock)()).await.map(|_| ())
+        })
     }
 }

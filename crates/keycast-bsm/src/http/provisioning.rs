@@ -32,6 +32,7 @@
 //! counts as plain HTTP.
 
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use axum::Router;
@@ -51,19 +52,23 @@ use super::auth::{Clock, UaGuard, UaIdentity, require_ua_digest, system_clock};
 use super::client_id::{RequestChannel, client_id_gate};
 use crate::client_id::{BcastClientId, BcastClientIdPolicy};
 use crate::service::{DeliveryIntent, Provisioning, ServiceError};
-use crate::store::BsmStore;
+use crate::store::{BsmStore, StoreError};
 
 /// Path of the OMA BCAST service provisioning interface \[chosen: the PurchaseURL's path\].
 pub const SPROV_PATH: &str = "/sprov";
 /// Path of the 3GPP MBMS key-management interface (33.246 Annex G).
 pub const KEY_MANAGEMENT_PATH: &str = "/keymanagement";
 
+/// What [`IntentSink::submit`] returns: done when the intents are stored, or why not.
+pub type SubmitFuture<'a> = Pin<Box<dyn Future<Output = Result<(), StoreError>> + Send + 'a>>;
+
 /// Where the routes put what the push scheduler should do. The scheduler's shell implements it;
 /// [`LogIntents`] only logs.
 pub trait IntentSink: Send + Sync {
-    /// Takes the intents of one answered request (called after the answer is decided, before it
-    /// is sent; the state it relies on is already committed).
-    fn submit(&self, intents: Vec<DeliveryIntent>);
+    /// Takes the intents of one answered request. The route awaits it after the answer is decided
+    /// and before it is sent, so the deliveries are stored before the terminal hears of its
+    /// purchase (a failure answers 503: the terminal retries, and the request is idempotent).
+    fn submit(&self, intents: Vec<DeliveryIntent>) -> SubmitFuture<'_>;
 }
 
 /// An [`IntentSink`] that logs how many intents it drops (for a BSM without pushes).
@@ -71,10 +76,11 @@ pub trait IntentSink: Send + Sync {
 pub struct LogIntents;
 
 impl IntentSink for LogIntents {
-    fn submit(&self, intents: Vec<DeliveryIntent>) {
+    fn submit(&self, intents: Vec<DeliveryIntent>) -> SubmitFuture<'_> {
         if !intents.is_empty() {
             tracing::debug!(count = intents.len(), "delivery intents dropped: no push scheduler attached");
         }
+        Box::pin(std::future::ready(Ok(())))
     }
 }
 
@@ -300,8 +306,20 @@ async fn sprov_handler<S: BsmStore + Send + Sync + 'static>(
     let outcome = state.service.handle(&caller, message, source, now).await?;
     keep_client_id(&state, &caller.terminal, client_id).await?;
     tracing::info!(btid = terminal.btid(), request = kind, intents = outcome.intents.len(), "sprov");
-    state.intents.submit(outcome.intents);
+    store_intents(&state, outcome.intents).await?;
     Ok(xml_answer(sprov::CONTENT_TYPE, outcome.response.to_xml()))
+}
+
+/// Hands the intents to the sink and waits until they are stored.
+async fn store_intents<S>(
+    state: &ProvisioningState<S>,
+    intents: Vec<DeliveryIntent>,
+) -> Result<(), ProvisioningHttpError> {
+    let count = intents.len();
+    state.intents.submit(intents).await.map_err(|e| {
+        tracing::error!(error = %e, count, "delivery intents not stored; answering 503");
+        ProvisioningHttpError::Unavailable
+    })
 }
 
 /// The `requesttype` query parameter (33.246 Annex G).
@@ -355,7 +373,7 @@ async fn key_management_handler<S: BsmStore + Send + Sync + 'static>(
         _ => return Err(ProvisioningHttpError::UnknownRequestType),
     };
     tracing::info!(btid = terminal.btid(), request = kind, intents = intents.len(), "keymanagement");
-    state.intents.submit(intents);
+    store_intents(&state, intents).await?;
     Ok(answer)
 }
 

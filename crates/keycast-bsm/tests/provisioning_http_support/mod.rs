@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use keycast_bsm::http::UaGuard;
-use keycast_bsm::http::provisioning::{IntentSink, ProvisioningState, bsm_app};
+use keycast_bsm::http::provisioning::{IntentSink, ProvisioningState, SubmitFuture, bsm_app};
 use keycast_bsm::keys::KeyCache;
 use keycast_bsm::service::{DeliveryIntent, Provisioning, ProvisioningConfig};
 use keycast_bsm::store::sql::SqliteStore;
@@ -33,8 +33,9 @@ use crate::ua_support::{BSF_DOMAIN, BSM, Counting, RunningBsf, TestClock, USER_A
 pub struct Collect(pub Mutex<Vec<DeliveryIntent>>);
 
 impl IntentSink for Collect {
-    fn submit(&self, intents: Vec<DeliveryIntent>) {
+    fn submit(&self, intents: Vec<DeliveryIntent>) -> SubmitFuture<'_> {
         self.0.lock().unwrap().extend(intents);
+        Box::pin(std::future::ready(Ok(())))
     }
 }
 

@@ -8,8 +8,8 @@
 //! What keeps the run reproducible: one clock for the BSM, the admin API and the terminals, moved
 //! only by the demo; key bytes, RANDs and CSB IDs of the admin API's rollovers from the seed; the
 //! answers' delivery intents collected by [`CollectedIntents`] and written by the demo at that
-//! clock (the service's [`keycast_bsm::http::intents::StoreIntents`] writes them from a task, at
-//! a moment the narration could not name); push rounds and verification intake stepped by the
+//! clock (the service's [`keycast_bsm::http::intents::StoreIntents`] writes them at the wall
+//! clock's time, which the narration could not name); push rounds and verification intake stepped by the
 //! demo ([`PushWorker::run_once`], [`PushWorker::receive_once`]) instead of the service loop.
 //!
 //! The two terminals share 127.0.0.1, and a push goes to the registered address on the port of the
@@ -26,7 +26,7 @@ use keycast_bsm::delivery::{AckOutcome, DeliveryKey, DeliveryState, PushPorts, R
 use keycast_bsm::http::UaGuard;
 use keycast_bsm::http::admin::{AdminState, KeyMaterial, NoRandomness, admin_app};
 use keycast_bsm::http::intents::{IntentReport, IntentWriter};
-use keycast_bsm::http::provisioning::{IntentSink, ProvisioningState, bsm_app};
+use keycast_bsm::http::provisioning::{IntentSink, ProvisioningState, SubmitFuture, bsm_app};
 use keycast_bsm::push::{Intake, PushConfig, PushWorker};
 use keycast_bsm::rng::SeededRandom as BsmRandom;
 use keycast_bsm::service::{DeliveryIntent, Provisioning, ProvisioningConfig};
@@ -132,8 +132,9 @@ impl KeyMaterial for SeededMaterial {
 struct CollectedIntents(Mutex<Vec<DeliveryIntent>>);
 
 impl IntentSink for CollectedIntents {
-    fn submit(&self, intents: Vec<DeliveryIntent>) {
+    fn submit(&self, intents: Vec<DeliveryIntent>) -> SubmitFuture<'_> {
         self.0.lock().unwrap_or_else(PoisonError::into_inner).extend(intents);
+        Box::pin(std::future::ready(Ok(())))
     }
 }
 
