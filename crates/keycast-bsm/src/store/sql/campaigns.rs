@@ -27,11 +27,13 @@ pub(super) const SQL_SET_UNTIL: &str = "UPDATE keys SET window_until = $3 WHERE 
 pub(super) const SQL_PAGE_IDS_AFTER: &str =
     "SELECT DISTINCT terminal FROM purchases WHERE terminal > $1 ORDER BY terminal LIMIT $2";
 pub(super) const SQL_PAGE_IDS_FIRST: &str = "SELECT DISTINCT terminal FROM purchases ORDER BY terminal LIMIT $1";
-/// The registered terminals of a page with every purchase of each.
+/// The registered terminals of a page with every purchase of each. The range is stated on both
+/// tables: PostgreSQL does not carry it across the join, and would scan every purchase.
 pub(super) const SQL_PAGE_TARGETS: &str = "SELECT t.impi, t.reg_address, t.reg_interface, t.reg_at, \
      p.terminal, p.item, p.purchase_data, p.kind, p.program, p.tokens, p.window_from, p.window_until \
      FROM terminals t JOIN purchases p ON p.terminal = t.impi \
-     WHERE t.impi >= $1 AND t.impi <= $2 AND t.reg_address IS NOT NULL ORDER BY t.impi, p.item";
+     WHERE t.impi >= $1 AND t.impi <= $2 AND p.terminal >= $1 AND p.terminal <= $2 \
+     AND t.reg_address IS NOT NULL ORDER BY t.impi, p.item";
 /// The latest delivery version of the campaign's key for each terminal of a page.
 pub(super) const SQL_PAGE_VERSIONS: &str = "SELECT terminal, max(version) AS version FROM deliveries \
      WHERE terminal >= $1 AND terminal <= $2 AND key_domain = $3 AND key_group = $4 AND key_number = $5 \
