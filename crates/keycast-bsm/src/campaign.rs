@@ -251,7 +251,7 @@ impl<S: BsmStore + Sync, R: RandomSource + Send> CampaignRunner<S, R> {
         if campaign.key.window.from > campaign.created_at {
             spread = spread.min(Duration::from_secs(campaign.key.window.from - campaign.created_at));
         }
-        let span = u128::try_from(spread.as_micros()).unwrap_or(u128::MAX);
+        let span = spread.as_micros();
         let offset = span * u128::from(position.min(total)) / u128::from(total.max(1));
         let jitter = u64::try_from(JITTER.min(spread).as_micros()).unwrap_or(0);
         let jitter = if jitter == 0 {
