@@ -3,7 +3,7 @@
 //!
 //! Every timing decision is the sans-IO scheduler's ([`SchedulerConfig::step`],
 //! [`SchedulerConfig::next_due`], [`RateLimiter`]); every durable decision is the store's
-//! ([`BsmStore::claim_due`], [`BsmStore::record_send`], [`BsmStore::acknowledge_sent`]). The worker
+//! ([`BsmStore::claim_due`], [`BsmStore::record_sends`], [`BsmStore::acknowledge_sent`]). The worker
 //! only moves bytes between them, the key source and one UDP socket, so several workers (in one
 //! process or many, each with its own id) can share one database.
 //!
@@ -11,13 +11,16 @@
 //! 1. Take as many rows as the rate limit has tokens for (at most the batch size) with
 //!    [`BsmStore::claim_due`], under a lease.
 //! 2. For each, [`SchedulerConfig::step`] says what is due:
-//!    - a push or the solicited-pull trigger: the terminal's current B-TID ([`BsmStore::terminal`])
-//!      and its SMK ([`KeySource`]); [`BsmStore::record_send`] reserves the TS and moves the state
-//!      and the next due time **before** the LTKM is built with that TS (V = 1 for a push,
-//!      [`crate::issue::solicited_pull_ltkm`] for the trigger) and sent to the terminal's
-//!      registered address on the port of its interface ([`SchedulerConfig::port`]);
+//!    - a push or the solicited-pull trigger: everything the LTKM needs besides its TS is resolved
+//!      first — the terminal's current B-TID ([`BsmStore::terminal`]), its SMK ([`KeySource`]),
+//!      the stored key and the delivery's form;
 //!    - giving up: [`BsmStore::record_outcome`] with `Failed`.
-//! 3. A worker whose claim was lost meanwhile is refused by the store and sends nothing.
+//! 3. [`BsmStore::record_sends`] records every attempt of the round in one transaction (one
+//!    commit): it reserves each LTKM's TS and moves each row's state and next due time **before**
+//!    any LTKM is built with its TS (V = 1 for a push, [`crate::issue::solicited_pull_ltkm`] for
+//!    the trigger) and sent to the terminal's registered address on the port of its interface
+//!    ([`SchedulerConfig::port`]).
+//! 4. A row whose claim was lost meanwhile is refused by the store and sends nothing.
 //!
 //! # Intake ([`PushWorker::handle_datagram`])
 //! A datagram on the push socket is taken as a verification message (`profile: P-5`): parsed,
@@ -63,7 +66,7 @@ use crate::issue::{IssueError, LtkmTs, SekPekRecord, TerminalKeys, build_ltkm, s
 use crate::keys::KeySource;
 use crate::rng::RandomSource;
 use crate::service::PushIntent;
-use crate::store::{BsmStore, Interface, LtkmForm, StoreError, StoredKey, Terminal};
+use crate::store::{BsmStore, Interface, LtkmForm, SendRecord, StoreError, StoredKey, Terminal};
 use crate::verification::{self, VerificationError};
 
 /// Largest datagram read: a verification message is about a hundred octets; anything longer is
@@ -291,6 +294,41 @@ enum RowOutcome {
     Skipped,
 }
 
+impl RoundReport {
+    fn count(&mut self, outcome: RowOutcome) {
+        match outcome {
+            RowOutcome::Pushed => self.pushed += 1,
+            RowOutcome::Pulled => self.pulls += 1,
+            RowOutcome::GaveUp => self.gave_up += 1,
+            RowOutcome::NotSent => self.not_sent += 1,
+            RowOutcome::Lost => self.lost += 1,
+            RowOutcome::Abandoned => self.abandoned += 1,
+            RowOutcome::Error => self.errors += 1,
+            RowOutcome::Skipped => {}
+        }
+    }
+}
+
+/// A claimed row ready for its attempt: its step, its next due time, and — when the terminal
+/// can be sealed for — what its datagram needs.
+struct Prepared<'r> {
+    row: &'r DeliveryRow,
+    step: Step,
+    next_due: Time,
+    sealing: Option<Sealing>,
+}
+
+/// The stored keys read during one round, by ID (`None`: not stored).
+#[derive(Default)]
+struct RoundKeys(std::collections::HashMap<keycast_mikey::SekPekId, Option<StoredKey>>);
+
+/// The terminal's keys, the key record of a push (`None` for the pull trigger) and the address.
+struct Sealing {
+    keys: TerminalKeys,
+    issue: Option<SekPekRecord>,
+    to: PushAddress,
+}
+
 /// The store's name of the datagram a step sends (a give-up sends none and never gets here).
 fn attempt_of(step: Step) -> Attempt {
     match step {
@@ -435,16 +473,38 @@ where
         }
         let rows = self.store.claim_due(&self.config.worker, now, self.config.lease, tokens).await?;
         report.claimed = u32::try_from(rows.len()).unwrap_or(u32::MAX);
-        for (_, row) in rows {
-            match self.handle_row(&row, now).await {
-                RowOutcome::Pushed => report.pushed += 1,
-                RowOutcome::Pulled => report.pulls += 1,
-                RowOutcome::GaveUp => report.gave_up += 1,
-                RowOutcome::NotSent => report.not_sent += 1,
-                RowOutcome::Lost => report.lost += 1,
-                RowOutcome::Abandoned => report.abandoned += 1,
-                RowOutcome::Error => report.errors += 1,
-                RowOutcome::Skipped => {}
+        let mut prepared = Vec::with_capacity(rows.len());
+        // The keys read this round: a campaign's rows share one, so it is read (and unwrapped) once.
+        let mut round_keys = RoundKeys::default();
+        for (_, row) in &rows {
+            match self.prepare(row, now, &mut round_keys).await {
+                Ok(p) => prepared.push(p),
+                Err(outcome) => report.count(outcome),
+            }
+        }
+        if !prepared.is_empty() {
+            let sends: Vec<SendRecord> = prepared
+                .iter()
+                .map(|p| SendRecord {
+                    key: p.row.delivery.key.clone(),
+                    attempt: attempt_of(p.step),
+                    btid: p.sealing.as_ref().map(|s| s.keys.btid.clone()),
+                    next_due: p.next_due,
+                })
+                .collect();
+            match self.store.record_sends(&self.config.worker, &sends, now).await {
+                Ok(results) => {
+                    for (p, result) in prepared.iter().zip(results) {
+                        let outcome = self.finish(p, result, now).await;
+                        report.count(outcome);
+                    }
+                }
+                // Nothing was recorded: the rows wait for their lease and go again.
+                Err(e) => {
+                    for p in &prepared {
+                        report.count(self.store_error(&p.row.delivery.key, &e));
+                    }
+                }
             }
         }
         if tokens < self.config.batch && report.claimed == tokens {
@@ -455,22 +515,29 @@ where
         Ok(report)
     }
 
-    async fn handle_row(&self, row: &DeliveryRow, now: Time) -> RowOutcome {
+    /// Decides a claimed row's step and resolves what its datagram needs; `Err` with the outcome
+    /// when the row ends here (given up, abandoned, skipped, a store error).
+    async fn prepare<'r>(
+        &self,
+        row: &'r DeliveryRow,
+        now: Time,
+        round_keys: &mut RoundKeys,
+    ) -> Result<Prepared<'r>, RowOutcome> {
         let key = &row.delivery.key;
         let Some(step) = self.config.scheduler.step(&row.state) else {
             // A final row is never due; nothing to do.
-            return RowOutcome::Skipped;
+            return Err(RowOutcome::Skipped);
         };
         if step == Step::GiveUp {
             let failed = DeliveryState::Failed { at: now, reason: FailReason::NoAcknowledgement };
-            return match self.store.record_outcome(key, failed, None).await {
+            return Err(match self.store.record_outcome(key, failed, None).await {
                 Ok(_) => {
                     self.stats.bump(&self.stats.gave_up, "gave-up");
                     tracing::info!(terminal = %key.terminal, version = key.version, "LTKM delivery given up");
                     RowOutcome::GaveUp
                 }
                 Err(e) => self.store_error(key, &e),
-            };
+            });
         }
         let (next_due, token) = {
             let mut shared = self.shared();
@@ -481,86 +548,59 @@ where
             let token = limiter.as_mut().is_none_or(|l| l.take(now));
             (next_due, token)
         };
-        let (Some(next_due), true) = (next_due, token) else { return RowOutcome::Error };
-        self.send(row, step, now, next_due).await
-    }
-
-    fn store_error(&self, key: &DeliveryKey, e: &StoreError) -> RowOutcome {
-        match e {
-            StoreError::NotClaimed(_) => {
-                tracing::debug!(terminal = %key.terminal, version = key.version, "claim lost; not sending");
-                RowOutcome::Lost
-            }
-            e => {
-                tracing::warn!(terminal = %key.terminal, version = key.version, error = %e, "delivery store error");
-                RowOutcome::Error
-            }
-        }
-    }
-
-    /// Counts an attempt that could not be sealed for (module docs).
-    async fn not_sent(&self, key: &DeliveryKey, step: Step, now: Time, next_due: Time) -> RowOutcome {
-        match self.store.record_unsent(&self.config.worker, key, attempt_of(step), now, next_due).await {
-            Ok(()) => {
-                self.stats.bump(&self.stats.not_sent, "not-sent");
-                RowOutcome::NotSent
-            }
-            Err(e) => self.store_error(key, &e),
-        }
-    }
-
-    async fn abandon(&self, key: &DeliveryKey, now: Time, why: String) -> RowOutcome {
-        tracing::warn!(terminal = %key.terminal, version = key.version, reason = %why, "LTKM delivery abandoned");
-        let failed = DeliveryState::Failed { at: now, reason: FailReason::Abandoned };
-        match self.store.record_outcome(key, failed, None).await {
-            Ok(_) => RowOutcome::Abandoned,
-            Err(e) => self.store_error(key, &e),
-        }
-    }
-
-    async fn send(&self, row: &DeliveryRow, step: Step, now: Time, next_due: Time) -> RowOutcome {
-        let key = &row.delivery.key;
+        let (Some(next_due), true) = (next_due, token) else { return Err(RowOutcome::Error) };
         let terminal = match self.store.terminal(&TerminalId(key.terminal.clone())).await {
             Ok(t) => t,
-            Err(e) => return self.store_error(key, &e),
+            Err(e) => return Err(self.store_error(key, &e)),
         };
         let Some((terminal, btid)) = terminal.and_then(|t| t.btid.clone().map(|b| (t, b))) else {
             tracing::info!(terminal = %key.terminal, "no B-TID known for the terminal; push not sent");
-            return self.not_sent(key, step, now, next_due).await;
+            return Ok(Prepared { row, step, next_due, sealing: None });
         };
         let record = match self.keys.keys(&btid, unix_secs(now)).await {
             Ok(r) => r,
             Err(e) => {
                 tracing::info!(terminal = %key.terminal, btid = %btid, error = %e, "no keys for the B-TID; push not sent");
-                return self.not_sent(key, step, now, next_due).await;
+                return Ok(Prepared { row, step, next_due, sealing: None });
             }
         };
-        let keys =
-            TerminalKeys { btid: btid.clone(), smk: record.smk().clone(), bsm_fqdn: self.config.bsm_fqdn.clone() };
+        let keys = TerminalKeys { btid, smk: record.smk().clone(), bsm_fqdn: self.config.bsm_fqdn.clone() };
         // Everything the LTKM needs besides its TS is resolved before the TS is reserved, so a TS
         // is burnt only by a crash or a failed send.
         let issue = match step {
-            Step::Push(_) => match self.push_record(row, now).await {
+            Step::Push(_) => match self.push_record(row, now, round_keys).await {
                 Ok(Some(record)) => Some(record),
-                Ok(None) => return RowOutcome::Skipped,
-                Err(Err(e)) => return self.store_error(key, &e),
-                Err(Ok(why)) => return self.abandon(key, now, why).await,
+                Ok(None) => return Err(RowOutcome::Skipped),
+                Err(Err(e)) => return Err(self.store_error(key, &e)),
+                Err(Ok(why)) => return Err(self.abandon(key, now, why).await),
             },
             Step::Pull | Step::GiveUp => None,
         };
-        let ts = match self.store.record_send(&self.config.worker, key, attempt_of(step), &btid, now, next_due).await {
-            Ok(ts) => ts,
-            Err(e) => return self.store_error(key, &e),
+        let to = current_address(&terminal, row);
+        Ok(Prepared { row, step, next_due, sealing: Some(Sealing { keys, issue, to }) })
+    }
+
+    /// Builds and sends a prepared row's datagram once its attempt is recorded.
+    async fn finish(&self, p: &Prepared<'_>, recorded: Result<Option<LtkmTs>, StoreError>, now: Time) -> RowOutcome {
+        let key = &p.row.delivery.key;
+        let ts = match (recorded, &p.sealing) {
+            (Err(e), _) => return self.store_error(key, &e),
+            (Ok(Some(ts)), Some(_)) => ts,
+            (Ok(_), _) => {
+                // Counted without a datagram (module docs).
+                self.stats.bump(&self.stats.not_sent, "not-sent");
+                return RowOutcome::NotSent;
+            }
         };
-        let bytes = match self.build(row, issue.as_ref(), &keys, &ts) {
+        let Some(sealing) = &p.sealing else { return RowOutcome::Error };
+        let bytes = match self.build(p.row, sealing.issue.as_ref(), &sealing.keys, &ts) {
             Ok(b) => b,
             Err(e) => return self.abandon(key, now, e.to_string()).await,
         };
-        let to = current_address(&terminal, row);
-        let target = SocketAddr::new(to.ip, self.config.scheduler.port(to.interface));
+        let target = SocketAddr::new(sealing.to.ip, self.config.scheduler.port(sealing.to.interface));
         match self.socket.send_to(&bytes, target).await {
             Ok(_) => {
-                let pull = issue.is_none();
+                let pull = sealing.issue.is_none();
                 tracing::debug!(terminal = %key.terminal, ts = ts.value(), %target, pull, "LTKM datagram sent");
                 if pull {
                     self.stats.bump(&self.stats.pulls, "pull");
@@ -579,22 +619,51 @@ where
         }
     }
 
+    fn store_error(&self, key: &DeliveryKey, e: &StoreError) -> RowOutcome {
+        match e {
+            StoreError::NotClaimed(_) => {
+                tracing::debug!(terminal = %key.terminal, version = key.version, "claim lost; not sending");
+                RowOutcome::Lost
+            }
+            e => {
+                tracing::warn!(terminal = %key.terminal, version = key.version, error = %e, "delivery store error");
+                RowOutcome::Error
+            }
+        }
+    }
+
+    async fn abandon(&self, key: &DeliveryKey, now: Time, why: String) -> RowOutcome {
+        tracing::warn!(terminal = %key.terminal, version = key.version, reason = %why, "LTKM delivery abandoned");
+        let failed = DeliveryState::Failed { at: now, reason: FailReason::Abandoned };
+        match self.store.record_outcome(key, failed, None).await {
+            Ok(_) => RowOutcome::Abandoned,
+            Err(e) => self.store_error(key, &e),
+        }
+    }
+
     /// The record for a push: `Ok(None)` when the row vanished, `Err(Ok(reason))` to abandon,
     /// `Err(Err(store error))`.
     async fn push_record(
         &self,
         row: &DeliveryRow,
         now: Time,
+        keys: &mut RoundKeys,
     ) -> Result<Option<SekPekRecord>, Result<String, StoreError>> {
         let key = &row.delivery.key;
         let Some(form) = self.store.delivery_form(key).await.map_err(Err)? else { return Ok(None) };
-        let Some(stored) = self.store.key(key.sek_pek_id, unix_secs(now)).await.map_err(Err)? else {
+        let stored = match keys.0.entry(key.sek_pek_id) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(self.store.key(key.sek_pek_id, unix_secs(now)).await.map_err(Err)?)
+            }
+        };
+        let Some(stored) = stored.as_ref() else {
             return Err(Ok("the key is no longer stored".to_owned()));
         };
         if stored.key_domain != key.key_domain_id {
             return Err(Ok("the stored key belongs to another Key Domain".to_owned()));
         }
-        record_of(row, &form, &stored).map(Some).map_err(|e| Ok(e.to_string()))
+        record_of(row, &form, stored).map(Some).map_err(|e| Ok(e.to_string()))
     }
 
     fn build(

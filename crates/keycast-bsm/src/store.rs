@@ -243,6 +243,20 @@ pub struct CampaignPage {
     pub last: Option<String>,
 }
 
+/// One attempt for [`BsmStore::record_sends`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SendRecord {
+    /// The delivery, claimed by the worker.
+    pub key: DeliveryKey,
+    /// Which attempt.
+    pub attempt: Attempt,
+    /// The B-TID whose SMK seals the LTKM (a TS is reserved under it); `None` when nothing can be
+    /// sent (as [`BsmStore::record_unsent`]).
+    pub btid: Option<String>,
+    /// When the delivery acts next.
+    pub next_due: Time,
+}
+
 /// How the deliveries of one key stand (the admin API's view of a campaign's outcome).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct DeliverySummary {
@@ -525,6 +539,21 @@ pub trait BsmStore {
         now: Time,
         next_due: Time,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// [`BsmStore::record_send`] and [`BsmStore::record_unsent`] for a whole round in one
+    /// transaction (one commit, so one fsync, for up to a round of LTKMs). Each attempt succeeds
+    /// or fails on its own (a failed one changes nothing); the answers are in `sends` order. The
+    /// caller sends only after this returns: every TS in the answer is durable.
+    ///
+    /// # Errors
+    /// [`StoreError::Backend`] when the transaction fails as a whole (nothing is recorded then);
+    /// per attempt, the errors of [`BsmStore::record_send`].
+    fn record_sends(
+        &self,
+        worker: &str,
+        sends: &[SendRecord],
+        now: Time,
+    ) -> impl Future<Output = Result<Vec<Result<Option<LtkmTs>, StoreError>>, StoreError>> + Send;
 
     /// Records an outcome that needs no TS, from any process and without a claim:
     /// - `Acknowledged` (a verified verification message, or the terminal pulled the key): from

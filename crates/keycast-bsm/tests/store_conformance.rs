@@ -244,6 +244,36 @@ mod suite {
         Registration { address: address.into(), interface: Interface::OmaBcast, at }
     }
 
+    /// The no-write rule of `touch_terminal` and `register`: nothing is written when nothing a
+    /// client can observe changes beyond the 60 s granularity of `last_seen` and the registration
+    /// time.
+    pub async fn unchanged_terminals_are_not_written_again<S: BsmStore>(s: Arc<S>) {
+        let t = terminal(3);
+        let stored = |s: Arc<S>| async move { s.terminal(&terminal(3)).await.unwrap().unwrap() };
+        assert_eq!(s.touch_terminal(&t, "btid-1@bsf", T0).await.unwrap().last_seen, T0);
+        let again = s.touch_terminal(&t, "btid-1@bsf", T0 + 59).await.unwrap();
+        assert_eq!(again.last_seen, T0, "same B-TID within 60 s: kept as stored");
+        assert_eq!(stored(s.clone()).await.last_seen, T0);
+        assert_eq!(s.touch_terminal(&t, "btid-1@bsf", T0 + 60).await.unwrap().last_seen, T0 + 60, "60 s on");
+        let moved = s.touch_terminal(&t, "btid-2@bsf", T0 + 61).await.unwrap();
+        assert_eq!((moved.btid.as_deref(), moved.last_seen), (Some("btid-2@bsf"), T0 + 61), "a new B-TID");
+        assert_eq!(stored(s.clone()).await.btid.as_deref(), Some("btid-2@bsf"));
+
+        assert!(s.register(&t, &registration("127.0.0.1:4000", T0 + 61)).await.unwrap());
+        assert!(s.register(&t, &registration("127.0.0.1:4000", T0 + 120)).await.unwrap(), "answered as done");
+        assert_eq!(stored(s.clone()).await.registration, Some(registration("127.0.0.1:4000", T0 + 61)), "kept");
+        assert!(s.register(&t, &registration("127.0.0.1:4001", T0 + 121)).await.unwrap());
+        assert_eq!(stored(s.clone()).await.registration, Some(registration("127.0.0.1:4001", T0 + 121)), "new port");
+        let mbms = Registration { interface: Interface::Mbms, at: T0 + 122, ..registration("127.0.0.1:4001", 0) };
+        assert!(s.register(&t, &mbms).await.unwrap());
+        assert_eq!(stored(s.clone()).await.registration, Some(mbms.clone()), "new interface");
+        let later = Registration { at: T0 + 182, ..mbms };
+        assert!(s.register(&t, &later).await.unwrap());
+        assert_eq!(stored(s.clone()).await.registration, Some(later), "60 s on");
+        assert!(!s.register(&terminal(4), &registration("127.0.0.1:4000", T0)).await.unwrap(), "unknown terminal");
+        assert_eq!(s.terminal(&terminal(4)).await, Ok(None));
+    }
+
     pub async fn purchases_replace_remove_and_purge<S: BsmStore>(s: Arc<S>) {
         catalogue(&*s).await;
         let t = terminal(2);
@@ -917,6 +947,13 @@ macro_rules! backend_suite {
         }
 
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn unchanged_terminals_are_not_written_again() {
+            let Some(f) = $make else { return };
+            suite::unchanged_terminals_are_not_written_again(f.store()).await;
+            f.close().await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
         async fn purchases_replace_remove_and_purge() {
             let Some(f) = $make else { return };
             suite::purchases_replace_remove_and_purge(f.store()).await;
@@ -1164,6 +1201,55 @@ mod campaign_suite {
         assert_eq!(s.campaigns(false).await.unwrap().len(), 2);
     }
 
+    pub async fn a_round_of_sends_is_one_transaction_of_independent_attempts<S: BsmStore>(s: Arc<S>) {
+        use keycast_bsm::delivery::Attempt;
+        use keycast_bsm::store::SendRecord;
+        for t in [60, 61, 62] {
+            s.touch_terminal(&terminal(t), &format!("b{t}@bsf"), T0).await.unwrap();
+        }
+        let rows: Vec<_> = [60, 61, 62].iter().map(|&t| fresh(t, 1, deliver(), at(0))).collect();
+        s.enqueue_deliveries(&rows).await.unwrap();
+        assert_eq!(s.claim_due("w", at(0), LEASE, 10).await.unwrap().len(), 3);
+        let send = |t: u32, attempt, btid: Option<&str>| SendRecord {
+            key: dkey(t, 1),
+            attempt,
+            btid: btid.map(str::to_owned),
+            next_due: at(100),
+        };
+        let round = [
+            send(60, Attempt::Push(1), Some("b60@bsf")),
+            send(61, Attempt::Push(2), Some("b61@bsf")),
+            send(62, Attempt::Push(1), None),
+        ];
+        let answers = s.record_sends("w", &round, at(1)).await.unwrap();
+        assert_eq!(answers.len(), 3);
+        let ts = answers[0].as_ref().unwrap().as_ref().unwrap();
+        assert_eq!((ts.btid(), ts.value()), ("b60@bsf", 1));
+        assert!(matches!(answers[1], Err(StoreError::Invalid(_))), "push 2 before push 1: {:?}", answers[1]);
+        assert_eq!(answers[2], Ok(None), "counted without a TS");
+
+        let (_, sent) = s.delivery(&dkey(60, 1)).await.unwrap().unwrap();
+        assert_eq!(
+            (sent.state, sent.sent.len(), sent.sent[0].ts),
+            (DeliveryState::Sent { at: at(1), attempt: 1 }, 1, 1)
+        );
+        let (_, refused) = s.delivery(&dkey(61, 1)).await.unwrap().unwrap();
+        assert_eq!(
+            (refused.state, refused.sent.len()),
+            (DeliveryState::Pending, 0),
+            "the refused attempt changed nothing"
+        );
+        let (_, unsent) = s.delivery(&dkey(62, 1)).await.unwrap().unwrap();
+        assert_eq!((unsent.state, unsent.sent.len()), (DeliveryState::Sent { at: at(1), attempt: 1 }, 0));
+        assert_eq!(s.reserve_ltkm_ts(&terminal(61), "b61@bsf", 1).await, Ok(1), "no TS burnt by the refusal");
+        // The claims of the recorded rows ended with the round: a second round is refused.
+        let again = s.record_sends("w", &round[..1], at(2)).await.unwrap();
+        assert!(matches!(again[0], Err(StoreError::NotClaimed(_))), "{:?}", again[0]);
+        // The refused row is still claimed and takes its first push.
+        let fixed = s.record_sends("w", &[send(61, Attempt::Push(1), Some("b61@bsf"))], at(2)).await.unwrap();
+        assert_eq!(fixed[0].as_ref().unwrap().as_ref().unwrap().value(), 2);
+    }
+
     pub async fn imports_are_all_or_nothing<S: BsmStore>(s: Arc<S>) {
         catalogue(&*s).await;
         let mut bad = subscriber(2, true);
@@ -1198,6 +1284,13 @@ macro_rules! campaign_suite {
         async fn key_ends_move_with_a_campaign() {
             let Some(f) = $make else { return };
             campaign_suite::key_ends_move_with_a_campaign(f.store()).await;
+            f.close().await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn a_round_of_sends_is_one_transaction_of_independent_attempts() {
+            let Some(f) = $make else { return };
+            campaign_suite::a_round_of_sends_is_one_transaction_of_independent_attempts(f.store()).await;
             f.close().await;
         }
 

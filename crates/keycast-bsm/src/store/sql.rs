@@ -34,7 +34,7 @@ use sqlx::{Arguments, AssertSqlSafe, Row, SqlSafeStr};
 use self::deliveries::{Encoded, Raw, RawSent, Statement};
 use super::{
     BsmStore, Campaign, CampaignKind, CampaignPage, CampaignTarget, DeliverySummary, Interface, LtkmForm, Registration,
-    SentMatch, StoreError, StoredKey, Terminal, TerminalImport,
+    SendRecord, SentMatch, StoreError, StoredKey, Terminal, TerminalImport,
 };
 use crate::client_id::BcastClientId;
 use crate::delivery::{AckOutcome, Attempt, DeliveryId, DeliveryKey, DeliveryRow, DeliveryState, Time};
@@ -417,7 +417,7 @@ macro_rules! sql_store {
 
             #[allow(clippy::too_many_arguments)]
             async fn record_attempt_in(
-                tx: &mut sqlx::Transaction<'static, $db>,
+                tx: &mut <$db as sqlx::Database>::Connection,
                 worker: &str,
                 key: &DeliveryKey,
                 attempt: Attempt,
@@ -434,7 +434,7 @@ macro_rules! sql_store {
                     .bind(key_group)
                     .bind(key_number)
                     .bind(version)
-                    .fetch_optional(&mut **tx)
+                    .fetch_optional(&mut *tx)
                     .await
                     .map_err(backend)?
                     .ok_or_else(|| StoreError::Missing(key_name(key)))?;
@@ -461,7 +461,7 @@ macro_rules! sql_store {
                         .bind(new_pushes)
                         .bind(now_db)
                         .bind(to_db(next_due.as_micros()))
-                        .execute(&mut **tx)
+                        .execute(&mut *tx)
                         .await
                         .map_err(backend)?;
                     return Ok(None);
@@ -470,7 +470,7 @@ macro_rules! sql_store {
                     .bind(terminal)
                     .bind(btid)
                     .bind(1_i64)
-                    .fetch_one(&mut **tx)
+                    .fetch_one(&mut *tx)
                     .await
                     .map_err(ts_error(terminal))?
                     .try_get("ts")
@@ -484,7 +484,7 @@ macro_rules! sql_store {
                         .bind(i64::from(ts))
                         .bind(now_db)
                         .bind(0_i64)
-                        .execute(&mut **tx)
+                        .execute(&mut *tx)
                         .await
                         .map_err(insert_error)?;
                 }
@@ -494,7 +494,7 @@ macro_rules! sql_store {
                     .bind(new_pushes)
                     .bind(now_db)
                     .bind(to_db(next_due.as_micros()))
-                    .execute(&mut **tx)
+                    .execute(&mut *tx)
                     .await
                     .map_err(backend)?;
                 Ok(Some(ts))
@@ -1221,6 +1221,38 @@ macro_rules! sql_store {
                 next_due: Time,
             ) -> Result<(), StoreError> {
                 self.record_attempt(worker, key, attempt, None, now, next_due).await.map(|_| ())
+            }
+
+            async fn record_sends(
+                &self,
+                worker: &str,
+                sends: &[SendRecord],
+                now: Time,
+            ) -> Result<Vec<Result<Option<LtkmTs>, StoreError>>, StoreError> {
+                use sqlx::Acquire as _;
+                let mut tx = self.write_tx().await?;
+                let mut out = Vec::with_capacity(sends.len());
+                for send in sends {
+                    // A savepoint per attempt: one refused attempt leaves the others' writes.
+                    let mut one = tx.begin().await.map_err(backend)?;
+                    let btid = send.btid.as_deref();
+                    match Self::record_attempt_in(&mut one, worker, &send.key, send.attempt, btid, now, send.next_due)
+                        .await
+                    {
+                        Ok(ts) => {
+                            one.commit().await.map_err(backend)?;
+                            out.push(Ok(btid.zip(ts).map(|(b, ts)| {
+                                LtkmCounter::restore(b, ts.wrapping_sub(1)).reserve(b).persisted()
+                            })));
+                        }
+                        Err(e) => {
+                            one.rollback().await.map_err(backend)?;
+                            out.push(Err(e));
+                        }
+                    }
+                }
+                tx.commit().await.map_err(backend)?;
+                Ok(out)
             }
 
             async fn record_outcome(
