@@ -24,6 +24,8 @@
 //!   window opens when the campaign starts ahead of it. Evenly spaced rather than drawn at random
 //!   because the push rate is then flat, and because rows whose due times follow their insertion
 //!   order are cheap to index (a million random due times cost the store several times more).
+//! - Metrics: `keycast_bsm_campaign_terminals_total` (terminals looked at),
+//!   `keycast_bsm_campaign_deliveries_total` (rows stored), `keycast_bsm_campaigns_finished_total`.
 //! - Entitlement is judged at the later of now and the key's start, with the catalogue as it is
 //!   when the runner starts (or resumes) the campaign.
 
@@ -171,6 +173,11 @@ impl<S: BsmStore + Sync, R: RandomSource + Send> CampaignRunner<S, R> {
         let finished = page.last.is_none().then_some(now);
         let last = page.last.as_deref().or(after);
         let stored = self.store().advance_campaign(campaign.id, after, last, &rows, page.looked_at, finished).await?;
+        metrics::counter!("keycast_bsm_campaign_terminals_total").increment(page.looked_at);
+        metrics::counter!("keycast_bsm_campaign_deliveries_total").increment(stored);
+        if finished.is_some() {
+            metrics::counter!("keycast_bsm_campaigns_finished_total").increment(1);
+        }
         let mut next = campaign.clone();
         next.cursor = last.map(str::to_owned);
         next.terminals += page.looked_at;

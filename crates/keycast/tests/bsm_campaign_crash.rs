@@ -93,6 +93,17 @@ impl Bsm {
     }
 }
 
+/// `GET /metrics` on the metrics listener.
+fn metrics(port: u16) -> String {
+    use std::io::{Read as _, Write as _};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
+
 fn rollover(bsm: &Bsm) -> String {
     bsm.bsm(&[
         "rollover",
@@ -182,7 +193,17 @@ fn crash_during_campaign(store_url: Option<&str>) {
     assert_eq!(d["rows"].as_u64(), Some(u64::from(SUBSCRIBERS)), "one row per subscriber: {d}");
     assert_eq!(d["terminals"].as_u64(), Some(u64::from(SUBSCRIBERS)), "every subscriber: {d}");
     assert_eq!(d["max_version"].as_u64(), Some(1), "none twice: {d}");
-    eprintln!("killed at {at_kill} of {SUBSCRIBERS} terminals; after the restart: {d}");
+    // The restarted process counted what it queued itself: the rest of the campaign.
+    let metrics = metrics(bsm.ports[1]);
+    let resumed = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("keycast_bsm_campaign_deliveries_total "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("no campaign metric:\n{metrics}"));
+    assert!(resumed > 0.0 && resumed <= f64::from(SUBSCRIBERS) - at_kill as f64 + f64::from(PAGE), "{resumed}");
+    eprintln!(
+        "killed at {at_kill} of {SUBSCRIBERS} terminals; after the restart: {d}; {resumed} queued by the second run"
+    );
 }
 
 #[test]
