@@ -1,12 +1,13 @@
 //! The terminal agent of the OMA BCAST Smartcard Profile. Built so far: the provisioning client
-//! toward the BSM over both interfaces, LTKM intake into the card, and the tokio shell that moves
-//! their bytes. The Service Guide, STKM intake, decryption, recording and play-back come later.
+//! toward the BSM over both interfaces, LTKM intake into wherever the terminal's keys are (the
+//! card for GBA_U, the ME's store for GBA_ME), and the tokio shell that moves their bytes. The Service Guide, STKM intake, decryption, recording and play-back come later.
 //!
 //! | module | what |
 //! |---|---|
 //! | [`provisioning`] | sans-IO client core: the OMA BCAST service provisioning requests (`/sprov`) and the 3GPP MBMS key-management requests (`/keymanagement`), request IDs, the purchase list with its validity, Ua Digest with the SRK, "bootstrap again, then retry" on a 401, typed answers |
-//! | [`ltkm_intake`] | sans-IO LTKM intake: decode, hand to the [`keycast_card::Card`], turn its answer into actions (verification message out, LTKM Request, nothing) |
-//! | [`shell`] | the thin tokio shell: HTTP to the BSM (hyper, through keycast-gba's client), UDP sockets for LTKM pushes, bootstrapping, registration at start and after reconnecting, bounded timeouts |
+//! | [`key_holder`] | where the keys live and are processed ([`key_holder::MbmsKeyHolder`]): any [`keycast_card::Card`] (GBA_U: Ks, SMK, SEK/PEKs in the UICC) or a [`key_holder::GbaMeKeyHolder`] (GBA_ME: AKA on the USIM, Ks, SMK, SEK/PEKs in the ME's `GbaMeStore`); bootstrapping and NAF keys through keycast-gba's client |
+//! | [`ltkm_intake`] | sans-IO LTKM intake: decode, hand to the key holder (MSK update), turn its answer into actions (verification message out, LTKM Request, nothing) |
+//! | [`shell`] | the thin tokio shell, GBA_U or GBA_ME: HTTP to the BSM (hyper, through keycast-gba's client), UDP sockets for LTKM pushes, bootstrapping, registration at start and after reconnecting, bounded timeouts |
 //!
 //! The cores ([`provisioning`], [`ltkm_intake`]) open no socket, read no clock, draw no
 //! randomness and start no thread: HTTP responses, datagrams, the time and the `cnonce` octets
@@ -17,10 +18,11 @@
 //! One subscription, start to end:
 //!
 //! ```text
-//! shell.connect()      bootstrap (Ub) -> naf_keys (SRK; the card keeps SMK) -> RegistrationRequest
+//! shell.connect()      bootstrap (Ub) -> naf_keys (SRK; the card or the GBA_ME store keeps SMK)
+//!                      -> RegistrationRequest
 //! shell.subscribe(…)   POST /sprov -> 401 -> POST + Digest(B-TID, base64(SRK), auth-int) -> 200
-//!                      ServiceResponse: LTKMs -> intake -> card.msk_update
-//! UDP 4359 / 2269      LTKM -> intake -> card -> verification message back (V = 1)
+//!                      ServiceResponse: LTKMs -> intake -> key holder's msk_update
+//! UDP 4359 / 2269      LTKM -> intake -> key holder -> verification message back (V = 1)
 //!                      solicited pull -> LTKM Request (/sprov) or MSK request (/keymanagement)
 //! any request -> 401 after Digest: bootstrap again, new SRK, same request again (once)
 //! ```
@@ -28,6 +30,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod key_holder;
 pub mod ltkm_intake;
 pub mod provisioning;
 pub mod shell;

@@ -1,8 +1,9 @@
 //! LTKM intake (`profile: P-3, P-5, P-8`; TS 33.246 §6.3.2.2.4, §6.3.2.3.1; TS 31.102 §7.1.1.6):
 //! LTKMs pushed over UDP (port [`OMA_BCAST_LTKM_PORT`] for a terminal registered through OMA
 //! BCAST, [`MBMS_LTKM_PORT`] for one registered through 3GPP MBMS) and LTKMs carried in HTTP
-//! answers go through [`LtkmIntake::handle`], which decodes them, hands them to the
-//! [`Card`] (MSK update) and says what the terminal does next.
+//! answers go through [`LtkmIntake::handle`], which decodes them, hands them to the terminal's
+//! [`MbmsKeyHolder`] (MSK update: the card for GBA_U, the ME's store for GBA_ME; both refuse with
+//! the card's status words) and says what the terminal does next.
 //!
 //! Sans-IO: the caller passes the bytes, where they came from, the terminal's current B-TID and
 //! the time; the answer is an [`IntakeReport`] whose [`IntakeAction`]s the shell carries out.
@@ -45,11 +46,13 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 
-use keycast_card::card::{Card, CardOpError};
+use keycast_card::card::CardOpError;
 use keycast_card::error::CardError;
 use keycast_mikey::{KeyDomainId, Ltkm, MAX_MESSAGE_LEN, MikeyError, SekPekId, Stkm};
 use keycast_provisioning::sprov::BcastKeyId;
 use keycast_provisioning::time::UtcTime;
+
+use crate::key_holder::MbmsKeyHolder;
 
 /// UDP port of LTKM pushes to a terminal registered through the OMA BCAST interface (IANA
 /// `omabcastltkm`; `profile: P-8`).
@@ -229,14 +232,16 @@ impl LtkmIntake {
         &self.bsm_fqdn
     }
 
-    /// Processes one LTKM (see the module documentation). `current_btid` is the terminal's B-TID
-    /// (`None` before any bootstrap); `now` drives the request hold-off.
+    /// Processes one LTKM (see the module documentation) in `card`, where the terminal's MBMS
+    /// keys are (any [`keycast_card::Card`] for GBA_U, a
+    /// [`GbaMeKeyHolder`](crate::key_holder::GbaMeKeyHolder) for GBA_ME). `current_btid` is the
+    /// terminal's B-TID (`None` before any bootstrap); `now` drives the request hold-off.
     ///
     /// # Errors
     /// [`IntakeError`] when the bytes are no LTKM or the card could not be reached.
     pub fn handle(
         &mut self,
-        card: &mut impl Card,
+        card: &mut (impl MbmsKeyHolder + ?Sized),
         bytes: &[u8],
         origin: LtkmOrigin,
         current_btid: Option<&str>,

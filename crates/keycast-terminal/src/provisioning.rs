@@ -4,8 +4,9 @@
 //!
 //! Sans-IO, in the shape of keycast-gba's `Bootstrapper`: [`ProvisioningClient::start`] turns a
 //! [`Request`] into an [`HttpRequest`]; [`ProvisioningClient::handle_response`] turns each HTTP
-//! answer into the next [`Step`]. The caller passes `cnonce` octets and the card in, and sends
-//! what comes out. One exchange runs at a time.
+//! answer into the next [`Step`]. The caller passes `cnonce` octets and the terminal's key holder
+//! (the card for GBA_U, the ME's store for GBA_ME: [`crate::key_holder`]) in, and sends what
+//! comes out. One exchange runs at a time.
 //!
 //! ```text
 //! start(request)                 -> POST (Authorization when a nonce from an earlier challenge is kept)
@@ -14,7 +15,7 @@
 //! 401 to a fresh Digest answer   -> Step::Rebootstrap: bootstrap, naf_keys, set_credentials,
 //!                                   resume() -> POST again (once per exchange)
 //! 200                            -> rspauth checked (mutual authentication), body decoded,
-//!                                   request ID matched, purchase list updated, LTKMs to the card
+//!                                   request ID matched, purchase list updated, LTKMs to the key holder
 //!                                   -> Step::Done(Answer)
 //! 403 send_BCAST_Client_ID to a Registration
 //!                                -> POST again with the BCAST_Client_ID (once; over mutual TLS
@@ -59,7 +60,6 @@
 
 use std::collections::BTreeMap;
 
-use keycast_card::card::Card;
 use keycast_gba::client::{GBA_PRODUCT_TOKEN, HttpRequest, HttpResponse, NafCredentials, rebootstrap_needed};
 use keycast_provisioning::digest::{
     AuthenticationInfo, Challenge, ClientError, DigestClient, HeaderError, Qop, SentRequest,
@@ -76,6 +76,7 @@ use keycast_provisioning::sprov::{
 };
 use keycast_provisioning::time::UtcTime;
 
+use crate::key_holder::MbmsKeyHolder;
 use crate::ltkm_intake::{IntakeError, IntakeReport, Interface, LtkmIntake, LtkmOrigin};
 
 /// Path of the OMA BCAST service provisioning interface \[chosen; `profile: P-8`\] (the BSM's
@@ -850,15 +851,16 @@ impl ProvisioningClient {
         self.digest = None;
     }
 
-    /// Handles the BSM's answer to the last POST. LTKMs in a successful answer go to `card`
-    /// through the LTKM intake; `now` is the time of the answer.
+    /// Handles the BSM's answer to the last POST. LTKMs in a successful answer go to `card` (the
+    /// terminal's [`MbmsKeyHolder`]: the card for GBA_U, the ME's store for GBA_ME) through the
+    /// LTKM intake; `now` is the time of the answer.
     ///
     /// # Errors
     /// [`ProvisioningError`]; every error ends the exchange.
     pub fn handle_response(
         &mut self,
         response: HttpResponse,
-        card: &mut impl Card,
+        card: &mut (impl MbmsKeyHolder + ?Sized),
         now: UtcTime,
         cnonce_random: &[u8],
     ) -> Result<Step, ProvisioningError> {
@@ -978,7 +980,7 @@ impl ProvisioningClient {
         &mut self,
         pending: &Pending,
         response: &HttpResponse,
-        card: &mut impl Card,
+        card: &mut (impl MbmsKeyHolder + ?Sized),
         now: UtcTime,
     ) -> Result<Answer, ProvisioningError> {
         // Mutual authentication first: nothing in the body is used before rspauth verifies.

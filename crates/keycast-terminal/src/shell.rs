@@ -10,9 +10,10 @@
 //! - **UDP**: one socket per interface for LTKM pushes ([`ShellConfig::oma_bcast_udp`],
 //!   [`ShellConfig::mbms_udp`]; by default ports 4359 and 2269 on all addresses); a verification
 //!   message leaves from the socket that received its LTKM.
-//! - **Bootstrapping** (keycast-gba `bootstrap`) when no B-TID is held, when its lifetime ends,
-//!   and when the BSM refuses the B-TID (a 401 to a Digest answer); then `naf_keys` derives the SRK
-//!   (and makes the card install the SMK).
+//! - **Bootstrapping** (keycast-gba `bootstrap`, through [`key_holder::bootstrap`]) when no B-TID
+//!   is held, when its lifetime ends, and when the BSM refuses the B-TID (a 401 to a Digest
+//!   answer); then `naf_keys` ([`MbmsKeyHolder::naf_keys`]) derives the SRK and installs the SMK
+//!   where LTKMs are processed.
 //! - **Registration** at start ([`TerminalShell::connect`]) and after the interactive network
 //!   comes back ([`TerminalShell::reconnected`]) (seed §6.4: "SHALL always be sent … after it
 //!   powers on or after it re-establishes connectivity").
@@ -20,18 +21,27 @@
 //!   once, \[chosen\] at most [`MAX_FOLLOW_UPS`] per trigger so that a chain of answers cannot keep
 //!   the terminal busy.
 //!
-//! GBA_U only: the card ([`Card`]) holds Ks and the SMK. (A GBA_ME terminal keeps its keys in a
-//! `GbaMeStore`, which is no `Card`; it is left for later.)
+//! The terminal's keys are in its [`MbmsKeyHolder`] (TS 33.246 §6.1):
+//! - **GBA_U**: the card itself (`TerminalShell<C>` for any [`Card`](keycast_card::card::Card)):
+//!   AKA in the GBA context, Ks, the SMK and the SEK/PEKs in the UICC, which processes LTKMs and
+//!   STKMs;
+//! - **GBA_ME**: a [`GbaMeKeyHolder`] (`TerminalShell<GbaMeKeyHolder<C>>`): AKA in the USIM's 3G
+//!   context, Ks = CK ‖ IK, the SMK (Ks_NAF) and the SEK/PEKs in the ME's `GbaMeStore`, which
+//!   processes LTKMs and STKMs with the card's rules; the BSM gets Ks_NAF over Zn.
+//!
+//! [`ShellConfig::bootstrap`]'s mode must suit the holder ([`MbmsKeyHolder::accepts_mode`]),
+//! which [`TerminalShell::new`] checks ([`ShellError::GbaModeMismatch`]).
+//!
+//! [`GbaMeKeyHolder`]: crate::key_holder::GbaMeKeyHolder
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use keycast_card::card::Card;
-use keycast_crypto::gba::UA_PROTOCOL_MBMS;
+use keycast_crypto::gba::GbaType;
 use keycast_gba::bsf::RandomSource;
-use keycast_gba::client::http::{HttpClient, HttpClientError, RetryPolicy, RunError, UbTransport as _, bootstrap};
-use keycast_gba::client::{BootstrapConfig, BootstrapState, NafKeyError, naf_keys};
+use keycast_gba::client::http::{HttpClient, HttpClientError, RetryPolicy, RunError, UbTransport as _};
+use keycast_gba::client::{BootstrapConfig, BootstrapState, GbaMode, NafKeyError};
 use keycast_mikey::MAX_MESSAGE_LEN;
 use keycast_provisioning::sprov::{BcastKeyId, PurchaseRequestItem};
 use keycast_provisioning::time::UtcTime;
@@ -39,6 +49,7 @@ use rustls::RootCertStore;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use tokio::net::UdpSocket;
 
+use crate::key_holder::{self, MbmsKeyHolder};
 use crate::ltkm_intake::{
     IntakeAction, IntakeError, IntakeReport, Interface, LtkmOrigin, MBMS_LTKM_PORT, OMA_BCAST_LTKM_PORT,
     VerificationTarget,
@@ -85,7 +96,7 @@ pub struct ShellConfig {
     pub bsm_address: String,
     /// The BSF's address, `host:port` (its name is in `bootstrap`).
     pub bsf_address: String,
-    /// Bootstrapping: BSF host, IMPI, User-Agent, mode (GBA_U).
+    /// Bootstrapping: BSF host, IMPI, User-Agent, mode (GBA_U or GBA_ME, as the key holder).
     pub bootstrap: BootstrapConfig,
     /// The provisioning client's configuration.
     pub client: ClientConfig,
@@ -166,6 +177,15 @@ pub enum ShellError {
     /// An exchange did not end within its step bound.
     #[error("the exchange did not end")]
     Runaway,
+    /// The configured bootstrapping mode does not leave the keys in the terminal's key holder
+    /// (e.g. GBA_ME with a bare card, or GBA_U with a GBA_ME store).
+    #[error("bootstrapping mode {mode:?} does not suit a {} key holder", holder.as_str())]
+    GbaModeMismatch {
+        /// The mode of [`ShellConfig::bootstrap`].
+        mode: GbaMode,
+        /// The holder's GBA type.
+        holder: GbaType,
+    },
 }
 
 /// One LTKM datagram and what came of it.
@@ -181,8 +201,9 @@ pub struct Received {
     pub follow_ups: Vec<Result<Answer, ShellError>>,
 }
 
-/// The terminal: its card, bootstrap record, provisioning client and sockets.
-pub struct TerminalShell<C: Card + Send> {
+/// The terminal: its key holder (the card for GBA_U, [`key_holder::GbaMeKeyHolder`] for GBA_ME),
+/// bootstrap record, provisioning client and sockets.
+pub struct TerminalShell<C: MbmsKeyHolder + Send> {
     config: ShellConfig,
     card: C,
     state: BootstrapState,
@@ -194,19 +215,26 @@ pub struct TerminalShell<C: Card + Send> {
     rng: Box<dyn RandomSource + Send>,
 }
 
-impl<C: Card + Send> core::fmt::Debug for TerminalShell<C> {
+impl<C: MbmsKeyHolder + Send> core::fmt::Debug for TerminalShell<C> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("TerminalShell")
             .field("bsm_address", &self.config.bsm_address)
+            .field("gba", &self.card.gba_type())
             .field("b_tid", &self.client.b_tid())
             .finish_non_exhaustive()
     }
 }
 
-impl<C: Card + Send> TerminalShell<C> {
-    /// A terminal with `card`; binds the LTKM sockets of `config`.
+impl<C> TerminalShell<C>
+where
+    C: MbmsKeyHolder + Send,
+    C::Card: Send,
+{
+    /// A terminal with `card`, where its keys live (a [`Card`](keycast_card::card::Card) for
+    /// GBA_U, a [`key_holder::GbaMeKeyHolder`] for GBA_ME); binds the LTKM sockets of `config`.
     ///
     /// # Errors
+    /// [`ShellError::GbaModeMismatch`] when `config.bootstrap.mode` does not suit `card`;
     /// [`ShellError::Io`] when a socket cannot be bound.
     pub async fn new(
         config: ShellConfig,
@@ -214,6 +242,9 @@ impl<C: Card + Send> TerminalShell<C> {
         clock: Clock,
         rng: Box<dyn RandomSource + Send>,
     ) -> Result<Self, ShellError> {
+        if !card.accepts_mode(config.bootstrap.mode) {
+            return Err(ShellError::GbaModeMismatch { mode: config.bootstrap.mode, holder: card.gba_type() });
+        }
         let oma_socket = match config.oma_bcast_udp {
             Some(a) => Some(UdpSocket::bind(a).await?),
             None => None,
@@ -248,12 +279,12 @@ impl<C: Card + Send> TerminalShell<C> {
         self.client.set_mutual_tls(mutual);
     }
 
-    /// The card.
+    /// The key holder: the card (GBA_U) or the USIM with the ME's store (GBA_ME).
     pub fn card(&self) -> &C {
         &self.card
     }
 
-    /// The card, mutably (e.g. for STKMs).
+    /// The key holder, mutably (e.g. for STKMs: [`MbmsKeyHolder::mtk_generation`]).
     pub fn card_mut(&mut self) -> &mut C {
         &mut self.card
     }
@@ -300,11 +331,10 @@ impl<C: Card + Send> TerminalShell<C> {
         let mut transport = HttpClient::plain(self.config.bsf_address.clone()).with_timeout(self.config.http_timeout);
         let clock = self.clock.clone();
         let now = move || clock();
-        let outcome = bootstrap(
+        let outcome = key_holder::bootstrap(
             &mut transport,
             &self.config.bootstrap,
             &mut self.card,
-            None,
             &now,
             &mut *self.rng,
             self.config.bootstrap_retry,
@@ -316,14 +346,7 @@ impl<C: Card + Send> TerminalShell<C> {
     }
 
     fn derive_credentials(&mut self) -> Result<(), ShellError> {
-        let creds = naf_keys(
-            &self.state,
-            &mut self.card,
-            None,
-            &self.config.client.bsm_fqdn,
-            &self.config.bootstrap.impi,
-            UA_PROTOCOL_MBMS,
-        )?;
+        let creds = self.card.naf_keys(&self.state, &self.config.client.bsm_fqdn, &self.config.bootstrap.impi)?;
         tracing::info!(btid = %creds.b_tid, bsm = %creds.naf_fqdn, "Ua credentials derived");
         self.client.set_credentials(creds);
         Ok(())

@@ -6,270 +6,27 @@
 //! the key); finally a solicited pull over UDP makes the terminal send an LTKM Request, and a
 //! pushed LTKM with V = 1 gets its verification message back.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+mod loopback;
+
 use std::time::Duration;
 
-use keycast_bsm::domain::{KeyEntry, PurchaseData, PurchaseItem, PurchaseKind, Service, ServiceId, TerminalId, Window};
-use keycast_bsm::http::UaGuard;
-use keycast_bsm::http::provisioning::{ProvisioningState, bsm_app};
+use keycast_bsm::domain::TerminalId;
 use keycast_bsm::keys::KeySource as _;
-use keycast_bsm::service::{Provisioning, ProvisioningConfig};
-use keycast_bsm::store::sql::SqliteStore;
-use keycast_bsm::store::{BsmStore, StoredKey};
-use keycast_bsm::ua::{UaAuthenticator, UaConfig};
-use keycast_bsm::zn_client::{ZnClient, ZnClientConfig, ZnCredential};
+use keycast_bsm::store::BsmStore;
+use keycast_card::Card as _;
 use keycast_card::mbms::TekOut;
-use keycast_card::usim::{Usim, UsimIdentity};
-use keycast_card::{ApduCard, Card as _, Emulator};
-use keycast_crypto::at_rest::StorageKey;
-use keycast_crypto::keys::{Opc, SekPek, SubscriberKey, Tek, TekSalt};
-use keycast_crypto::milenage::sqn_from_u64;
-use keycast_gba::bsf::http::{BsfState, ZnAuth, ZnToken, app, serve};
-use keycast_gba::bsf::{Bsf, BsfConfig, GbaType, MemoryStore, SeededRandom, Subscriber};
-use keycast_gba::client::http::{HttpClient, RetryPolicy, bootstrap};
-use keycast_gba::client::{BootstrapConfig, GbaMode};
+use keycast_crypto::keys::{SekPek, Tek, TekSalt};
+use keycast_gba::bsf::GbaType;
+use keycast_gba::client::GbaMode;
 use keycast_mikey::{
-    KeyDomainId, KeyValidity, Ltkm, LtkmContent, SekPekId, SolicitedPull, StkmContent, TekField, VerificationMessage,
+    KeyValidity, Ltkm, LtkmContent, SekPekId, SolicitedPull, StkmContent, TekField, VerificationMessage,
 };
-use keycast_provisioning::sprov::{Price, PurchaseItemRef, PurchaseRequestItem, StatusCode};
+use keycast_provisioning::sprov::{PurchaseItemRef, PurchaseRequestItem, StatusCode};
 use keycast_provisioning::time::UtcTime;
 use keycast_terminal::ltkm_intake::{Interface, LtkmEvent, bcast_key};
-use keycast_terminal::provisioning::{ClientConfig, Response};
-use keycast_terminal::shell::{ShellConfig, TerminalShell};
-use tokio::net::{TcpListener, UdpSocket};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
-
-const IMPI: &str = "001010000000001@ims.mnc001.mcc001.3gppnetwork.org";
-const BSF_DOMAIN: &str = "bsf.example.org";
-const BSM: &str = "bmsc.example.org";
-const ZN_TOKEN: &str = "terminal-test-zn-token-0123";
-/// 2026-06-01T00:00:00Z.
-const T0: u64 = 1_780_272_000;
-const DAY: u64 = 86_400;
-/// Seconds between the NTP and Unix epochs.
-const NTP: u64 = 2_208_988_800;
-/// TS 35.208 test set 1 (K, OPc) and an SQN near its own.
-const K: &str = "465b5ce8b199b49faa5f0a2ee238a6bc";
-const OPC: &str = "cd63cb71954a9f4e48a5994e37a02baf";
-const SQN: u64 = 0xff9b_b4d0_b607;
-/// The live SEK of the news service: Key Group 1, Key Number 2.
-const SEK: [u8; 16] = [0x12; 16];
-const SEK_RAND: [u8; 16] = [0x48; 16];
-
-fn h<const N: usize>(text: &str) -> [u8; N] {
-    hex::decode(text).unwrap().try_into().unwrap()
-}
-
-fn kd() -> KeyDomainId {
-    KeyDomainId::from_mcc_mnc("001", "01").unwrap()
-}
-
-#[derive(Clone)]
-struct TestClock(Arc<AtomicU64>);
-
-impl TestClock {
-    fn unix(&self) -> Arc<dyn Fn() -> u64 + Send + Sync> {
-        let t = self.0.clone();
-        Arc::new(move || t.load(Ordering::SeqCst))
-    }
-    fn utc(&self) -> Arc<dyn Fn() -> UtcTime + Send + Sync> {
-        let t = self.0.clone();
-        Arc::new(move || UtcTime::from_unix_seconds(t.load(Ordering::SeqCst)).unwrap())
-    }
-    fn advance(&self, secs: u64) {
-        self.0.fetch_add(secs, Ordering::SeqCst);
-    }
-}
-
-/// A server task and the sender that stops it.
-struct Running {
-    addr: SocketAddr,
-    stop: oneshot::Sender<()>,
-    task: JoinHandle<()>,
-}
-
-impl Running {
-    async fn stop(self) {
-        let _ = self.stop.send(());
-        let _ = tokio::time::timeout(Duration::from_secs(10), self.task).await;
-    }
-}
-
-async fn start_bsf(clock: &TestClock) -> Running {
-    let mut config = BsfConfig::new(BSF_DOMAIN, [1; 32]);
-    config.authorised_nafs = vec![BSM.into()];
-    config.fake_amf = [0xb9, 0xb9];
-    config.key_lifetime = DAY;
-    let store = MemoryStore::new();
-    store.insert_subscriber(Subscriber {
-        impi: IMPI.into(),
-        imsi: "001010000000001".into(),
-        k: SubscriberKey::from_bytes(h(K)),
-        opc: Opc::from_bytes(h(OPC)),
-        sqn: SQN - 32,
-        amf: [0xb9, 0xb9],
-        gba_type: GbaType::GbaU,
-    });
-    let zn_auth = ZnAuth {
-        tokens: vec![ZnToken { naf: BSM.into(), token: ZN_TOKEN.to_owned().into() }],
-        allowed_naf_cert_names: Vec::new(),
-    };
-    let state = Arc::new(
-        BsfState::new(Bsf::new(config).unwrap(), Arc::new(store), zn_auth)
-            .with_rng(SeededRandom::new([5; 32]))
-            .with_clock(clock.unix()),
-    );
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop, rx) = oneshot::channel::<()>();
-    let task = tokio::spawn(serve(listener, app(state), None, async {
-        let _ = rx.await;
-    }));
-    Running { addr, stop, task }
-}
-
-fn zn_client(bsf: SocketAddr) -> ZnClient {
-    ZnClient::new(ZnClientConfig::new(
-        &bsf.to_string(),
-        BSF_DOMAIN,
-        BSM,
-        ZnCredential::Bearer(ZN_TOKEN.to_owned().into()),
-    ))
-}
-
-/// The catalogue: service `news` (Key Group 1, streaming) in item `basic`, offered as the
-/// 30-day subscription `basic-month`; its live SEK (1,2).
-async fn fill(store: &SqliteStore) {
-    store
-        .put_service(&Service {
-            id: ServiceId("news".into()),
-            name: "News".into(),
-            key_domain: kd(),
-            key_group: 1,
-            streaming: true,
-        })
-        .await
-        .unwrap();
-    store
-        .put_purchase_item(&PurchaseItem {
-            global_id: "basic".into(),
-            name: "Basic".into(),
-            services: vec![ServiceId("news".into())],
-        })
-        .await
-        .unwrap();
-    store
-        .put_purchase_data(&PurchaseData {
-            id: "basic-month".into(),
-            item: "basic".into(),
-            price: Price { amount: "4.99".into(), currency: "EUR".into() },
-            kind: PurchaseKind::Subscription,
-            period: 30 * DAY,
-        })
-        .await
-        .unwrap();
-    let id = SekPekId { key_group: 1, key_number: 2 };
-    store
-        .add_key(&StoredKey {
-            entry: KeyEntry { id, window: Window { from: T0 - 10 * DAY, until: T0 + 20 * DAY }, revoked_at: None },
-            key_domain: kd(),
-            key: SekPek::from_bytes(SEK),
-            rand: SEK_RAND,
-            csb_id: 0x0100_0012,
-        })
-        .await
-        .unwrap();
-}
-
-struct Bsm {
-    running: Running,
-    state: Arc<ProvisioningState<SqliteStore>>,
-    _dir: tempfile::TempDir,
-}
-
-/// `bsm_app` with keys from the BSF over Zn on every request (no cache in front: a B-TID the BSF
-/// replaced is refused at once, as by a BSM node that never saw it).
-async fn start_bsm(bsf: SocketAddr, clock: &TestClock) -> Bsm {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(dir.path().join("bsm.db"), StorageKey::from_bytes([7; 16])).await.unwrap();
-    fill(&store).await;
-    let authenticator = UaAuthenticator::new(&UaConfig::new(BSM, [9; 32])).unwrap();
-    let guard = Arc::new(UaGuard::new(authenticator, Arc::new(zn_client(bsf))).with_clock(clock.unix()));
-    let state = Arc::new(
-        ProvisioningState::new(Provisioning::new(store, ProvisioningConfig::new(BSM)), guard).with_clock(clock.unix()),
-    );
-    let app = bsm_app(state.clone());
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (stop, rx) = oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        let _ = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(async {
-                let _ = rx.await;
-            })
-            .await;
-    });
-    Bsm { running: Running { addr, stop, task }, state, _dir: dir }
-}
-
-fn card() -> ApduCard<Emulator> {
-    let id = UsimIdentity { imsi: "001010000000001".into(), impi: IMPI.into(), iccid: "8900100000000000001".into() };
-    let mut usim = Usim::new(id, SubscriberKey::from_bytes(h(K)), Opc::from_bytes(h(OPC)));
-    usim.sqn_ms = sqn_from_u64(SQN - 7);
-    ApduCard::new(Emulator::new(usim))
-}
-
-fn bootstrap_config() -> BootstrapConfig {
-    BootstrapConfig {
-        bsf_host: BSF_DOMAIN.into(),
-        impi: IMPI.into(),
-        user_agent: "Keycast-terminal-test/0.1".into(),
-        mode: GbaMode::GbaU,
-    }
-}
-
-async fn start_terminal(bsf: SocketAddr, bsm: SocketAddr, clock: &TestClock) -> TerminalShell<ApduCard<Emulator>> {
-    let mut config = ShellConfig::new(
-        &bsm.to_string(),
-        &bsf.to_string(),
-        bootstrap_config(),
-        ClientConfig::new(BSM, "Keycast-terminal-test/0.1"),
-    );
-    config.oma_bcast_udp = Some("127.0.0.1:0".parse().unwrap());
-    config.mbms_udp = Some("127.0.0.1:0".parse().unwrap());
-    config.http_timeout = Duration::from_secs(10);
-    config.bootstrap_retry = RetryPolicy { attempts: 1, backoff: Duration::ZERO };
-    TerminalShell::new(config, card(), clock.utc(), Box::new(SeededRandom::new([0x33; 32]))).await.unwrap()
-}
-
-/// Another device with the same subscription bootstraps: the BSF keeps one session per IMPI,
-/// so the terminal's B-TID is gone.
-async fn other_client_bootstraps(bsf: SocketAddr, clock: &TestClock) -> String {
-    let mut other = card();
-    let mut transport = HttpClient::plain(bsf.to_string()).with_timeout(Duration::from_secs(10));
-    let now = clock.utc();
-    let now = move || now();
-    let mut rng = SeededRandom::new([0x44; 32]);
-    let outcome = bootstrap(
-        &mut transport,
-        &bootstrap_config(),
-        &mut other,
-        None,
-        &now,
-        &mut rng,
-        RetryPolicy { attempts: 1, backoff: Duration::ZERO },
-    )
-    .await
-    .unwrap();
-    outcome.bootstrapped.b_tid
-}
-
-fn ntp(unix: u64) -> u32 {
-    u32::try_from(unix + NTP).unwrap()
-}
+use keycast_terminal::provisioning::Response;
+use loopback::*;
+use tokio::net::UdpSocket;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn terminal_subscribes_survives_a_replaced_bootstrap_and_answers_a_solicited_pull() {
@@ -277,10 +34,10 @@ async fn terminal_subscribes_survives_a_replaced_bootstrap_and_answers_a_solicit
 }
 
 async fn scenario() {
-    let clock = TestClock(Arc::new(AtomicU64::new(T0)));
-    let bsf = start_bsf(&clock).await;
+    let clock = TestClock::new();
+    let bsf = start_bsf(&clock, GbaType::GbaU).await;
     let bsm = start_bsm(bsf.addr, &clock).await;
-    let mut terminal = start_terminal(bsf.addr, bsm.running.addr, &clock).await;
+    let mut terminal = start_terminal(bsf.addr, bsm.running.addr, &clock, card(), GbaMode::GbaU).await;
 
     // Power-on: bootstrap; nothing bought yet, so nothing to register.
     assert!(terminal.connect().await.unwrap().is_none());
@@ -332,7 +89,7 @@ async fn scenario() {
 
     // Another client bootstraps the same IMPI: the terminal's B-TID is gone at the BSF.
     clock.advance(60);
-    let other_btid = other_client_bootstraps(bsf.addr, &clock).await;
+    let other_btid = other_client_bootstraps(bsf.addr, &clock, card(), GbaMode::GbaU).await;
     assert_ne!(other_btid, first_btid);
 
     // The next request gets 401; the terminal bootstraps again and the retry succeeds.

@@ -13,6 +13,7 @@ use keycast_card::error::CardError;
 use keycast_crypto::keys::{SekPek, Tek, TekSalt};
 use keycast_mikey::{SekPekId, StkmContent, TekField, VerificationMessage};
 use keycast_provisioning::sprov::BcastKeyId;
+use keycast_terminal::key_holder::GbaMeKeyHolder;
 use keycast_terminal::ltkm_intake::{
     IntakeAction, IntakeError, Interface, LtkmEvent, LtkmIntake, LtkmOrigin, VerificationTarget, bcast_key,
     on_stkm_refusal,
@@ -190,4 +191,55 @@ fn stkm_key_not_found_asks_for_that_key() {
     let link = CardOpError::Transport(TransportError::Reader("gone".into()));
     assert_eq!(on_stkm_refusal(&stkm, &link), None);
     assert_eq!(on_stkm_refusal(b"junk", &err), None);
+}
+
+/// A GBA_ME terminal's keys: a USIM without MBMS keys and the ME's store with the MUK for
+/// [`BSM`] under `btid`.
+fn gba_me_holder(btid: &str) -> GbaMeKeyHolder<keycast_card::ApduCard<keycast_card::Emulator>> {
+    let mut card = card_with_muk(btid);
+    card.transport_mut().usim_mut().mbms = Default::default();
+    let mut holder = GbaMeKeyHolder::new(card);
+    holder.store_mut().mbms.install_muk(BSM, btid, smk()).unwrap();
+    holder
+}
+
+#[test]
+fn gba_me_store_takes_a_v1_ltkm_and_the_verification_goes_back() {
+    let mut holder = gba_me_holder(BTID);
+    let mut intake = LtkmIntake::new(BSM);
+    let report =
+        intake.handle(&mut holder, &ltkm(BTID, 1, 1, 1, true), udp(Interface::Mbms), Some(BTID), now()).unwrap();
+    assert_eq!(report.event, LtkmEvent::Accepted { key: key(1, 1) });
+    let [IntakeAction::SendVerification { to, message }] = report.actions.as_slice() else {
+        panic!("one verification message expected: {report:?}")
+    };
+    assert_eq!(*to, VerificationTarget::ReplyTo { to: from(), interface: Interface::Mbms });
+    assert_eq!(VerificationMessage::decode(message).unwrap().ts(), 1);
+    let id = SekPekId { key_group: 1, key_number: 1 };
+    assert!(holder.store().mbms.msk(kd(), id).is_some(), "in the ME's store");
+    assert!(holder.card().transport().usim().mbms.msk(kd(), id).is_none(), "not in the USIM");
+}
+
+#[test]
+fn gba_me_store_refuses_an_ltkm_whose_mac_fails() {
+    let mut holder = gba_me_holder(BTID);
+    let before = holder.store().clone();
+    let mut intake = LtkmIntake::new(BSM);
+    let mut bytes = ltkm(BTID, 1, 1, 1, true);
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    let report = intake.handle(&mut holder, &bytes, udp(Interface::OmaBcast), Some(BTID), now()).unwrap();
+    assert_eq!(report.event, LtkmEvent::Refused);
+    assert!(report.actions.is_empty());
+    assert_eq!(holder.store(), &before);
+}
+
+#[test]
+fn gba_me_store_without_a_muk_asks_for_the_key() {
+    let mut holder = GbaMeKeyHolder::new(card_with_muk(BTID));
+    let mut intake = LtkmIntake::new(BSM);
+    let report =
+        intake.handle(&mut holder, &ltkm(BTID, 1, 1, 1, true), udp(Interface::OmaBcast), Some(BTID), now()).unwrap();
+    assert_eq!(report.event, LtkmEvent::KeyNotFound { key: key(1, 1) }, "the USIM's MUK is never tried");
+    assert_eq!(report.actions, [IntakeAction::RequestKeys { interface: Interface::OmaBcast, keys: vec![key(1, 1)] }]);
 }
