@@ -14,13 +14,10 @@ use keycast_bsm::domain::TerminalId;
 use keycast_bsm::keys::KeySource as _;
 use keycast_bsm::store::BsmStore;
 use keycast_card::Card as _;
-use keycast_card::mbms::TekOut;
-use keycast_crypto::keys::{SekPek, Tek, TekSalt};
+use keycast_crypto::keys::SekPek;
 use keycast_gba::bsf::GbaType;
 use keycast_gba::client::GbaMode;
-use keycast_mikey::{
-    KeyValidity, Ltkm, LtkmContent, SekPekId, SolicitedPull, StkmContent, TekField, VerificationMessage,
-};
+use keycast_mikey::{KeyValidity, Ltkm, LtkmContent, SekPekId, SolicitedPull, VerificationMessage};
 use keycast_provisioning::sprov::{PurchaseItemRef, PurchaseRequestItem, StatusCode};
 use keycast_provisioning::time::UtcTime;
 use keycast_terminal::ltkm_intake::{Interface, LtkmEvent, bcast_key};
@@ -56,26 +53,8 @@ async fn scenario() {
     assert_eq!(terminal.client().purchases().active(clock.utc()()), [item]);
 
     // An STKM made under that SEK opens to its TEK in the card.
-    let tek = Tek::from_bytes([0x5c; 16]);
-    let stkm = StkmContent {
-        csb_id: 0x0a0b_0c0d,
-        key_domain_id: kd(),
-        sek_pek_id: SekPekId { key_group: 1, key_number: 2 },
-        tek_id: 1,
-        ts: ntp(T0 + 60),
-        ext: None,
-        tek: TekField::Clear(tek.clone()),
-        salt: Some(TekSalt::from_bytes([0x5d; 14])),
-    }
-    .seal(&SekPek::from_bytes(SEK), &SEK_RAND)
-    .unwrap();
-    match terminal.card_mut().mtk_generation(&stkm).unwrap() {
-        TekOut::Clear { tek: got, salt } => {
-            assert_eq!(got, tek);
-            assert_eq!(salt, Some(TekSalt::from_bytes([0x5d; 14])));
-        }
-        other => panic!("TEK in the clear expected: {other:?}"),
-    }
+    let stkm = sample_stkm();
+    assert_sample_tek(terminal.card_mut().mtk_generation(&stkm).unwrap());
 
     // The network comes back: registration again, the key again under a later TS.
     clock.advance(60);

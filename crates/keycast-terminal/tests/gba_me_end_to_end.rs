@@ -21,11 +21,11 @@ use keycast_bsm::store::BsmStore;
 use keycast_card::Card;
 use keycast_card::card::CardOpError;
 use keycast_card::error::CardError;
-use keycast_card::mbms::{MukRecord, TekOut};
-use keycast_crypto::keys::{SekPek, Smk, Tek, TekSalt};
+use keycast_card::mbms::MukRecord;
+use keycast_crypto::keys::{SekPek, Smk};
 use keycast_gba::bsf::{GbaType, SeededRandom};
 use keycast_gba::client::GbaMode;
-use keycast_mikey::{KeyValidity, Ltkm, LtkmContent, SekPekId, StkmContent, TekField, VerificationMessage};
+use keycast_mikey::{KeyValidity, Ltkm, LtkmContent, SekPekId, VerificationMessage};
 use keycast_provisioning::sprov::{PurchaseItemRef, PurchaseRequestItem, StatusCode};
 use keycast_provisioning::time::UtcTime;
 use keycast_terminal::key_holder::{GbaMeKeyHolder, MbmsKeyHolder};
@@ -141,26 +141,8 @@ async fn subscribe_push_stkm() {
     VerificationMessage::decode(&buf[..n]).unwrap().verify(&ltkm, &ltkm.message_keys(&smk)).unwrap();
 
     // An STKM under the subscribed SEK: the store opens it to its TEK; the USIM cannot.
-    let tek = Tek::from_bytes([0x5c; 16]);
-    let stkm = StkmContent {
-        csb_id: 0x0a0b_0c0d,
-        key_domain_id: kd(),
-        sek_pek_id: SekPekId { key_group: 1, key_number: 2 },
-        tek_id: 1,
-        ts: ntp(T0 + 60),
-        ext: None,
-        tek: TekField::Clear(tek.clone()),
-        salt: Some(TekSalt::from_bytes([0x5d; 14])),
-    }
-    .seal(&SekPek::from_bytes(SEK), &SEK_RAND)
-    .unwrap();
-    match terminal.card_mut().mtk_generation(&stkm).unwrap() {
-        TekOut::Clear { tek: got, salt } => {
-            assert_eq!(got, tek);
-            assert_eq!(salt, Some(TekSalt::from_bytes([0x5d; 14])));
-        }
-        other => panic!("TEK in the clear expected: {other:?}"),
-    }
+    let stkm = sample_stkm();
+    assert_sample_tek(terminal.card_mut().mtk_generation(&stkm).unwrap());
     let usim_answer = Card::mtk_generation(terminal.card_mut().card_mut(), &stkm);
     assert_eq!(usim_answer, Err(CardOpError::Card(CardError::KeyNotFound)));
 

@@ -17,16 +17,17 @@ use keycast_bsm::store::sql::SqliteStore;
 use keycast_bsm::store::{BsmStore, StoredKey};
 use keycast_bsm::ua::{UaAuthenticator, UaConfig};
 use keycast_bsm::zn_client::{ZnClient, ZnClientConfig, ZnCredential};
+use keycast_card::mbms::TekOut;
 use keycast_card::usim::{Usim, UsimIdentity};
 use keycast_card::{ApduCard, Emulator};
 use keycast_crypto::at_rest::StorageKey;
-use keycast_crypto::keys::{Opc, SekPek, SubscriberKey};
+use keycast_crypto::keys::{Opc, SekPek, SubscriberKey, Tek, TekSalt};
 use keycast_crypto::milenage::sqn_from_u64;
 use keycast_gba::bsf::http::{BsfState, ZnAuth, ZnToken, app, serve};
 use keycast_gba::bsf::{Bsf, BsfConfig, GbaType, MemoryStore, SeededRandom, Subscriber};
 use keycast_gba::client::http::{HttpClient, RetryPolicy};
 use keycast_gba::client::{BootstrapConfig, GbaMode};
-use keycast_mikey::{KeyDomainId, SekPekId};
+use keycast_mikey::{KeyDomainId, SekPekId, StkmContent, TekField};
 use keycast_provisioning::sprov::Price;
 use keycast_provisioning::time::UtcTime;
 use keycast_terminal::key_holder::{self, MbmsKeyHolder};
@@ -289,4 +290,31 @@ where
     .await
     .unwrap();
     outcome.bootstrapped.b_tid
+}
+
+/// An STKM for TEK ID 1 under the subscribed SEK (1,2), TEK 0x5c…, salt 0x5d….
+pub fn sample_stkm() -> Vec<u8> {
+    StkmContent {
+        csb_id: 0x0a0b_0c0d,
+        key_domain_id: kd(),
+        sek_pek_id: SekPekId { key_group: 1, key_number: 2 },
+        tek_id: 1,
+        ts: ntp(T0 + 60),
+        ext: None,
+        tek: TekField::Clear(Tek::from_bytes([0x5c; 16])),
+        salt: Some(TekSalt::from_bytes([0x5d; 14])),
+    }
+    .seal(&SekPek::from_bytes(SEK), &SEK_RAND)
+    .unwrap()
+}
+
+/// The TEK and salt of [`sample_stkm`], in the clear.
+pub fn assert_sample_tek(out: TekOut) {
+    match out {
+        TekOut::Clear { tek, salt } => {
+            assert_eq!(tek, Tek::from_bytes([0x5c; 16]));
+            assert_eq!(salt, Some(TekSalt::from_bytes([0x5d; 14])));
+        }
+        other => panic!("TEK in the clear expected: {other:?}"),
+    }
 }
