@@ -14,10 +14,9 @@ use keycast_bsm::domain::TerminalId;
 use keycast_bsm::keys::KeySource as _;
 use keycast_bsm::store::BsmStore;
 use keycast_card::Card as _;
-use keycast_crypto::keys::SekPek;
 use keycast_gba::bsf::GbaType;
 use keycast_gba::client::GbaMode;
-use keycast_mikey::{KeyValidity, Ltkm, LtkmContent, SekPekId, SolicitedPull, VerificationMessage};
+use keycast_mikey::{Ltkm, SekPekId, SolicitedPull, VerificationMessage};
 use keycast_provisioning::sprov::{PurchaseItemRef, PurchaseRequestItem, StatusCode};
 use keycast_provisioning::time::UtcTime;
 use keycast_terminal::ltkm_intake::{Interface, LtkmEvent, bcast_key};
@@ -111,23 +110,7 @@ async fn scenario() {
     // A pushed LTKM with V = 1: the verification message goes back to the push socket and
     // verifies under the LTKM's keys (what the BSM's verification intake checks).
     let ts = store.reserve_ltkm_ts(&TerminalId(IMPI.into()), &new_btid, 1).await.unwrap();
-    let pushed = LtkmContent {
-        csb_id: 0x0900_0001,
-        verification_requested: true,
-        srtp_cs: None,
-        key_domain_id: kd(),
-        sek_pek_id: SekPekId { key_group: 9, key_number: 1 },
-        ts,
-        rand: [0x39; 16],
-        idi: BSM.into(),
-        idr: new_btid.clone(),
-        srtp_policy: None,
-        ext: None,
-        key: Some(SekPek::from_bytes([0x91; 16])),
-        validity: KeyValidity::TekIdWindow { seq_l: 0, seq_u: 1000 },
-    }
-    .seal(&smk)
-    .unwrap();
+    let pushed = ltkm_9_1(&new_btid, ts, &smk);
     bsm_push.send_to(&pushed, to).await.unwrap();
     let received = terminal.recv_ltkm(Duration::from_secs(5)).await.unwrap().expect("the LTKM arrives");
     let nine = bcast_key(kd(), SekPekId { key_group: 9, key_number: 1 });

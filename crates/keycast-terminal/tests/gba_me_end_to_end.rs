@@ -25,7 +25,7 @@ use keycast_card::mbms::MukRecord;
 use keycast_crypto::keys::{SekPek, Smk};
 use keycast_gba::bsf::{GbaType, SeededRandom};
 use keycast_gba::client::GbaMode;
-use keycast_mikey::{KeyValidity, Ltkm, LtkmContent, SekPekId, VerificationMessage};
+use keycast_mikey::{Ltkm, SekPekId, VerificationMessage};
 use keycast_provisioning::sprov::{PurchaseItemRef, PurchaseRequestItem, StatusCode};
 use keycast_provisioning::time::UtcTime;
 use keycast_terminal::key_holder::{GbaMeKeyHolder, MbmsKeyHolder};
@@ -67,27 +67,6 @@ async fn subscribe(terminal: &mut MeTerminal) {
     let sek = bcast_key(kd(), SekPekId { key_group: 1, key_number: 2 });
     assert_eq!(answer.ltkms.len(), 1);
     assert_eq!(answer.ltkms[0].as_ref().unwrap().event, LtkmEvent::Accepted { key: sek });
-}
-
-/// A download LTKM for SEK (9,1) with V = 1.
-fn ltkm_9_1(btid: &str, ts: u32, smk: &Smk) -> Vec<u8> {
-    LtkmContent {
-        csb_id: 0x0900_0001,
-        verification_requested: true,
-        srtp_cs: None,
-        key_domain_id: kd(),
-        sek_pek_id: SekPekId { key_group: 9, key_number: 1 },
-        ts,
-        rand: [0x39; 16],
-        idi: BSM.into(),
-        idr: btid.into(),
-        srtp_policy: None,
-        ext: None,
-        key: Some(SekPek::from_bytes([0x91; 16])),
-        validity: KeyValidity::TekIdWindow { seq_l: 0, seq_u: 1000 },
-    }
-    .seal(smk)
-    .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -21,13 +21,13 @@ use keycast_card::mbms::TekOut;
 use keycast_card::usim::{Usim, UsimIdentity};
 use keycast_card::{ApduCard, Emulator};
 use keycast_crypto::at_rest::StorageKey;
-use keycast_crypto::keys::{Opc, SekPek, SubscriberKey, Tek, TekSalt};
+use keycast_crypto::keys::{Opc, SekPek, Smk, SubscriberKey, Tek, TekSalt};
 use keycast_crypto::milenage::sqn_from_u64;
 use keycast_gba::bsf::http::{BsfState, ZnAuth, ZnToken, app, serve};
 use keycast_gba::bsf::{Bsf, BsfConfig, GbaType, MemoryStore, SeededRandom, Subscriber};
 use keycast_gba::client::http::{HttpClient, RetryPolicy};
 use keycast_gba::client::{BootstrapConfig, GbaMode};
-use keycast_mikey::{KeyDomainId, SekPekId, StkmContent, TekField};
+use keycast_mikey::{KeyDomainId, KeyValidity, LtkmContent, SekPekId, StkmContent, TekField};
 use keycast_provisioning::sprov::Price;
 use keycast_provisioning::time::UtcTime;
 use keycast_terminal::key_holder::{self, MbmsKeyHolder};
@@ -317,4 +317,25 @@ pub fn assert_sample_tek(out: TekOut) {
         }
         other => panic!("TEK in the clear expected: {other:?}"),
     }
+}
+
+/// A download LTKM for SEK (9,1) with V = 1.
+pub fn ltkm_9_1(btid: &str, ts: u32, smk: &Smk) -> Vec<u8> {
+    LtkmContent {
+        csb_id: 0x0900_0001,
+        verification_requested: true,
+        srtp_cs: None,
+        key_domain_id: kd(),
+        sek_pek_id: SekPekId { key_group: 9, key_number: 1 },
+        ts,
+        rand: [0x39; 16],
+        idi: BSM.into(),
+        idr: btid.into(),
+        srtp_policy: None,
+        ext: None,
+        key: Some(SekPek::from_bytes([0x91; 16])),
+        validity: KeyValidity::TekIdWindow { seq_l: 0, seq_u: 1000 },
+    }
+    .seal(smk)
+    .unwrap()
 }
