@@ -251,6 +251,11 @@ pub(crate) struct View {
 }
 
 impl View {
+    /// Nothing read yet.
+    fn empty() -> Self {
+        View { catalogue: Catalogue::default(), offers: BTreeMap::new(), groups: BTreeMap::new() }
+    }
+
     fn offers_of<'a>(&'a self, item: &'a str) -> impl Iterator<Item = &'a PurchaseData> {
         self.offers.values().filter(move |o| o.item == item)
     }
@@ -334,6 +339,22 @@ pub(crate) fn entitlements(view: &View, purchases: &[Purchase], now: u64) -> BTr
                     }
                 })
                 .or_insert(Grant { window, policy, rank });
+        }
+    }
+    out
+}
+
+/// The key groups `purchases` draw on: each pay-per-view program's, and otherwise those of the
+/// item's services. A superset of what [`keys_to_deliver`] reads for them (it also cuts by window).
+fn groups_drawn_on(catalogue: &Catalogue, purchases: &[Purchase]) -> BTreeSet<u16> {
+    let mut out = BTreeSet::new();
+    for p in purchases {
+        match &p.kind {
+            PurchaseKind::PayPerView(program) => out.extend(catalogue.programs.get(program).map(|pr| pr.key_group)),
+            PurchaseKind::Subscription | PurchaseKind::PayPerTime | PurchaseKind::Tokens(_) => {
+                let services = catalogue.items.get(&p.item).map(|i| i.services.as_slice()).unwrap_or_default();
+                out.extend(services.iter().filter_map(|s| catalogue.services.get(s)).map(|s| s.key_group));
+            }
         }
     }
     out
@@ -467,29 +488,60 @@ impl<S: BsmStore + Sync> Provisioning<S> {
     }
 
     pub(crate) async fn view(&self) -> Result<View, ServiceError> {
-        let mut catalogue = Catalogue::default();
-        let mut groups = BTreeMap::new();
+        let mut view = View::empty();
+        self.read_services(&mut view).await?;
+        self.read_programs(&mut view).await?;
+        self.read_items(&mut view).await?;
+        let groups: Vec<u16> = view.groups.keys().copied().collect();
+        self.read_key_groups(&mut view, groups).await?;
+        view.offers = self.store.purchase_data().await?.into_iter().map(|o| (o.id.clone(), o)).collect();
+        Ok(view)
+    }
+
+    /// Reads the services, with their key groups, into the view.
+    async fn read_services(&self, view: &mut View) -> Result<(), ServiceError> {
         for s in self.store.services().await? {
-            groups.insert(s.key_group, (s.key_domain, s.streaming));
-            catalogue.services.insert(s.id.clone(), s);
+            view.groups.insert(s.key_group, (s.key_domain, s.streaming));
+            view.catalogue.services.insert(s.id.clone(), s);
         }
+        Ok(())
+    }
+
+    /// Reads the programs, with their key groups, into the view (after the services).
+    async fn read_programs(&self, view: &mut View) -> Result<(), ServiceError> {
         for p in self.store.programs().await? {
-            if let Some(s) = catalogue.services.get(&p.service) {
-                groups.insert(p.key_group, (s.key_domain, s.streaming));
+            if let Some(s) = view.catalogue.services.get(&p.service) {
+                view.groups.insert(p.key_group, (s.key_domain, s.streaming));
             }
-            catalogue.programs.insert(p.id.clone(), p);
+            view.catalogue.programs.insert(p.id.clone(), p);
         }
+        Ok(())
+    }
+
+    /// Reads the purchase items into the view.
+    async fn read_items(&self, view: &mut View) -> Result<(), ServiceError> {
         for i in self.store.purchase_items().await? {
-            catalogue.items.insert(i.global_id.clone(), i);
+            view.catalogue.items.insert(i.global_id.clone(), i);
         }
-        for &group in groups.keys() {
+        Ok(())
+    }
+
+    /// Reads the key entries of `groups` (those of a service or program) into the view.
+    async fn read_key_groups(
+        &self,
+        view: &mut View,
+        groups: impl IntoIterator<Item = u16>,
+    ) -> Result<(), ServiceError> {
+        for group in groups {
+            if !view.groups.contains_key(&group) || view.catalogue.groups.contains_key(&group) {
+                continue;
+            }
             let entries = self.store.key_entries(group).await?;
             let g = KeyGroup::with_keys(group, entries)
                 .map_err(|e| StoreError::Corrupt(format!("key group {group}: {e}")))?;
-            catalogue.groups.insert(group, g);
+            view.catalogue.groups.insert(group, g);
         }
-        let offers = self.store.purchase_data().await?.into_iter().map(|o| (o.id.clone(), o)).collect();
-        Ok(View { catalogue, offers, groups })
+        Ok(())
     }
 
     pub(crate) fn streaming_of(&self, view: &View, group: u16) -> Option<StreamingPolicy> {
@@ -568,7 +620,11 @@ impl<S: BsmStore + Sync> Provisioning<S> {
         now: u64,
     ) -> Result<Outcome<RegistrationResponse>, ServiceError> {
         self.store.touch_terminal(&caller.terminal, &caller.keys.btid, now).await?;
-        let view = self.view().await?;
+        // A Registration reads only what it uses, as every round trip to the store counts under
+        // load: the items; once an item is named, the services, the programs (for a pay-per-view
+        // purchase only) and the key groups of the named purchases; never the offers.
+        let mut view = View::empty();
+        self.read_items(&mut view).await?;
         let purchases = self.store.purchases(&caller.terminal).await?;
         let mut items = Vec::with_capacity(request.items.len());
         let mut named = BTreeSet::new();
@@ -590,6 +646,12 @@ impl<S: BsmStore + Sync> Provisioning<S> {
             intents.push(DeliveryIntent::Registered { terminal: caller.terminal.clone(), to });
             let chosen: Vec<Purchase> =
                 purchases.into_iter().filter(|p| named.contains(p.item.as_str()) && active(p, now)).collect();
+            self.read_services(&mut view).await?;
+            if chosen.iter().any(|p| matches!(p.kind, PurchaseKind::PayPerView(_))) {
+                self.read_programs(&mut view).await?;
+            }
+            let drawn_on = groups_drawn_on(&view.catalogue, &chosen);
+            self.read_key_groups(&mut view, drawn_on).await?;
             let grants: Vec<_> = entitlements(&view, &chosen, now).into_iter().collect();
             ltkms = self.issue(&view, caller, &grants, to, now, &mut intents).await?;
         }

@@ -151,6 +151,24 @@ async fn registration_puts_what_does_not_fit_the_answer_into_pushes() {
     assert!(matches!(p[0].kind, LtkmKind::Deliver { .. }));
 }
 
+#[tokio::test]
+async fn registration_delivers_the_pek_of_a_pay_per_view_purchase() {
+    let bsm = Bsm::new().await;
+    let t = caller(5);
+    let ppv = PurchaseKind::PayPerView(ProgramId("final".into()));
+    bsm.bought(&t, "events", "final-ppv", ppv, Window { from: T0, until: T0 + DAY + 7200 }).await;
+    let request = RegistrationRequest { request_id: 5, client: None, items: refs(&[("events", Some("final-ppv"))]) };
+    let o = bsm.svc.registration(&t, &request, source(5), T0).await.unwrap();
+    assert_eq!(o.response.status, StatusCode::Success);
+    assert_eq!(o.response.ltkms.len(), 1, "the program's PEK, not the SEK of its service");
+    let c = open(&o.response.ltkms[0], &t);
+    assert_eq!(c.sek_pek_id, id(100, 1));
+    assert_eq!(c.validity, ts_window(T0 + DAY - 3600, T0 + DAY + 7200), "the PEK's window cut to the purchase");
+    assert_eq!(c.ext.unwrap().security_policy.unwrap().policy, SecurityPolicy::PayPerView);
+    assert!(c.srtp_policy.is_none(), "the program is on sport, a download service");
+    assert_eq!(delivered(&o.intents), [(100, 1)]);
+}
+
 // ---------------------------------------------------------------------------------------------
 // b. Service Request
 
