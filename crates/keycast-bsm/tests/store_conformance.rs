@@ -1250,6 +1250,35 @@ mod campaign_suite {
         assert_eq!(fixed[0].as_ref().unwrap().as_ref().unwrap().value(), 2);
     }
 
+    /// Concurrent reservations (group-committed) never share a TS, and a refused one refuses only
+    /// its own caller.
+    pub async fn concurrent_ts_reservations_are_distinct_and_independent<S: BsmStore + Send + Sync + 'static>(
+        s: Arc<S>,
+    ) {
+        s.touch_terminal(&terminal(70), "b70@bsf", T0).await.unwrap();
+        let mut tasks = Vec::new();
+        for i in 0..64u32 {
+            let s = s.clone();
+            tasks.push(tokio::spawn(async move {
+                let who = if i == 17 { terminal(71) } else { terminal(70) };
+                (i, s.reserve_ltkm_ts(&who, "b70@bsf", 1 + i % 3).await)
+            }));
+        }
+        let mut taken = Vec::new();
+        for t in tasks {
+            let (i, r) = t.await.unwrap();
+            if i == 17 {
+                assert!(matches!(r, Err(StoreError::Missing(_))), "unknown terminal: {r:?}");
+                continue;
+            }
+            let first = r.unwrap();
+            taken.extend(first..first + 1 + i % 3);
+        }
+        taken.sort_unstable();
+        let expected: Vec<u32> = (1..=u32::try_from(taken.len()).unwrap()).collect();
+        assert_eq!(taken, expected, "every TS once, none skipped");
+    }
+
     pub async fn imports_are_all_or_nothing<S: BsmStore>(s: Arc<S>) {
         catalogue(&*s).await;
         let mut bad = subscriber(2, true);
@@ -1291,6 +1320,13 @@ macro_rules! campaign_suite {
         async fn a_round_of_sends_is_one_transaction_of_independent_attempts() {
             let Some(f) = $make else { return };
             campaign_suite::a_round_of_sends_is_one_transaction_of_independent_attempts(f.store()).await;
+            f.close().await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn concurrent_ts_reservations_are_distinct_and_independent() {
+            let Some(f) = $make else { return };
+            campaign_suite::concurrent_ts_reservations_are_distinct_and_independent(f.store()).await;
             f.close().await;
         }
 

@@ -46,6 +46,7 @@ use crate::issue::{LtkmCounter, LtkmTs};
 
 mod campaigns;
 mod deliveries;
+mod ts_batch;
 
 /// Scope of the BSM's keys at rest.
 const SCOPE: &str = "keycast-bsm-store";
@@ -234,7 +235,9 @@ macro_rules! sql_store {
                 if !key.opens(SCOPE, &stored) {
                     return Err(StoreError::WrongStorageKey);
                 }
-                Ok($store { pool, key })
+                let (ts, queue) = ts_batch::TsQueue::new();
+                tokio::spawn(Self::serve_ts(pool.clone(), queue));
+                Ok($store { pool, key, ts })
             }
 
             /// The connection pool (administration, inspection in tests).
@@ -566,6 +569,53 @@ macro_rules! sql_store {
                         .transpose()
                         .map_err(|e| StoreError::Corrupt(format!("BCAST_Client_ID: {e}")))?,
                 })
+            }
+
+            /// The group-commit task of [`BsmStore::reserve_ltkm_ts`] (module `ts_batch`); ends
+            /// when the last store clone is dropped.
+            async fn serve_ts(pool: $pool, mut queue: tokio::sync::mpsc::UnboundedReceiver<ts_batch::Reservation>) {
+                while let Some(first) = queue.recv().await {
+                    let batch = ts_batch::drain(first, &mut queue);
+                    match Self::reserve_batch(&pool, &batch).await {
+                        Ok(firsts) => {
+                            for (r, first) in batch.into_iter().zip(firsts) {
+                                let _ = r.answer.send(Ok(first));
+                            }
+                        }
+                        // One at a time: a refused reservation refuses only its own caller.
+                        Err(_) => {
+                            for r in batch {
+                                let one = Self::reserve_batch(&pool, std::slice::from_ref(&r)).await;
+                                let _ = r.answer.send(one.map(|v| v[0]));
+                            }
+                        }
+                    }
+                }
+            }
+
+            /// Reserves every TS of `batch` in one transaction; the first TS of each.
+            async fn reserve_batch(pool: &$pool, batch: &[ts_batch::Reservation]) -> Result<Vec<u32>, StoreError> {
+                let begin: Option<&'static str> = $begin;
+                let mut tx = match begin {
+                    Some(statement) => pool.begin_with(statement).await,
+                    None => pool.begin().await,
+                }
+                .map_err(backend)?;
+                let mut out = Vec::with_capacity(batch.len());
+                for r in batch {
+                    let row = sqlx::query(SQL_RESERVE_TS)
+                        .bind(r.terminal.as_str())
+                        .bind(r.smk.as_str())
+                        .bind(i64::from(r.n))
+                        .fetch_one(&mut *tx)
+                        .await
+                        .map_err(ts_error(&r.terminal))?;
+                    let last: i64 = row.try_get("ts").map_err(backend)?;
+                    let last = u32::try_from(last).map_err(|_| StoreError::Corrupt(format!("LTKM TS {last}")))?;
+                    out.push(last - (r.n - 1));
+                }
+                tx.commit().await.map_err(backend)?;
+                Ok(out)
             }
 
             /// A transaction for key changes: the write lock (SQLite) or the `keys` table lock
@@ -1033,16 +1083,7 @@ macro_rules! sql_store {
                 if n == 0 {
                     return Err(StoreError::Conflict("reserve at least one LTKM timestamp".into()));
                 }
-                let row = sqlx::query(SQL_RESERVE_TS)
-                    .bind(terminal.0.as_str())
-                    .bind(smk)
-                    .bind(i64::from(n))
-                    .fetch_one(&self.pool)
-                    .await
-                    .map_err(ts_error(&terminal.0))?;
-                let last: i64 = row.try_get("ts").map_err(backend)?;
-                let last = u32::try_from(last).map_err(|_| StoreError::Corrupt(format!("LTKM TS {last}")))?;
-                Ok(last - (n - 1))
+                self.ts.reserve(&terminal.0, smk, n).await
             }
 
             async fn enqueue_deliveries(&self, rows: &[DeliveryRow]) -> Result<u64, StoreError> {
@@ -1596,6 +1637,7 @@ macro_rules! sql_store {
 pub struct SqliteStore {
     pool: SqlitePool,
     key: StorageKey,
+    ts: ts_batch::TsQueue,
 }
 
 impl SqliteStore {
@@ -1637,6 +1679,7 @@ impl SqliteStore {
 pub struct PgStore {
     pool: PgPool,
     key: StorageKey,
+    ts: ts_batch::TsQueue,
 }
 
 impl PgStore {
