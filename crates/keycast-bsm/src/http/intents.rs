@@ -28,7 +28,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use keycast_mikey::{KeyDomainId, SekPekId};
 
 use super::provisioning::{IntentSink, SubmitFuture};
-use crate::delivery::{Delivery, DeliveryKey, DeliveryRow, DeliveryState, FailReason, SchedulerConfig, Time};
+use crate::delivery::{
+    Delivery, DeliveryId, DeliveryKey, DeliveryRow, DeliveryState, FailReason, SchedulerConfig, Time,
+};
 use crate::domain::TerminalId;
 use crate::issue::LtkmKind;
 use crate::push::PushClock;
@@ -52,6 +54,24 @@ pub struct IntentReport {
     pub stopped: u64,
     /// Live deliveries made due at once by a registration.
     pub rescheduled: u64,
+}
+
+/// Live deliveries per terminal, read once per [`IntentWriter::write`].
+#[derive(Default)]
+struct LiveRows(std::collections::HashMap<String, Vec<(DeliveryId, DeliveryRow)>>);
+
+impl LiveRows {
+    async fn of<S: BsmStore + Sync>(
+        &mut self,
+        store: &S,
+        terminal: &TerminalId,
+    ) -> Result<&mut Vec<(DeliveryId, DeliveryRow)>, StoreError> {
+        if !self.0.contains_key(&terminal.0) {
+            let rows = store.live_deliveries_of(&terminal.0).await?;
+            self.0.insert(terminal.0.clone(), rows);
+        }
+        Ok(self.0.entry(terminal.0.clone()).or_default())
+    }
 }
 
 /// Writes delivery intents into the store (module docs).
@@ -93,13 +113,20 @@ impl<S: BsmStore + Sync, R: RandomSource + Send> IntentWriter<S, R> {
     pub async fn write(&self, intents: Vec<DeliveryIntent>, now: Time) -> Result<IntentReport, StoreError> {
         let mut report = IntentReport::default();
         let mut pushes = Vec::new();
+        // Each terminal's live deliveries, read once per call (a Registration's answer has both a
+        // `Registered` and a `DeliveredInResponse` per key) and kept in step with what `apply`
+        // changes; dropped when pushes are queued, which adds rows.
+        let mut live = LiveRows::default();
         for intent in intents {
             match intent {
                 DeliveryIntent::Push(p) => pushes.push(p),
                 other => {
                     // Pushes queued before a close or stop in the same list are written first.
-                    report.queued += self.queue(std::mem::take(&mut pushes), now).await?;
-                    self.apply(other, now, &mut report).await?;
+                    if !pushes.is_empty() {
+                        report.queued += self.queue(std::mem::take(&mut pushes), now).await?;
+                        live.0.clear();
+                    }
+                    self.apply(other, now, &mut report, &mut live).await?;
                 }
             }
         }
@@ -107,10 +134,18 @@ impl<S: BsmStore + Sync, R: RandomSource + Send> IntentWriter<S, R> {
         Ok(report)
     }
 
-    async fn apply(&self, intent: DeliveryIntent, now: Time, report: &mut IntentReport) -> Result<(), StoreError> {
+    async fn apply(
+        &self,
+        intent: DeliveryIntent,
+        now: Time,
+        report: &mut IntentReport,
+        live: &mut LiveRows,
+    ) -> Result<(), StoreError> {
         match intent {
             DeliveryIntent::DeliveredInResponse { terminal, key_domain_id, sek_pek_id } => {
-                for (_, row) in self.store.live_deliveries_of(&terminal.0).await? {
+                let rows = live.of(&self.store, &terminal).await?;
+                let mut ended = Vec::new();
+                for (id, row) in rows.iter() {
                     let key = &row.delivery.key;
                     if key.key_domain_id != key_domain_id || key.sek_pek_id != sek_pek_id {
                         continue;
@@ -127,10 +162,12 @@ impl<S: BsmStore + Sync, R: RandomSource + Send> IntentWriter<S, R> {
                             _ => report.superseded += 1,
                         }
                     }
+                    ended.push(*id);
                 }
+                rows.retain(|(id, _)| !ended.contains(id));
             }
             DeliveryIntent::Registered { terminal, .. } => {
-                for (_, row) in self.store.live_deliveries_of(&terminal.0).await? {
+                for (_, row) in live.of(&self.store, &terminal).await?.iter() {
                     if self.store.record_outcome(&row.delivery.key, row.state, Some(now)).await? {
                         report.rescheduled += 1;
                     }
@@ -138,11 +175,13 @@ impl<S: BsmStore + Sync, R: RandomSource + Send> IntentWriter<S, R> {
             }
             DeliveryIntent::StopPushes { terminal } => {
                 let stopped = DeliveryState::Failed { at: now, reason: FailReason::Stopped };
-                for (_, row) in self.store.live_deliveries_of(&terminal.0).await? {
+                let rows = live.of(&self.store, &terminal).await?;
+                for (_, row) in rows.iter() {
                     if self.store.record_outcome(&row.delivery.key, stopped, None).await? {
                         report.stopped += 1;
                     }
                 }
+                rows.clear();
                 if report.stopped > 0 {
                     tracing::info!(terminal = %terminal.0, stopped = report.stopped, "pushes stopped: deregistered");
                 }
