@@ -430,11 +430,11 @@ async fn restart_under_load(cluster: Arc<Mutex<PgCluster>>) {
     assert!(done_before() >= 10, "the load runs before the restart: {} requests done", done_before());
 
     // Requests caught inside the database when it goes away: a session of the test's own locks the
-    // catalogue, so every request stops in its catalogue read (each reads it after touching its
-    // terminal) until the fast shutdown ends the sessions.
+    // purchases, so every request stops in its read of the terminal's purchases (the catalogue is
+    // cached, the purchases never are) until the fast shutdown ends the sessions.
     let mut locker = PgConnection::connect(&url).await.unwrap();
     let mut lock = locker.begin().await.unwrap();
-    sqlx::query("LOCK TABLE services IN ACCESS EXCLUSIVE MODE").execute(&mut *lock).await.unwrap();
+    sqlx::query("LOCK TABLE purchases IN ACCESS EXCLUSIVE MODE").execute(&mut *lock).await.unwrap();
     tokio::time::sleep(CAUGHT).await;
 
     // PostgreSQL goes away.
@@ -562,7 +562,7 @@ async fn restart_under_load(cluster: Arc<Mutex<PgCluster>>) {
         );
     }
     // The requests held by the lock were in the database when it stopped: those whose query the
-    // shutdown ended answer the typed 503 at once (one that got its catalogue as the lock went
+    // shutdown ended answer the typed 503 at once (one that got its purchases as the lock went
     // away waits for its next connection instead, and completes after the start).
     let caught: Vec<&&Exchange> = all.iter().filter(|e| e.sent < stop_begin && e.done > stop_begin).collect();
     assert!(

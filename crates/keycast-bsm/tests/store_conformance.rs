@@ -799,6 +799,32 @@ mod at_rest {
     }
     /// A worker claims and dies before `record_send`; another process opens the database: the rows
     /// come back to it once the lease runs out, never before.
+    /// The catalogue and keys are cached per store; a change made through another store on the
+    /// same database, or by plain SQL, reaches it within the cache's freshness (250 ms), and the
+    /// writer sees its own change at once.
+    pub async fn catalogue_changes_reach_every_store<F: SqlFixture>(f: F) {
+        let a = f.store();
+        let b = f.reopen(storage_key()).await.unwrap();
+        catalogue(&*a).await;
+        assert_eq!(b.services().await.unwrap().len(), 2);
+        assert!(b.key_entries(1).await.unwrap().is_empty());
+        a.put_service(&service("film", 3)).await.unwrap();
+        a.add_key(&stored_key(1, 1, T0, T0 + DAY, 5)).await.unwrap();
+        assert_eq!(a.services().await.unwrap().len(), 3, "the writer sees its change at once");
+        assert_eq!(a.key_entries(1).await.unwrap().len(), 1);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(b.services().await.unwrap().len(), 3, "another store within 250 ms");
+        let one = SekPekId { key_group: 1, key_number: 1 };
+        assert_eq!(b.key(one, T0).await.unwrap().unwrap().key, SekPek::from_bytes([5; 16]));
+        f.exec("UPDATE services SET name = 'Renamed' WHERE id = 'news'").await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        for s in [&*a, &b] {
+            assert!(s.services().await.unwrap().iter().any(|x| x.name == "Renamed"), "plain SQL reaches the caches");
+        }
+        drop(b);
+        f.close().await;
+    }
+
     pub async fn a_crashed_worker_loses_nothing<F: SqlFixture>(f: F) {
         let s = f.store();
         s.touch_terminal(&terminal(70), "b70@bsf", T0).await.unwrap();
@@ -1034,6 +1060,12 @@ macro_rules! backend_suite {
             let Some(f) = $make else { return };
             suite::sent_ltkms_are_found_and_acknowledged_once(f.store()).await;
             f.close().await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn catalogue_changes_reach_every_store() {
+            let Some(f) = $make else { return };
+            at_rest::catalogue_changes_reach_every_store(f).await;
         }
 
         #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -18,7 +18,7 @@
 use std::borrow::Cow;
 use std::path::Path;
 use std::str::FromStr;
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use keycast_crypto::at_rest::StorageKey;
@@ -45,6 +45,7 @@ use crate::domain::{
 use crate::issue::{LtkmCounter, LtkmTs};
 
 mod campaigns;
+mod catalogue_cache;
 mod deliveries;
 mod ts_batch;
 
@@ -55,10 +56,12 @@ const CHECK_NAME: &str = "storage_key_check";
 const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "init", include_str!("../../migrations/sqlite/0001_init.sql")),
     (2, "campaigns", include_str!("../../migrations/sqlite/0002_campaigns.sql")),
+    (3, "catalogue_version", include_str!("../../migrations/sqlite/0003_catalogue_version.sql")),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "init", include_str!("../../migrations/postgres/0001_init.sql")),
     (2, "campaigns", include_str!("../../migrations/postgres/0002_campaigns.sql")),
+    (3, "catalogue_version", include_str!("../../migrations/postgres/0003_catalogue_version.sql")),
 ];
 
 fn migrator(steps: &[(i64, &'static str, &'static str)]) -> Migrator {
@@ -70,6 +73,11 @@ fn migrator(steps: &[(i64, &'static str, &'static str)]) -> Migrator {
             })
             .collect(),
     )
+}
+
+/// Fixes an async block's error type to [`StoreError`] (so `?` inside it needs no annotation).
+fn stored<T>(f: impl Future<Output = Result<T, StoreError>>) -> impl Future<Output = Result<T, StoreError>> {
+    f
 }
 
 fn backend(e: sqlx::Error) -> StoreError {
@@ -189,8 +197,6 @@ const SQL_ADD_KEY: &str = "INSERT INTO keys \
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
 const KEY_COLUMNS: &str =
     "key_group, key_number, window_from, window_until, key_domain, wrapped_key, rand, csb_id, revoked_at";
-const SQL_KEY_ENTRIES: &str = "SELECT key_group, key_number, window_from, window_until, revoked_at FROM keys \
-     WHERE key_group = $1 ORDER BY window_from";
 const SQL_REVOKE_KEY: &str = "UPDATE keys SET revoked_at = $3 \
      WHERE key_group = $1 AND key_number = $2 AND revoked_at IS NULL AND window_until > $3";
 const TERMINAL_COLUMNS: &str = "impi, btid, last_seen, reg_address, reg_interface, reg_at, bcast_client_id";
@@ -237,7 +243,7 @@ macro_rules! sql_store {
                 }
                 let (ts, queue) = ts_batch::TsQueue::new();
                 tokio::spawn(Self::serve_ts(pool.clone(), queue));
-                Ok($store { pool, key, ts })
+                Ok($store { pool, key, ts, catalogue: Arc::default() })
             }
 
             /// The connection pool (administration, inspection in tests).
@@ -509,7 +515,8 @@ macro_rules! sql_store {
                 let row_id = key_row(entry.id, entry.window.from);
                 let name = row_id.join("/");
                 let row_id: Vec<&str> = row_id.iter().map(String::as_str).collect();
-                let key = self.key.unwrap(SCOPE, "SEK/PEK", &row_id, &wrapped).map_err(|_| StoreError::Integrity(name))?;
+                let key =
+                    self.key.unwrap(SCOPE, "SEK/PEK", &row_id, &wrapped).map_err(|_| StoreError::Integrity(name))?;
                 let domain: Vec<u8> = row.try_get("key_domain").map_err(backend)?;
                 let rand: Vec<u8> = row.try_get("rand").map_err(backend)?;
                 Ok(StoredKey {
@@ -616,6 +623,45 @@ macro_rules! sql_store {
                 }
                 tx.commit().await.map_err(backend)?;
                 Ok(out)
+            }
+
+            /// Reads the catalogue stamp when the cache's is older than `catalogue_cache::FRESH`.
+            async fn catalogue_fresh(&self) -> Result<(), StoreError> {
+                if !self.catalogue.fresh() {
+                    let stamp: i64 = sqlx::query("SELECT version FROM catalogue_version WHERE id = 1")
+                        .fetch_one(&self.pool)
+                        .await
+                        .map_err(backend)?
+                        .try_get("version")
+                        .map_err(backend)?;
+                    self.catalogue.stamp(stamp);
+                }
+                Ok(())
+            }
+
+            /// Every key of a group, oldest first, with its bytes or why they do not open (cached;
+            /// a key that fails its integrity check fails only the reads that need its bytes).
+            async fn group_keys(&self, key_group: u16) -> Result<Arc<Vec<catalogue_cache::GroupKey>>, StoreError> {
+                self.catalogue_fresh().await?;
+                if let Some(keys) = self.catalogue.group(key_group) {
+                    return Ok(keys);
+                }
+                let generation = self.catalogue.generation();
+                let sql = format!("SELECT {KEY_COLUMNS} FROM keys WHERE key_group = $1 ORDER BY window_from");
+                let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(i64::from(key_group))
+                    .fetch_all(&self.pool)
+                    .await
+                    .map_err(backend)?;
+                let keys = Arc::new(
+                    rows.iter()
+                        .map(|row| {
+                            Ok(catalogue_cache::GroupKey { entry: Self::key_entry(row)?, key: self.stored_key(row) })
+                        })
+                        .collect::<Result<Vec<_>, StoreError>>()?,
+                );
+                self.catalogue.put_group(generation, key_group, keys.clone());
+                Ok(keys)
             }
 
             /// A transaction for key changes: the write lock (SQLite) or the `keys` table lock
@@ -751,209 +797,277 @@ macro_rules! sql_store {
 
         impl BsmStore for $store {
             async fn put_service(&self, s: &Service) -> Result<(), StoreError> {
-                sqlx::query(SQL_PUT_SERVICE)
-                    .bind(s.id.0.as_str())
-                    .bind(s.name.as_str())
-                    .bind(s.key_domain.0.to_vec())
-                    .bind(i64::from(s.key_group))
-                    .bind(i64::from(s.streaming))
-                    .execute(&self.pool)
-                    .await
-                    .map_err(backend)?;
-                Ok(())
+                let result = stored(async {
+                    sqlx::query(SQL_PUT_SERVICE)
+                        .bind(s.id.0.as_str())
+                        .bind(s.name.as_str())
+                        .bind(s.key_domain.0.to_vec())
+                        .bind(i64::from(s.key_group))
+                        .bind(i64::from(s.streaming))
+                        .execute(&self.pool)
+                        .await
+                        .map_err(backend)?;
+                    Ok(())
+                })
+                .await;
+                self.catalogue.changed();
+                result
             }
 
             async fn services(&self) -> Result<Vec<Service>, StoreError> {
-                let rows = sqlx::query(SQL_SERVICES).fetch_all(&self.pool).await.map_err(backend)?;
-                rows.iter()
-                    .map(|row| {
-                        let domain: Vec<u8> = row.try_get("key_domain").map_err(backend)?;
-                        let streaming: i64 = row.try_get("streaming").map_err(backend)?;
-                        Ok(Service {
-                            id: ServiceId(row.try_get("id").map_err(backend)?),
-                            name: row.try_get("name").map_err(backend)?,
-                            key_domain: KeyDomainId(array(&domain, "Key Domain ID")?),
-                            key_group: u16_from_db(row.try_get("key_group").map_err(backend)?, "Key Group")?,
-                            streaming: streaming != 0,
+                self.catalogue_fresh().await?;
+                if let Some(v) = self.catalogue.services() {
+                    return Ok((*v).clone());
+                }
+                let generation = self.catalogue.generation();
+                let out: Vec<Service> = stored(async {
+                    let rows = sqlx::query(SQL_SERVICES).fetch_all(&self.pool).await.map_err(backend)?;
+                    rows.iter()
+                        .map(|row| {
+                            let domain: Vec<u8> = row.try_get("key_domain").map_err(backend)?;
+                            let streaming: i64 = row.try_get("streaming").map_err(backend)?;
+                            Ok(Service {
+                                id: ServiceId(row.try_get("id").map_err(backend)?),
+                                name: row.try_get("name").map_err(backend)?,
+                                key_domain: KeyDomainId(array(&domain, "Key Domain ID")?),
+                                key_group: u16_from_db(row.try_get("key_group").map_err(backend)?, "Key Group")?,
+                                streaming: streaming != 0,
+                            })
                         })
-                    })
-                    .collect()
+                        .collect()
+                })
+                .await?;
+                self.catalogue.put_services(generation, Arc::new(out.clone()));
+                Ok(out)
             }
 
             async fn put_program(&self, p: &Program) -> Result<(), StoreError> {
-                sqlx::query(SQL_PUT_PROGRAM)
-                    .bind(p.id.0.as_str())
-                    .bind(p.service.0.as_str())
-                    .bind(i64::from(p.key_group))
-                    .bind(to_db(p.window.from))
-                    .bind(to_db(p.window.until))
-                    .execute(&self.pool)
-                    .await
-                    .map_err(missing_or_backend(|| format!("service {}", p.service.0)))?;
-                Ok(())
+                let result = stored(async {
+                    sqlx::query(SQL_PUT_PROGRAM)
+                        .bind(p.id.0.as_str())
+                        .bind(p.service.0.as_str())
+                        .bind(i64::from(p.key_group))
+                        .bind(to_db(p.window.from))
+                        .bind(to_db(p.window.until))
+                        .execute(&self.pool)
+                        .await
+                        .map_err(missing_or_backend(|| format!("service {}", p.service.0)))?;
+                    Ok(())
+                })
+                .await;
+                self.catalogue.changed();
+                result
             }
 
             async fn programs(&self) -> Result<Vec<Program>, StoreError> {
-                let rows = sqlx::query(SQL_PROGRAMS).fetch_all(&self.pool).await.map_err(backend)?;
-                rows.iter()
-                    .map(|row| {
-                        let from = from_db(row.try_get("window_from").map_err(backend)?, "window start")?;
-                        let until = from_db(row.try_get("window_until").map_err(backend)?, "window end")?;
-                        Ok(Program {
-                            id: ProgramId(row.try_get("id").map_err(backend)?),
-                            service: ServiceId(row.try_get("service").map_err(backend)?),
-                            key_group: u16_from_db(row.try_get("key_group").map_err(backend)?, "Key Group")?,
-                            window: Window::new(from, until)
-                                .ok_or_else(|| StoreError::Corrupt("empty program window".into()))?,
+                self.catalogue_fresh().await?;
+                if let Some(v) = self.catalogue.programs() {
+                    return Ok((*v).clone());
+                }
+                let generation = self.catalogue.generation();
+                let out: Vec<Program> = stored(async {
+                    let rows = sqlx::query(SQL_PROGRAMS).fetch_all(&self.pool).await.map_err(backend)?;
+                    rows.iter()
+                        .map(|row| {
+                            let from = from_db(row.try_get("window_from").map_err(backend)?, "window start")?;
+                            let until = from_db(row.try_get("window_until").map_err(backend)?, "window end")?;
+                            Ok(Program {
+                                id: ProgramId(row.try_get("id").map_err(backend)?),
+                                service: ServiceId(row.try_get("service").map_err(backend)?),
+                                key_group: u16_from_db(row.try_get("key_group").map_err(backend)?, "Key Group")?,
+                                window: Window::new(from, until)
+                                    .ok_or_else(|| StoreError::Corrupt("empty program window".into()))?,
+                            })
                         })
-                    })
-                    .collect()
+                        .collect()
+                })
+                .await?;
+                self.catalogue.put_programs(generation, Arc::new(out.clone()));
+                Ok(out)
             }
 
             async fn put_purchase_item(&self, item: &PurchaseItem) -> Result<(), StoreError> {
-                let mut tx = self.pool.begin().await.map_err(backend)?;
-                sqlx::query(SQL_PUT_ITEM)
-                    .bind(item.global_id.as_str())
-                    .bind(item.name.as_str())
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(backend)?;
-                sqlx::query(SQL_CLEAR_ITEM_SERVICES).bind(item.global_id.as_str()).execute(&mut *tx).await.map_err(backend)?;
-                for (position, service) in item.services.iter().enumerate() {
-                    sqlx::query(SQL_ADD_ITEM_SERVICE)
+                let result = stored(async {
+                    let mut tx = self.pool.begin().await.map_err(backend)?;
+                    sqlx::query(SQL_PUT_ITEM)
                         .bind(item.global_id.as_str())
-                        .bind(i64::try_from(position).unwrap_or(i64::MAX))
-                        .bind(service.0.as_str())
+                        .bind(item.name.as_str())
                         .execute(&mut *tx)
                         .await
-                        .map_err(missing_or_backend(|| format!("service {}", service.0)))?;
-                }
-                tx.commit().await.map_err(backend)
+                        .map_err(backend)?;
+                    sqlx::query(SQL_CLEAR_ITEM_SERVICES)
+                        .bind(item.global_id.as_str())
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(backend)?;
+                    for (position, service) in item.services.iter().enumerate() {
+                        sqlx::query(SQL_ADD_ITEM_SERVICE)
+                            .bind(item.global_id.as_str())
+                            .bind(i64::try_from(position).unwrap_or(i64::MAX))
+                            .bind(service.0.as_str())
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(missing_or_backend(|| format!("service {}", service.0)))?;
+                    }
+                    tx.commit().await.map_err(backend)
+                })
+                .await;
+                self.catalogue.changed();
+                result
             }
 
             async fn purchase_items(&self) -> Result<Vec<PurchaseItem>, StoreError> {
-                let rows = sqlx::query(SQL_ITEMS).fetch_all(&self.pool).await.map_err(backend)?;
-                let mut items: Vec<PurchaseItem> = Vec::new();
-                for row in &rows {
-                    let id: String = row.try_get("global_id").map_err(backend)?;
-                    let service: Option<String> = row.try_get("service").map_err(backend)?;
-                    if items.last().is_none_or(|i| i.global_id != id) {
-                        items.push(PurchaseItem {
-                            global_id: id,
-                            name: row.try_get("name").map_err(backend)?,
-                            services: Vec::new(),
-                        });
-                    }
-                    if let (Some(item), Some(service)) = (items.last_mut(), service) {
-                        item.services.push(ServiceId(service));
-                    }
+                self.catalogue_fresh().await?;
+                if let Some(v) = self.catalogue.items() {
+                    return Ok((*v).clone());
                 }
-                Ok(items)
+                let generation = self.catalogue.generation();
+                let out: Vec<PurchaseItem> = stored(async {
+                    let rows = sqlx::query(SQL_ITEMS).fetch_all(&self.pool).await.map_err(backend)?;
+                    let mut items: Vec<PurchaseItem> = Vec::new();
+                    for row in &rows {
+                        let id: String = row.try_get("global_id").map_err(backend)?;
+                        let service: Option<String> = row.try_get("service").map_err(backend)?;
+                        if items.last().is_none_or(|i| i.global_id != id) {
+                            items.push(PurchaseItem {
+                                global_id: id,
+                                name: row.try_get("name").map_err(backend)?,
+                                services: Vec::new(),
+                            });
+                        }
+                        if let (Some(item), Some(service)) = (items.last_mut(), service) {
+                            item.services.push(ServiceId(service));
+                        }
+                    }
+                    Ok(items)
+                })
+                .await?;
+                self.catalogue.put_items(generation, Arc::new(out.clone()));
+                Ok(out)
             }
 
             async fn put_purchase_data(&self, d: &PurchaseData) -> Result<(), StoreError> {
-                let (kind, program, tokens) = kind_to_db(&d.kind);
-                sqlx::query(SQL_PUT_DATA)
-                    .bind(d.id.as_str())
-                    .bind(d.item.as_str())
-                    .bind(d.price.amount.as_str())
-                    .bind(d.price.currency.as_str())
-                    .bind(kind)
-                    .bind(program)
-                    .bind(tokens)
-                    .bind(to_db(d.period))
-                    .execute(&self.pool)
-                    .await
-                    .map_err(missing_or_backend(|| format!("purchase item {} (or its program)", d.item)))?;
-                Ok(())
+                let result = stored(async {
+                    let (kind, program, tokens) = kind_to_db(&d.kind);
+                    sqlx::query(SQL_PUT_DATA)
+                        .bind(d.id.as_str())
+                        .bind(d.item.as_str())
+                        .bind(d.price.amount.as_str())
+                        .bind(d.price.currency.as_str())
+                        .bind(kind)
+                        .bind(program)
+                        .bind(tokens)
+                        .bind(to_db(d.period))
+                        .execute(&self.pool)
+                        .await
+                        .map_err(missing_or_backend(|| format!("purchase item {} (or its program)", d.item)))?;
+                    Ok(())
+                })
+                .await;
+                self.catalogue.changed();
+                result
             }
 
             async fn purchase_data(&self) -> Result<Vec<PurchaseData>, StoreError> {
-                let rows = sqlx::query(SQL_DATA).fetch_all(&self.pool).await.map_err(backend)?;
-                rows.iter()
-                    .map(|row| {
-                        let kind: String = row.try_get("kind").map_err(backend)?;
-                        Ok(PurchaseData {
-                            id: row.try_get("id").map_err(backend)?,
-                            item: row.try_get("item").map_err(backend)?,
-                            price: Price {
-                                amount: row.try_get("amount").map_err(backend)?,
-                                currency: row.try_get("currency").map_err(backend)?,
-                            },
-                            kind: kind_from_db(
-                                &kind,
-                                row.try_get("program").map_err(backend)?,
-                                row.try_get("tokens").map_err(backend)?,
-                            )?,
-                            period: from_db(row.try_get("period").map_err(backend)?, "period")?,
+                self.catalogue_fresh().await?;
+                if let Some(v) = self.catalogue.offers() {
+                    return Ok((*v).clone());
+                }
+                let generation = self.catalogue.generation();
+                let out: Vec<PurchaseData> = stored(async {
+                    let rows = sqlx::query(SQL_DATA).fetch_all(&self.pool).await.map_err(backend)?;
+                    rows.iter()
+                        .map(|row| {
+                            let kind: String = row.try_get("kind").map_err(backend)?;
+                            Ok(PurchaseData {
+                                id: row.try_get("id").map_err(backend)?,
+                                item: row.try_get("item").map_err(backend)?,
+                                price: Price {
+                                    amount: row.try_get("amount").map_err(backend)?,
+                                    currency: row.try_get("currency").map_err(backend)?,
+                                },
+                                kind: kind_from_db(
+                                    &kind,
+                                    row.try_get("program").map_err(backend)?,
+                                    row.try_get("tokens").map_err(backend)?,
+                                )?,
+                                period: from_db(row.try_get("period").map_err(backend)?, "period")?,
+                            })
                         })
-                    })
-                    .collect()
+                        .collect()
+                })
+                .await?;
+                self.catalogue.put_offers(generation, Arc::new(out.clone()));
+                Ok(out)
             }
 
             async fn add_key(&self, k: &StoredKey) -> Result<(), StoreError> {
-                let mut tx = self.keys_tx().await?;
-                Self::insert_key(&self.key, &mut tx, k).await?;
-                tx.commit().await.map_err(backend)
+                let result = stored(async {
+                    let mut tx = self.keys_tx().await?;
+                    Self::insert_key(&self.key, &mut tx, k).await?;
+                    tx.commit().await.map_err(backend)
+                })
+                .await;
+                self.catalogue.changed();
+                result
             }
 
             async fn add_key_campaign(&self, k: &StoredKey, spread: Duration, now: u64) -> Result<u64, StoreError> {
-                let mut tx = self.keys_tx().await?;
-                Self::insert_key(&self.key, &mut tx, k).await?;
-                let id = Self::insert_campaign(&mut tx, k.entry.id.key_group, k.entry.window.from, CampaignKind::Deliver, spread, now).await?;
-                tx.commit().await.map_err(backend)?;
-                Ok(id)
+                let result = stored(async {
+                    let mut tx = self.keys_tx().await?;
+                    Self::insert_key(&self.key, &mut tx, k).await?;
+                    let id = Self::insert_campaign(
+                        &mut tx,
+                        k.entry.id.key_group,
+                        k.entry.window.from,
+                        CampaignKind::Deliver,
+                        spread,
+                        now,
+                    )
+                    .await?;
+                    tx.commit().await.map_err(backend)?;
+                    Ok(id)
+                })
+                .await;
+                self.catalogue.changed();
+                result
             }
 
             async fn key_entries(&self, key_group: u16) -> Result<Vec<KeyEntry>, StoreError> {
-                let rows = sqlx::query(SQL_KEY_ENTRIES)
-                    .bind(i64::from(key_group))
-                    .fetch_all(&self.pool)
-                    .await
-                    .map_err(backend)?;
-                rows.iter().map(Self::key_entry).collect()
+                Ok(self.group_keys(key_group).await?.iter().map(|k| k.entry.clone()).collect())
             }
 
             async fn key(&self, id: SekPekId, at: u64) -> Result<Option<StoredKey>, StoreError> {
-                let sql = format!(
-                    "SELECT {KEY_COLUMNS} FROM keys WHERE key_group = $1 AND key_number = $2 \
-                     ORDER BY CASE WHEN window_from <= $3 AND $3 < window_until THEN 0 ELSE 1 END, window_from DESC \
-                     LIMIT 1"
-                );
-                let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-                    .bind(i64::from(id.key_group))
-                    .bind(i64::from(id.key_number))
-                    .bind(to_db(at))
-                    .fetch_optional(&self.pool)
-                    .await
-                    .map_err(backend)?;
-                row.map(|row| self.stored_key(&row)).transpose()
+                // The key whose window holds `at`, else the latest with this number (numbers
+                // repeat after 65 535 keys).
+                let keys = self.group_keys(id.key_group).await?;
+                let mut mine = keys.iter().filter(|k| k.entry.id.key_number == id.key_number);
+                let found = match mine.clone().find(|k| k.entry.window.contains(at)) {
+                    Some(k) => Some(k),
+                    None => mine.next_back(),
+                };
+                found.map(|k| k.key.clone()).transpose()
             }
 
             async fn keys_covering(&self, key_group: u16, window: Window) -> Result<Vec<StoredKey>, StoreError> {
-                let sql = format!(
-                    "SELECT {KEY_COLUMNS} FROM keys WHERE key_group = $1 AND window_from < $3 AND window_until > $2 \
-                     ORDER BY window_from"
-                );
-                let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-                    .bind(i64::from(key_group))
-                    .bind(to_db(window.from))
-                    .bind(to_db(window.until))
-                    .fetch_all(&self.pool)
-                    .await
-                    .map_err(backend)?;
-                rows.iter().map(|row| self.stored_key(row)).collect()
+                let keys = self.group_keys(key_group).await?;
+                keys.iter().filter(|k| k.entry.window.overlaps(&window)).map(|k| k.key.clone()).collect()
             }
 
             async fn revoke_key(&self, id: SekPekId, at: u64) -> Result<bool, StoreError> {
-                let done = sqlx::query(SQL_REVOKE_KEY)
-                    .bind(i64::from(id.key_group))
-                    .bind(i64::from(id.key_number))
-                    .bind(to_db(at))
-                    .execute(&self.pool)
-                    .await
-                    .map_err(backend)?;
-                Ok(done.rows_affected() > 0)
+                let result = stored(async {
+                    let done = sqlx::query(SQL_REVOKE_KEY)
+                        .bind(i64::from(id.key_group))
+                        .bind(i64::from(id.key_number))
+                        .bind(to_db(at))
+                        .execute(&self.pool)
+                        .await
+                        .map_err(backend)?;
+                    Ok(done.rows_affected() > 0)
+                })
+                .await;
+                self.catalogue.changed();
+                result
             }
 
             async fn touch_terminal(&self, id: &TerminalId, btid: &str, now: u64) -> Result<Terminal, StoreError> {
@@ -990,7 +1104,11 @@ macro_rules! sql_store {
                 row.map(|row| Self::terminal_row(&row)).transpose()
             }
 
-            async fn set_bcast_client_id(&self, id: &TerminalId, client_id: &BcastClientId) -> Result<bool, StoreError> {
+            async fn set_bcast_client_id(
+                &self,
+                id: &TerminalId,
+                client_id: &BcastClientId,
+            ) -> Result<bool, StoreError> {
                 let done = sqlx::query(SQL_SET_CLIENT_ID)
                     .bind(id.0.as_str())
                     .bind(client_id.as_bytes())
@@ -1024,7 +1142,8 @@ macro_rules! sql_store {
             }
 
             async fn deregister(&self, id: &TerminalId) -> Result<bool, StoreError> {
-                let done = sqlx::query(SQL_DEREGISTER).bind(id.0.as_str()).execute(&self.pool).await.map_err(backend)?;
+                let done =
+                    sqlx::query(SQL_DEREGISTER).bind(id.0.as_str()).execute(&self.pool).await.map_err(backend)?;
                 Ok(done.rows_affected() == 1)
             }
 
@@ -1128,7 +1247,8 @@ macro_rules! sql_store {
                     .map_err(backend)?
                     .try_get("v")
                     .map_err(backend)?;
-                v.map(|v| u32::try_from(v).map_err(|_| StoreError::Corrupt(format!("delivery version {v}")))).transpose()
+                v.map(|v| u32::try_from(v).map_err(|_| StoreError::Corrupt(format!("delivery version {v}"))))
+                    .transpose()
             }
 
             async fn live_deliveries_of(&self, terminal: &str) -> Result<Vec<(DeliveryId, DeliveryRow)>, StoreError> {
@@ -1148,8 +1268,10 @@ macro_rules! sql_store {
                     .await
                     .map_err(backend)?;
                 let Some(first) = rows.first() else { return Ok(None) };
-                let form =
-                    deliveries::decode_form(first.try_get("f_ext").map_err(backend)?, first.try_get("f_srtp").map_err(backend)?)?;
+                let form = deliveries::decode_form(
+                    first.try_get("f_ext").map_err(backend)?,
+                    first.try_get("f_srtp").map_err(backend)?,
+                )?;
                 let found = deliveries::group(rows.iter().map(|r| Ok((Self::delivery_raw(r)?, Self::sent_raw(r)?))))?;
                 let Some((id, row)) = found.into_iter().next() else { return Ok(None) };
                 let sent = row
@@ -1181,7 +1303,11 @@ macro_rules! sql_store {
                         .map_err(backend)?;
                     // Nothing was written; release the write lock now rather than on drop.
                     let _ = tx.rollback().await;
-                    return if n == 0 { Err(StoreError::Missing(format!("sent LTKM TS {ts} for {btid}"))) } else { Ok(None) };
+                    return if n == 0 {
+                        Err(StoreError::Missing(format!("sent LTKM TS {ts} for {btid}")))
+                    } else {
+                        Ok(None)
+                    };
                 };
                 let id: i64 = answered.try_get("delivery").map_err(backend)?;
                 let state: String = sqlx::query(STATE.as_str())
@@ -1282,9 +1408,9 @@ macro_rules! sql_store {
                     {
                         Ok(ts) => {
                             one.commit().await.map_err(backend)?;
-                            out.push(Ok(btid.zip(ts).map(|(b, ts)| {
-                                LtkmCounter::restore(b, ts.wrapping_sub(1)).reserve(b).persisted()
-                            })));
+                            out.push(Ok(btid
+                                .zip(ts)
+                                .map(|(b, ts)| LtkmCounter::restore(b, ts.wrapping_sub(1)).reserve(b).persisted())));
                         }
                         Err(e) => {
                             one.rollback().await.map_err(backend)?;
@@ -1339,7 +1465,8 @@ macro_rules! sql_store {
             }
 
             async fn open_deliveries(&self) -> Result<Vec<(DeliveryId, DeliveryRow)>, StoreError> {
-                let rows = sqlx::query(deliveries::SELECT_OPEN.as_str()).fetch_all(&self.pool).await.map_err(backend)?;
+                let rows =
+                    sqlx::query(deliveries::SELECT_OPEN.as_str()).fetch_all(&self.pool).await.map_err(backend)?;
                 deliveries::group(rows.iter().map(|r| Ok((Self::delivery_raw(r)?, Self::sent_raw(r)?))))
             }
 
@@ -1366,54 +1493,59 @@ macro_rules! sql_store {
                 spread: Duration,
                 now: u64,
             ) -> Result<u64, StoreError> {
-                let name = || format!("key {}/{} starting at {from}", id.key_group, id.key_number);
-                let mut tx = self.keys_tx().await?;
-                let row = sqlx::query(campaigns::SQL_KEY_AT)
-                    .bind(i64::from(id.key_group))
-                    .bind(to_db(from))
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err(backend)?;
-                let Some(row) = row else { return Err(StoreError::Missing(name())) };
-                let number: i64 = row.try_get("key_number").map_err(backend)?;
-                if number != i64::from(id.key_number) {
-                    return Err(StoreError::Missing(name()));
-                }
-                let old_until = from_db(row.try_get("window_until").map_err(backend)?, "key end")?;
-                let revoked: Option<i64> = row.try_get("revoked_at").map_err(backend)?;
-                if revoked.is_some() {
-                    return Err(StoreError::Conflict(format!("{} is revoked", name())));
-                }
-                if until <= from {
-                    return Err(StoreError::Conflict(format!("{} cannot end at or before its start", name())));
-                }
-                let next: Option<i64> = sqlx::query(campaigns::SQL_NEXT_KEY_START)
-                    .bind(i64::from(id.key_group))
-                    .bind(to_db(from))
-                    .fetch_one(&mut *tx)
-                    .await
-                    .map_err(backend)?
-                    .try_get("next")
-                    .map_err(backend)?;
-                if let Some(next) = next
-                    && to_db(until) > next
-                {
-                    return Err(StoreError::Conflict(format!(
-                        "{} would overlap the next key of its group (starting at {next})",
-                        name()
-                    )));
-                }
-                sqlx::query(campaigns::SQL_SET_UNTIL)
-                    .bind(i64::from(id.key_group))
-                    .bind(to_db(from))
-                    .bind(to_db(until))
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(backend)?;
-                let kind = CampaignKind::UpdateValidity { old_until };
-                let campaign = Self::insert_campaign(&mut tx, id.key_group, from, kind, spread, now).await?;
-                tx.commit().await.map_err(backend)?;
-                Ok(campaign)
+                let result = stored(async {
+                    let name = || format!("key {}/{} starting at {from}", id.key_group, id.key_number);
+                    let mut tx = self.keys_tx().await?;
+                    let row = sqlx::query(campaigns::SQL_KEY_AT)
+                        .bind(i64::from(id.key_group))
+                        .bind(to_db(from))
+                        .fetch_optional(&mut *tx)
+                        .await
+                        .map_err(backend)?;
+                    let Some(row) = row else { return Err(StoreError::Missing(name())) };
+                    let number: i64 = row.try_get("key_number").map_err(backend)?;
+                    if number != i64::from(id.key_number) {
+                        return Err(StoreError::Missing(name()));
+                    }
+                    let old_until = from_db(row.try_get("window_until").map_err(backend)?, "key end")?;
+                    let revoked: Option<i64> = row.try_get("revoked_at").map_err(backend)?;
+                    if revoked.is_some() {
+                        return Err(StoreError::Conflict(format!("{} is revoked", name())));
+                    }
+                    if until <= from {
+                        return Err(StoreError::Conflict(format!("{} cannot end at or before its start", name())));
+                    }
+                    let next: Option<i64> = sqlx::query(campaigns::SQL_NEXT_KEY_START)
+                        .bind(i64::from(id.key_group))
+                        .bind(to_db(from))
+                        .fetch_one(&mut *tx)
+                        .await
+                        .map_err(backend)?
+                        .try_get("next")
+                        .map_err(backend)?;
+                    if let Some(next) = next
+                        && to_db(until) > next
+                    {
+                        return Err(StoreError::Conflict(format!(
+                            "{} would overlap the next key of its group (starting at {next})",
+                            name()
+                        )));
+                    }
+                    sqlx::query(campaigns::SQL_SET_UNTIL)
+                        .bind(i64::from(id.key_group))
+                        .bind(to_db(from))
+                        .bind(to_db(until))
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(backend)?;
+                    let kind = CampaignKind::UpdateValidity { old_until };
+                    let campaign = Self::insert_campaign(&mut tx, id.key_group, from, kind, spread, now).await?;
+                    tx.commit().await.map_err(backend)?;
+                    Ok(campaign)
+                })
+                .await;
+                self.catalogue.changed();
+                result
             }
 
             async fn campaigns(&self, open_only: bool) -> Result<Vec<Campaign>, StoreError> {
@@ -1436,8 +1568,10 @@ macro_rules! sql_store {
                 .fetch_all(&self.pool)
                 .await
                 .map_err(backend)?;
-                let ids: Vec<String> =
-                    ids.iter().map(|r| r.try_get::<String, _>("terminal").map_err(backend)).collect::<Result<_, _>>()?;
+                let ids: Vec<String> = ids
+                    .iter()
+                    .map(|r| r.try_get::<String, _>("terminal").map_err(backend))
+                    .collect::<Result<_, _>>()?;
                 let (Some(first), Some(last)) = (ids.first(), ids.last()) else {
                     return Ok(CampaignPage { targets: Vec::new(), looked_at: 0, last: None });
                 };
@@ -1460,7 +1594,10 @@ macro_rules! sql_store {
                 for v in &versions {
                     let terminal: String = v.try_get("terminal").map_err(backend)?;
                     let version: i64 = v.try_get("version").map_err(backend)?;
-                    latest.insert(terminal, u32::try_from(version).map_err(|_| StoreError::Corrupt(format!("version {version}")))?);
+                    latest.insert(
+                        terminal,
+                        u32::try_from(version).map_err(|_| StoreError::Corrupt(format!("version {version}")))?,
+                    );
                 }
                 let mut targets: Vec<CampaignTarget> = Vec::new();
                 for row in &rows {
@@ -1518,7 +1655,9 @@ macro_rules! sql_store {
                     let mut st = Statement::<<$db as sqlx::Database>::Arguments>::new(&head);
                     for (i, (row, form)) in chunk.iter().enumerate() {
                         if !row.sent.is_empty() {
-                            return Err(StoreError::Invalid("a campaign's deliveries are fresh (no sent attempts)".into()));
+                            return Err(StoreError::Invalid(
+                                "a campaign's deliveries are fresh (no sent attempts)".into(),
+                            ));
                         }
                         if i > 0 {
                             st.text(", ");
@@ -1638,6 +1777,7 @@ pub struct SqliteStore {
     pool: SqlitePool,
     key: StorageKey,
     ts: ts_batch::TsQueue,
+    catalogue: Arc<catalogue_cache::CatalogueCache>,
 }
 
 impl SqliteStore {
@@ -1680,6 +1820,7 @@ pub struct PgStore {
     pool: PgPool,
     key: StorageKey,
     ts: ts_batch::TsQueue,
+    catalogue: Arc<catalogue_cache::CatalogueCache>,
 }
 
 impl PgStore {
