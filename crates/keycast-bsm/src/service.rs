@@ -596,7 +596,23 @@ impl<S: BsmStore + Sync> Provisioning<S> {
         interface: Interface,
         now: u64,
     ) -> Result<PushAddress, ServiceError> {
+        self.register_over(terminal, None, source, interface, now).await
+    }
+
+    /// [`Self::register`] knowing the terminal's stored registration (as `touch_terminal` just
+    /// returned it): a registration that changes nothing skips the store.
+    async fn register_over(
+        &self,
+        terminal: &TerminalId,
+        stored: Option<&Registration>,
+        source: SocketAddr,
+        interface: Interface,
+        now: u64,
+    ) -> Result<PushAddress, ServiceError> {
         let registration = Registration { address: source.to_string(), interface, at: now };
+        if stored.is_some_and(|s| registration.renews(s)) {
+            return Ok(PushAddress { ip: source.ip(), interface: interface_of(interface) });
+        }
         if !self.store.register(terminal, &registration).await? {
             return Err(StoreError::Missing(format!("terminal {}", terminal.0)).into());
         }
@@ -619,7 +635,7 @@ impl<S: BsmStore + Sync> Provisioning<S> {
         source: SocketAddr,
         now: u64,
     ) -> Result<Outcome<RegistrationResponse>, ServiceError> {
-        self.store.touch_terminal(&caller.terminal, &caller.keys.btid, now).await?;
+        let known = self.store.touch_terminal(&caller.terminal, &caller.keys.btid, now).await?;
         // A Registration reads only what it uses, as every round trip to the store counts under
         // load: the items; once an item is named, the services, the programs (for a pay-per-view
         // purchase only) and the key groups of the named purchases; never the offers.
@@ -642,7 +658,8 @@ impl<S: BsmStore + Sync> Provisioning<S> {
         let mut intents = Vec::new();
         let mut ltkms = Vec::new();
         if !named.is_empty() {
-            let to = self.register(&caller.terminal, source, Interface::OmaBcast, now).await?;
+            let stored = known.registration.as_ref();
+            let to = self.register_over(&caller.terminal, stored, source, Interface::OmaBcast, now).await?;
             intents.push(DeliveryIntent::Registered { terminal: caller.terminal.clone(), to });
             let chosen: Vec<Purchase> =
                 purchases.into_iter().filter(|p| named.contains(p.item.as_str()) && active(p, now)).collect();

@@ -168,6 +168,10 @@ pub struct Terminal {
     pub bcast_client_id: Option<BcastClientId>,
 }
 
+/// \[chosen\] Seconds within which an unchanged `last_seen` or registration is not written again
+/// ([`BsmStore::touch_terminal`], [`BsmStore::register`]).
+pub const UNCHANGED_WRITE_GRANULARITY: u64 = 60;
+
 /// A terminal's registration for LTKM pushes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Registration {
@@ -287,6 +291,17 @@ pub struct TerminalImport {
     pub registration: Option<Registration>,
     /// Its purchases (each of this terminal).
     pub purchases: Vec<Purchase>,
+}
+
+impl Registration {
+    /// Whether storing `self` over `stored` would change nothing a client can observe: same
+    /// address and interface, times within [`UNCHANGED_WRITE_GRANULARITY`].
+    #[must_use]
+    pub fn renews(&self, stored: &Registration) -> bool {
+        self.address == stored.address
+            && self.interface == stored.interface
+            && self.at.abs_diff(stored.at) < UNCHANGED_WRITE_GRANULARITY
+    }
 }
 
 /// The BSM's storage. Implementations are shared handles; every write is committed before the

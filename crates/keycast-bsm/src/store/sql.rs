@@ -1073,10 +1073,9 @@ macro_rules! sql_store {
             async fn touch_terminal(&self, id: &TerminalId, btid: &str, now: u64) -> Result<Terminal, StoreError> {
                 // The no-write rule of the trait docs: a read, and no write lock, for a terminal
                 // heard from again within the granularity under the same B-TID.
-                const GRANULARITY: u64 = 60;
                 if let Some(known) = self.terminal(id).await?
                     && known.btid.as_deref() == Some(btid)
-                    && known.last_seen.abs_diff(now) < GRANULARITY
+                    && known.last_seen.abs_diff(now) < super::UNCHANGED_WRITE_GRANULARITY
                 {
                     return Ok(known);
                 }
@@ -1121,13 +1120,8 @@ macro_rules! sql_store {
             async fn register(&self, id: &TerminalId, r: &Registration) -> Result<bool, StoreError> {
                 // The no-write rule of the trait docs: same address and interface, registered
                 // within the granularity.
-                const GRANULARITY: u64 = 60;
                 let Some(known) = self.terminal(id).await? else { return Ok(false) };
-                if let Some(current) = &known.registration
-                    && current.address == r.address
-                    && current.interface == r.interface
-                    && current.at.abs_diff(r.at) < GRANULARITY
-                {
+                if known.registration.as_ref().is_some_and(|current| r.renews(current)) {
                     return Ok(true);
                 }
                 let done = sqlx::query(SQL_REGISTER)
