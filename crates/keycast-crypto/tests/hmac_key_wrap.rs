@@ -1,7 +1,7 @@
 //! HMAC helpers (RFC 2202, RFC 4231) and AES key wrap (RFC 3394 §4.1, vectors.md §9).
 
 use keycast_crypto::KeyWrapError;
-use keycast_crypto::hmac::{ct_eq, hmac_sha1, hmac_sha256};
+use keycast_crypto::hmac::{HmacSha1Key, ct_eq, hmac_sha1, hmac_sha256};
 use keycast_crypto::key_wrap::{unwrap, unwrap_16, wrap, wrap_16};
 use proptest::prelude::*;
 
@@ -20,6 +20,19 @@ fn rfc2202_hmac_sha1_cases_1_and_2() {
         hmac_sha1(b"Jefe", &[b"what do ya ", b"want for nothing?"]).to_vec(),
         h("effcdf6ae5eb2fa2d27416d5f184df9c259a7c79")
     );
+}
+
+#[test]
+fn prekeyed_hmac_sha1_matches_rfc2202_and_is_reusable() {
+    let key = HmacSha1Key::new(b"Jefe");
+    for _ in 0..2 {
+        assert_eq!(
+            key.mac(&[b"what do ya ", b"want for nothing?"]).to_vec(),
+            h("effcdf6ae5eb2fa2d27416d5f184df9c259a7c79")
+        );
+    }
+    assert_eq!(HmacSha1Key::new(&[0x0b; 20]).mac(&[b"Hi There"]), hmac_sha1(&[0x0b; 20], &[b"Hi There"]));
+    assert_eq!(format!("{key:?}"), "HmacSha1Key(…)");
 }
 
 #[test]
