@@ -75,11 +75,6 @@ fn migrator(steps: &[(i64, &'static str, &'static str)]) -> Migrator {
     )
 }
 
-/// Fixes an async block's error type to [`StoreError`] (so `?` inside it needs no annotation).
-fn stored<T>(f: impl Future<Output = Result<T, StoreError>>) -> impl Future<Output = Result<T, StoreError>> {
-    f
-}
-
 fn backend(e: sqlx::Error) -> StoreError {
     StoreError::Backend(e.to_string())
 }
@@ -625,6 +620,31 @@ macro_rules! sql_store {
                 Ok(out)
             }
 
+            /// Runs a write of the catalogue or the keys, then drops the cache.
+            async fn changing<T>(&self, write: impl Future<Output = Result<T, StoreError>>) -> Result<T, StoreError> {
+                let result = write.await;
+                self.catalogue.changed();
+                result
+            }
+
+            /// A cached part of the catalogue: from the cache while its stamp holds, else `read`
+            /// (kept unless a local write came in between).
+            async fn cached<T: Clone>(
+                &self,
+                get: fn(&catalogue_cache::CatalogueCache) -> Option<Arc<Vec<T>>>,
+                put: fn(&catalogue_cache::CatalogueCache, u64, Arc<Vec<T>>),
+                read: impl Future<Output = Result<Vec<T>, StoreError>>,
+            ) -> Result<Vec<T>, StoreError> {
+                self.catalogue_fresh().await?;
+                if let Some(v) = get(&self.catalogue) {
+                    return Ok((*v).clone());
+                }
+                let generation = self.catalogue.generation();
+                let out = read.await?;
+                put(&self.catalogue, generation, Arc::new(out.clone()));
+                Ok(out)
+            }
+
             /// Reads the catalogue stamp when the cache's is older than `catalogue_cache::FRESH`.
             async fn catalogue_fresh(&self) -> Result<(), StoreError> {
                 if !self.catalogue.fresh() {
@@ -797,7 +817,7 @@ macro_rules! sql_store {
 
         impl BsmStore for $store {
             async fn put_service(&self, s: &Service) -> Result<(), StoreError> {
-                let result = stored(async {
+                self.changing(async {
                     sqlx::query(SQL_PUT_SERVICE)
                         .bind(s.id.0.as_str())
                         .bind(s.name.as_str())
@@ -809,40 +829,35 @@ macro_rules! sql_store {
                         .map_err(backend)?;
                     Ok(())
                 })
-                .await;
-                self.catalogue.changed();
-                result
+                .await
             }
 
             async fn services(&self) -> Result<Vec<Service>, StoreError> {
-                self.catalogue_fresh().await?;
-                if let Some(v) = self.catalogue.services() {
-                    return Ok((*v).clone());
-                }
-                let generation = self.catalogue.generation();
-                let out: Vec<Service> = stored(async {
-                    let rows = sqlx::query(SQL_SERVICES).fetch_all(&self.pool).await.map_err(backend)?;
-                    rows.iter()
-                        .map(|row| {
-                            let domain: Vec<u8> = row.try_get("key_domain").map_err(backend)?;
-                            let streaming: i64 = row.try_get("streaming").map_err(backend)?;
-                            Ok(Service {
-                                id: ServiceId(row.try_get("id").map_err(backend)?),
-                                name: row.try_get("name").map_err(backend)?,
-                                key_domain: KeyDomainId(array(&domain, "Key Domain ID")?),
-                                key_group: u16_from_db(row.try_get("key_group").map_err(backend)?, "Key Group")?,
-                                streaming: streaming != 0,
+                self.cached(
+                    catalogue_cache::CatalogueCache::services,
+                    catalogue_cache::CatalogueCache::put_services,
+                    async {
+                        let rows = sqlx::query(SQL_SERVICES).fetch_all(&self.pool).await.map_err(backend)?;
+                        rows.iter()
+                            .map(|row| {
+                                let domain: Vec<u8> = row.try_get("key_domain").map_err(backend)?;
+                                let streaming: i64 = row.try_get("streaming").map_err(backend)?;
+                                Ok(Service {
+                                    id: ServiceId(row.try_get("id").map_err(backend)?),
+                                    name: row.try_get("name").map_err(backend)?,
+                                    key_domain: KeyDomainId(array(&domain, "Key Domain ID")?),
+                                    key_group: u16_from_db(row.try_get("key_group").map_err(backend)?, "Key Group")?,
+                                    streaming: streaming != 0,
+                                })
                             })
-                        })
-                        .collect()
-                })
-                .await?;
-                self.catalogue.put_services(generation, Arc::new(out.clone()));
-                Ok(out)
+                            .collect()
+                    },
+                )
+                .await
             }
 
             async fn put_program(&self, p: &Program) -> Result<(), StoreError> {
-                let result = stored(async {
+                self.changing(async {
                     sqlx::query(SQL_PUT_PROGRAM)
                         .bind(p.id.0.as_str())
                         .bind(p.service.0.as_str())
@@ -854,40 +869,35 @@ macro_rules! sql_store {
                         .map_err(missing_or_backend(|| format!("service {}", p.service.0)))?;
                     Ok(())
                 })
-                .await;
-                self.catalogue.changed();
-                result
+                .await
             }
 
             async fn programs(&self) -> Result<Vec<Program>, StoreError> {
-                self.catalogue_fresh().await?;
-                if let Some(v) = self.catalogue.programs() {
-                    return Ok((*v).clone());
-                }
-                let generation = self.catalogue.generation();
-                let out: Vec<Program> = stored(async {
-                    let rows = sqlx::query(SQL_PROGRAMS).fetch_all(&self.pool).await.map_err(backend)?;
-                    rows.iter()
-                        .map(|row| {
-                            let from = from_db(row.try_get("window_from").map_err(backend)?, "window start")?;
-                            let until = from_db(row.try_get("window_until").map_err(backend)?, "window end")?;
-                            Ok(Program {
-                                id: ProgramId(row.try_get("id").map_err(backend)?),
-                                service: ServiceId(row.try_get("service").map_err(backend)?),
-                                key_group: u16_from_db(row.try_get("key_group").map_err(backend)?, "Key Group")?,
-                                window: Window::new(from, until)
-                                    .ok_or_else(|| StoreError::Corrupt("empty program window".into()))?,
+                self.cached(
+                    catalogue_cache::CatalogueCache::programs,
+                    catalogue_cache::CatalogueCache::put_programs,
+                    async {
+                        let rows = sqlx::query(SQL_PROGRAMS).fetch_all(&self.pool).await.map_err(backend)?;
+                        rows.iter()
+                            .map(|row| {
+                                let from = from_db(row.try_get("window_from").map_err(backend)?, "window start")?;
+                                let until = from_db(row.try_get("window_until").map_err(backend)?, "window end")?;
+                                Ok(Program {
+                                    id: ProgramId(row.try_get("id").map_err(backend)?),
+                                    service: ServiceId(row.try_get("service").map_err(backend)?),
+                                    key_group: u16_from_db(row.try_get("key_group").map_err(backend)?, "Key Group")?,
+                                    window: Window::new(from, until)
+                                        .ok_or_else(|| StoreError::Corrupt("empty program window".into()))?,
+                                })
                             })
-                        })
-                        .collect()
-                })
-                .await?;
-                self.catalogue.put_programs(generation, Arc::new(out.clone()));
-                Ok(out)
+                            .collect()
+                    },
+                )
+                .await
             }
 
             async fn put_purchase_item(&self, item: &PurchaseItem) -> Result<(), StoreError> {
-                let result = stored(async {
+                self.changing(async {
                     let mut tx = self.pool.begin().await.map_err(backend)?;
                     sqlx::query(SQL_PUT_ITEM)
                         .bind(item.global_id.as_str())
@@ -911,18 +921,11 @@ macro_rules! sql_store {
                     }
                     tx.commit().await.map_err(backend)
                 })
-                .await;
-                self.catalogue.changed();
-                result
+                .await
             }
 
             async fn purchase_items(&self) -> Result<Vec<PurchaseItem>, StoreError> {
-                self.catalogue_fresh().await?;
-                if let Some(v) = self.catalogue.items() {
-                    return Ok((*v).clone());
-                }
-                let generation = self.catalogue.generation();
-                let out: Vec<PurchaseItem> = stored(async {
+                self.cached(catalogue_cache::CatalogueCache::items, catalogue_cache::CatalogueCache::put_items, async {
                     let rows = sqlx::query(SQL_ITEMS).fetch_all(&self.pool).await.map_err(backend)?;
                     let mut items: Vec<PurchaseItem> = Vec::new();
                     for row in &rows {
@@ -941,13 +944,11 @@ macro_rules! sql_store {
                     }
                     Ok(items)
                 })
-                .await?;
-                self.catalogue.put_items(generation, Arc::new(out.clone()));
-                Ok(out)
+                .await
             }
 
             async fn put_purchase_data(&self, d: &PurchaseData) -> Result<(), StoreError> {
-                let result = stored(async {
+                self.changing(async {
                     let (kind, program, tokens) = kind_to_db(&d.kind);
                     sqlx::query(SQL_PUT_DATA)
                         .bind(d.id.as_str())
@@ -963,57 +964,50 @@ macro_rules! sql_store {
                         .map_err(missing_or_backend(|| format!("purchase item {} (or its program)", d.item)))?;
                     Ok(())
                 })
-                .await;
-                self.catalogue.changed();
-                result
+                .await
             }
 
             async fn purchase_data(&self) -> Result<Vec<PurchaseData>, StoreError> {
-                self.catalogue_fresh().await?;
-                if let Some(v) = self.catalogue.offers() {
-                    return Ok((*v).clone());
-                }
-                let generation = self.catalogue.generation();
-                let out: Vec<PurchaseData> = stored(async {
-                    let rows = sqlx::query(SQL_DATA).fetch_all(&self.pool).await.map_err(backend)?;
-                    rows.iter()
-                        .map(|row| {
-                            let kind: String = row.try_get("kind").map_err(backend)?;
-                            Ok(PurchaseData {
-                                id: row.try_get("id").map_err(backend)?,
-                                item: row.try_get("item").map_err(backend)?,
-                                price: Price {
-                                    amount: row.try_get("amount").map_err(backend)?,
-                                    currency: row.try_get("currency").map_err(backend)?,
-                                },
-                                kind: kind_from_db(
-                                    &kind,
-                                    row.try_get("program").map_err(backend)?,
-                                    row.try_get("tokens").map_err(backend)?,
-                                )?,
-                                period: from_db(row.try_get("period").map_err(backend)?, "period")?,
+                self.cached(
+                    catalogue_cache::CatalogueCache::offers,
+                    catalogue_cache::CatalogueCache::put_offers,
+                    async {
+                        let rows = sqlx::query(SQL_DATA).fetch_all(&self.pool).await.map_err(backend)?;
+                        rows.iter()
+                            .map(|row| {
+                                let kind: String = row.try_get("kind").map_err(backend)?;
+                                Ok(PurchaseData {
+                                    id: row.try_get("id").map_err(backend)?,
+                                    item: row.try_get("item").map_err(backend)?,
+                                    price: Price {
+                                        amount: row.try_get("amount").map_err(backend)?,
+                                        currency: row.try_get("currency").map_err(backend)?,
+                                    },
+                                    kind: kind_from_db(
+                                        &kind,
+                                        row.try_get("program").map_err(backend)?,
+                                        row.try_get("tokens").map_err(backend)?,
+                                    )?,
+                                    period: from_db(row.try_get("period").map_err(backend)?, "period")?,
+                                })
                             })
-                        })
-                        .collect()
-                })
-                .await?;
-                self.catalogue.put_offers(generation, Arc::new(out.clone()));
-                Ok(out)
+                            .collect()
+                    },
+                )
+                .await
             }
 
             async fn add_key(&self, k: &StoredKey) -> Result<(), StoreError> {
-                let result = stored(async {
+                self.changing(async {
                     let mut tx = self.keys_tx().await?;
                     Self::insert_key(&self.key, &mut tx, k).await?;
                     tx.commit().await.map_err(backend)
                 })
-                .await;
-                self.catalogue.changed();
-                result
+                .await
             }
 
             async fn add_key_campaign(&self, k: &StoredKey, spread: Duration, now: u64) -> Result<u64, StoreError> {
-                let result = stored(async {
+                self.changing(async {
                     let mut tx = self.keys_tx().await?;
                     Self::insert_key(&self.key, &mut tx, k).await?;
                     let id = Self::insert_campaign(
@@ -1028,9 +1022,7 @@ macro_rules! sql_store {
                     tx.commit().await.map_err(backend)?;
                     Ok(id)
                 })
-                .await;
-                self.catalogue.changed();
-                result
+                .await
             }
 
             async fn key_entries(&self, key_group: u16) -> Result<Vec<KeyEntry>, StoreError> {
@@ -1055,7 +1047,7 @@ macro_rules! sql_store {
             }
 
             async fn revoke_key(&self, id: SekPekId, at: u64) -> Result<bool, StoreError> {
-                let result = stored(async {
+                self.changing(async {
                     let done = sqlx::query(SQL_REVOKE_KEY)
                         .bind(i64::from(id.key_group))
                         .bind(i64::from(id.key_number))
@@ -1065,9 +1057,7 @@ macro_rules! sql_store {
                         .map_err(backend)?;
                     Ok(done.rows_affected() > 0)
                 })
-                .await;
-                self.catalogue.changed();
-                result
+                .await
             }
 
             async fn touch_terminal(&self, id: &TerminalId, btid: &str, now: u64) -> Result<Terminal, StoreError> {
@@ -1487,7 +1477,7 @@ macro_rules! sql_store {
                 spread: Duration,
                 now: u64,
             ) -> Result<u64, StoreError> {
-                let result = stored(async {
+                self.changing(async {
                     let name = || format!("key {}/{} starting at {from}", id.key_group, id.key_number);
                     let mut tx = self.keys_tx().await?;
                     let row = sqlx::query(campaigns::SQL_KEY_AT)
@@ -1537,9 +1527,7 @@ macro_rules! sql_store {
                     tx.commit().await.map_err(backend)?;
                     Ok(campaign)
                 })
-                .await;
-                self.catalogue.changed();
-                result
+                .await
             }
 
             async fn campaigns(&self, open_only: bool) -> Result<Vec<Campaign>, StoreError> {

@@ -313,18 +313,7 @@ impl SrtpSender {
     /// tag. Reserve [`SRTP_MAX_OVERHEAD`] bytes of capacity to avoid a reallocation. On error
     /// the packet is left unchanged.
     pub fn protect(&mut self, packet: &mut Vec<u8>) -> Result<(), SrtpError> {
-        let len = packet.len();
-        packet.resize(len + SRTP_MAX_OVERHEAD, 0);
-        match self.protect_in(packet, len) {
-            Ok(n) => {
-                packet.truncate(n);
-                Ok(())
-            }
-            Err(e) => {
-                packet.truncate(len);
-                Err(e)
-            }
-        }
+        grown(packet, SRTP_MAX_OVERHEAD, |buf, len| self.protect_in(buf, len))
     }
 
     /// Protects the RTP packet in `buf[..len]`, writing MKI and tag after it; returns the
@@ -372,18 +361,7 @@ impl SrtpSender {
     /// the first 8 bytes and appends E‖index, MKI and tag. Reserve [`SRTCP_OVERHEAD`] bytes of
     /// capacity to avoid a reallocation. On error the packet is left unchanged.
     pub fn protect_rtcp(&mut self, packet: &mut Vec<u8>) -> Result<(), SrtpError> {
-        let len = packet.len();
-        packet.resize(len + SRTCP_OVERHEAD, 0);
-        match self.protect_rtcp_in(packet, len) {
-            Ok(n) => {
-                packet.truncate(n);
-                Ok(())
-            }
-            Err(e) => {
-                packet.truncate(len);
-                Err(e)
-            }
-        }
+        grown(packet, SRTCP_OVERHEAD, |buf, len| self.protect_rtcp_in(buf, len))
     }
 
     /// Protects the RTCP packet in `buf[..len]`, writing the SRTCP trailer after it; returns
@@ -661,5 +639,26 @@ impl SrtpReceiver {
             None => st.rtcp = Some(ReplayWindow::new(u64::from(index))),
         }
         Ok(rtcp_end)
+    }
+}
+
+/// Runs an in-place protect on `packet` grown by `extra` bytes, then cuts it to the protected
+/// length, or back to what it was when the protect fails.
+fn grown(
+    packet: &mut Vec<u8>,
+    extra: usize,
+    protect: impl FnOnce(&mut [u8], usize) -> Result<usize, SrtpError>,
+) -> Result<(), SrtpError> {
+    let len = packet.len();
+    packet.resize(len + extra, 0);
+    match protect(packet, len) {
+        Ok(n) => {
+            packet.truncate(n);
+            Ok(())
+        }
+        Err(e) => {
+            packet.truncate(len);
+            Err(e)
+        }
     }
 }
