@@ -7,6 +7,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod broadcaster;
 pub mod client_id;
 pub mod intents;
 pub mod provisioning;

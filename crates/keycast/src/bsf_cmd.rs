@@ -106,6 +106,9 @@ pub enum ServeCommand {
     /// The BSM: OMA BCAST service provisioning and the MBMS key-management interface behind HTTP
     /// Digest with keys from the BSF over Zn, and Prometheus metrics, until SIGINT or SIGTERM.
     Bsm(crate::bsm_cmd::ServeBsmArgs),
+    /// The broadcaster (BSD/A): TEK schedule, STKMs on UDP 2269 and RTP in, SRTP (or ESP) out, with
+    /// keys from the BSM's broadcaster API, and Prometheus metrics, until SIGINT or SIGTERM.
+    Broadcast(crate::broadcast_cmd::ServeBroadcastArgs),
 }
 
 /// Options of `serve bsf`.
@@ -1114,6 +1117,7 @@ pub fn run_serve(args: &ServeArgs) -> Result<ExitCode> {
     let a = match &args.service {
         ServeCommand::Bsf(a) => a,
         ServeCommand::Bsm(a) => return crate::bsm_cmd::run_serve_bsm(a),
+        ServeCommand::Broadcast(a) => return crate::broadcast_cmd::run_serve_broadcast(a),
     };
     let settings = Settings::load(&a.config)?;
     init_service_logging(settings.log_format)?;

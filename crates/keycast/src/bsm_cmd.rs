@@ -30,6 +30,7 @@
 //! | `[push] campaign_page` | `2000` | terminals per campaign page: each page's deliveries and the campaign's cursor are one transaction |
 //! | `[admin] listen` | `"127.0.0.1:9092"` | the JSON administration API ([`keycast_bsm::http::admin`]) |
 //! | `[admin] token_file` | (none: no admin API) | its bearer token (accepted from loopback peers only) |
+//! | `[broadcast] token_file` | (none: no broadcaster API) | bearer token of the broadcasters' internal API ([`keycast_bsm::http::broadcaster`]: live SEK/PEKs with their bytes), served on the admin listener from loopback peers only; needs `[admin]` |
 //! | `[log] format` | `"text"` | `"text"` or `"json"`; level from `RUST_LOG` (default `info`) |
 //!
 //! # Service
@@ -54,6 +55,7 @@ use keycast_bsm::campaign::CampaignRunner;
 use keycast_bsm::client_id::BcastClientIdPolicy;
 use keycast_bsm::http::UaGuard;
 use keycast_bsm::http::admin::{AdminState, admin_app};
+use keycast_bsm::http::broadcaster::{BroadcasterState, broadcaster_app};
 use keycast_bsm::http::intents::{IntentWriter, StoreIntents};
 use keycast_bsm::http::provisioning::{ProvisioningState, bsm_app};
 use keycast_bsm::http::tls::{ClientCertificates, tls_server_config};
@@ -115,6 +117,8 @@ struct RawConfig {
     #[serde(default)]
     admin: RawAdmin,
     #[serde(default)]
+    broadcast: RawBroadcast,
+    #[serde(default)]
     push: RawPush,
     #[serde(default)]
     log: RawLog,
@@ -141,6 +145,12 @@ struct RawPush {
 #[serde(deny_unknown_fields)]
 struct RawAdmin {
     listen: Option<String>,
+    token_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBroadcast {
     token_file: Option<PathBuf>,
 }
 
@@ -216,6 +226,8 @@ pub struct BsmSettings {
     pub metrics_listen: String,
     /// Admin API listener and token file (no admin API without a token file).
     pub admin: Option<(String, PathBuf)>,
+    /// Broadcaster API token file (served on the admin listener).
+    pub broadcast_token_file: Option<PathBuf>,
     /// The push socket's address.
     pub push_listen: SocketAddr,
     /// The window a key campaign's pushes are spread over.
@@ -250,6 +262,11 @@ impl BsmSettings {
             (
                 "admin.token",
                 table.get("admin").and_then(toml::Value::as_table).is_some_and(|a| a.contains_key("token")),
+                "token_file",
+            ),
+            (
+                "broadcast.token",
+                table.get("broadcast").and_then(toml::Value::as_table).is_some_and(|a| a.contains_key("token")),
                 "token_file",
             ),
         ] {
@@ -312,6 +329,9 @@ impl BsmSettings {
                 path.display()
             );
         }
+        if raw.broadcast.token_file.is_some() && raw.admin.token_file.is_none() {
+            bail!("{}: [broadcast] token_file needs [admin] (its API is served on the admin listener)", path.display());
+        }
         Ok(BsmSettings {
             path: path.to_path_buf(),
             fqdn: raw.fqdn,
@@ -331,6 +351,7 @@ impl BsmSettings {
                 .token_file
                 .as_deref()
                 .map(|f| (raw.admin.listen.clone().unwrap_or_else(|| "127.0.0.1:9092".into()), resolve(f))),
+            broadcast_token_file: raw.broadcast.token_file.as_deref().map(resolve),
             push_listen: raw.push.listen.as_deref().unwrap_or("127.0.0.1:0").parse().map_err(|_| {
                 anyhow!("{}: [push] listen must be an IP address and port, e.g. \"0.0.0.0:2269\"", path.display())
             })?,
@@ -449,7 +470,17 @@ async fn run<S: BsmStore + Clone + Send + Sync + 'static>(
             let listener =
                 TcpListener::bind(listen).await.with_context(|| format!("listening for the admin API on {listen}"))?;
             let state = AdminState::new(store.clone(), token).with_campaign_spread(settings.push_spread);
-            Some((listener, Arc::new(state)))
+            let broadcaster = match &settings.broadcast_token_file {
+                None => None,
+                Some(file) => {
+                    let token = Zeroizing::new(read_secret_file(file, "broadcast token")?.trim().to_owned());
+                    if token.len() < 16 {
+                        bail!("{}: the broadcast token must be at least 16 characters", file.display());
+                    }
+                    Some(Arc::new(BroadcasterState::new(store.clone(), token)))
+                }
+            };
+            Some((listener, Arc::new(state), broadcaster))
         }
     };
     // Pushes: intents from the answers go to the store; the worker sends what is due.
@@ -505,11 +536,15 @@ async fn run<S: BsmStore + Clone + Send + Sync + 'static>(
     // TLS channel (BCAST_Client_ID rules), with or without TLS.
     let provisioning = keycast_bsm::http::tls::serve(listener, bsm_app(state), tls, stopped(stop_rx.clone()));
     let admin_api = async {
-        if let Some((listener, state)) = admin {
+        if let Some((listener, state, broadcaster)) = admin {
             if let Ok(addr) = listener.local_addr() {
                 tracing::info!(%addr, "BSM admin API serving");
             }
-            let app = admin_app(state).into_make_service_with_connect_info::<SocketAddr>();
+            let mut app = admin_app(state);
+            if let Some(b) = broadcaster {
+                app = app.merge(broadcaster_app(b));
+            }
+            let app = app.into_make_service_with_connect_info::<SocketAddr>();
             if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(stopped(stop_rx.clone())).await {
                 tracing::error!(error = %e, "admin listener failed");
             }

@@ -6,6 +6,7 @@
 //! | [`cli`] | clap definitions and dispatch of `demo`, `inspect`, `derive`, `card`, `serve`, `bsf` |
 //! | [`demo`] | the narrated layer 1–3 scenario: the keycast-card emulator driven over TS 31.102 APDUs, GBA_U and GBA_ME terminals bootstrapped through keycast-gba's BSF over loopback |
 //! | [`bsf_cmd`] | `keycast serve bsf` (TOML configuration, Ub/Zn/metrics service) and `keycast bsf subscriber add|import|show|delete` |
+//! | [`broadcast_cmd`] | `keycast serve broadcast`: the broadcaster (TOML configuration, keys from the BSM, STKMs, SRTP/ESP out, metrics) |
 //! | [`bench_cmd`] | `keycast bench rollover`: a SEK rollover campaign for N subscribers through the BSM's code, timed, with the peak memory |
 //! | [`card_cmd`] | `keycast card new|show|apdu|reset-counters|serve-vpcd` over card files |
 //! | [`inspect`] | field-by-field MIKEY decoding, the typed verdict, verify and decrypt with keys |
@@ -20,6 +21,7 @@
 #![warn(missing_docs)]
 
 pub mod bench_cmd;
+pub mod broadcast_cmd;
 pub mod bsf_cmd;
 pub mod bsm_admin;
 pub mod bsm_cmd;
