@@ -9,82 +9,19 @@ mod served;
 
 use std::collections::HashMap;
 use std::fs;
-use std::io::{Read as _, Write as _};
-use std::net::{SocketAddr, TcpStream, UdpSocket};
-use std::os::unix::fs::PermissionsExt as _;
+use std::net::{SocketAddr, UdpSocket};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use keycast_card::mbms::{MbmsStore, TekOut};
-use keycast_crypto::keys::{SekPek, Smk};
-use keycast_mikey::{
-    KeyDomainId, KeyValidity, LtkmContent, LtkmExt, SecurityPolicy, SecurityPolicyExt, SekPekId, Stkm,
-};
+use keycast_crypto::keys::Smk;
+use keycast_mikey::{KeyDomainId, KeyValidity, LtkmContent, LtkmExt, SecurityPolicy, SecurityPolicyExt, Stkm};
 use keycast_traffic::srtp::{Mki, SrtpMasterKey, SrtpPolicy, SrtpReceiver};
-use served::{Served, free_port};
+use served::stack::{ADMIN, BROADCAST, BsmWithKey, FQDN, free_rtp_port, http, live, udp_pair};
 
-const FQDN: &str = "bmsc.example.org";
-const ADMIN: &str = "an-admin-token-for-the-test";
-const BROADCAST: &str = "a-broadcast-token-for-the-test";
 const BTID: &str = "AAAAAAAAAAAAAAAAAAAAAA==@bsf.example.org";
-
-fn write_secret(path: &Path, text: &str) {
-    fs::write(path, text).unwrap();
-    fs::set_permissions(path, fs::Permissions::from_mode(0o600)).unwrap();
-}
-
-fn http(port: u16, request: &str) -> String {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.write_all(request.as_bytes()).unwrap();
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    out
-}
-
-fn admin(port: u16, method: &str, path: &str, body: &str) -> String {
-    http(
-        port,
-        &format!(
-            "{method} {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ADMIN}\r\nContent-Type: application/json\r\n\
-             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
-            body.len()
-        ),
-    )
-}
-
-fn live(port: u16, token: &str) -> String {
-    http(
-        port,
-        &format!(
-            "GET /internal/v1/key-groups/1/live HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\
-             Connection: close\r\n\r\n"
-        ),
-    )
-}
-
-/// A UDP socket pair on consecutive loopback ports (RTP, RTCP).
-fn udp_pair() -> (UdpSocket, UdpSocket) {
-    for _ in 0..100 {
-        let a = UdpSocket::bind("127.0.0.1:0").unwrap();
-        let port = a.local_addr().unwrap().port();
-        if port == u16::MAX {
-            continue;
-        }
-        if let Ok(b) = UdpSocket::bind(("127.0.0.1", port + 1)) {
-            return (a, b);
-        }
-    }
-    panic!("no consecutive UDP ports");
-}
-
-fn hex16(v: &serde_json::Value) -> [u8; 16] {
-    let mut out = [0u8; 16];
-    hex::decode_to_slice(v.as_str().unwrap(), &mut out).unwrap();
-    out
-}
 
 fn rtp(seq: u16) -> Vec<u8> {
     let mut p = vec![0x80, 96];
@@ -123,61 +60,15 @@ fn collect(socket: UdpSocket, tx: mpsc::Sender<(Instant, Event)>, kind: fn(Vec<u
 fn broadcaster_keys_from_bsm_stkms_open_on_card_and_srtp_round_trips() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    write_secret(&d.join("storage.key"), "000102030405060708090a0b0c0d0e0f\n");
-    write_secret(&d.join("ua.secret"), &format!("{}\n", "ab".repeat(32)));
-    write_secret(&d.join("zn.token"), "a-zn-token-of-some-length\n");
-    write_secret(&d.join("admin.token"), &format!("{ADMIN}\n"));
-    write_secret(&d.join("broadcast.token"), &format!("{BROADCAST}\n"));
-    let (port, metrics_port, admin_port, dead_bsf) = (free_port(), free_port(), free_port(), free_port());
-    fs::write(
-        d.join("bsm.toml"),
-        format!(
-            "fqdn = \"{FQDN}\"\nlisten = \"127.0.0.1:{port}\"\nstorage_key_file = \"storage.key\"\n\
-             ua_secret_file = \"ua.secret\"\n[bsf]\naddress = \"127.0.0.1:{dead_bsf}\"\nhost = \"bsf.example.org\"\n\
-             token_file = \"zn.token\"\n[metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n\
-             [admin]\nlisten = \"127.0.0.1:{admin_port}\"\ntoken_file = \"admin.token\"\n\
-             [broadcast]\ntoken_file = \"broadcast.token\"\n"
-        ),
-    )
-    .unwrap();
-    let bsm_config = d.join("bsm.toml");
-    let mut bsm = Served::start(
-        &["serve", "bsm", "--config", bsm_config.to_str().unwrap()],
-        d.join("bsm.log"),
-        &[port, metrics_port, admin_port],
-    );
-
-    // A streaming service on Key Group 1 and its first SEK.
-    let put = admin(
-        admin_port,
-        "PUT",
-        "/admin/v1/services/news",
-        r#"{"name":"News","mcc":"001","mnc":"01","key_group":1,"streaming":true}"#,
-    );
-    assert!(put.starts_with("HTTP/1.1 204"), "{put}");
-    let roll = admin(
-        admin_port,
-        "POST",
-        "/admin/v1/key-groups/1/rollover",
-        r#"{"mcc":"001","mnc":"01","key_lifetime_secs":3600,"lead_secs":60}"#,
-    );
-    assert!(roll.starts_with("HTTP/1.1 201"), "{roll}");
+    let stack = BsmWithKey::start(d);
+    let (admin_port, key) = (stack.admin_port, &stack.key);
 
     // The broadcaster API: its own token only.
     assert!(live(admin_port, ADMIN).starts_with("HTTP/1.1 401"));
     assert!(live(admin_port, "wrong").starts_with("HTTP/1.1 401"));
-    let answer = live(admin_port, BROADCAST);
-    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
-    let json: serde_json::Value = serde_json::from_str(answer.split("\r\n\r\n").nth(1).unwrap()).unwrap();
-    let key = &json["keys"][0];
-    let sek = SekPek::from_bytes(hex16(&key["key"]));
-    let rand = hex16(&key["rand"]);
-    let sek_id = SekPekId { key_group: 1, key_number: u16::try_from(key["key_number"].as_u64().unwrap()).unwrap() };
-    let (ts_low, ts_high) = (
-        u32::try_from(key["ts_low"].as_u64().unwrap()).unwrap(),
-        u32::try_from(key["ts_high"].as_u64().unwrap()).unwrap(),
-    );
-    assert!(!fs::read_to_string(d.join("bsm.log")).unwrap().contains(key["key"].as_str().unwrap()), "no key in logs");
+    assert!(live(admin_port, BROADCAST).starts_with("HTTP/1.1 200"));
+    let (sek, rand, sek_id, ts_low, ts_high) = (key.sek.clone(), key.rand, key.sek_id, key.ts_low, key.ts_high);
+    assert!(!fs::read_to_string(d.join("bsm.log")).unwrap().contains(&key.hex), "no key in logs");
 
     // The card holds the SEK (an LTKM with the BSM's key, RAND and TS window).
     let smk = Smk::from_bytes([0x21; 32]);
@@ -213,27 +104,8 @@ fn broadcaster_keys_from_bsm_stkms_open_on_card_and_srtp_round_trips() {
     let stkm_rx = UdpSocket::bind("127.0.0.1:0").unwrap();
     let dest = srtp_rx.local_addr().unwrap();
     let stkm_port = stkm_rx.local_addr().unwrap().port();
-    let (rtp_probe, rtcp_probe) = udp_pair();
-    let rtp_in = rtp_probe.local_addr().unwrap();
-    drop((rtp_probe, rtcp_probe));
-    let b_metrics = free_port();
-    fs::write(
-        d.join("broadcast.toml"),
-        format!(
-            "key_group = 1\ncrypto_period_secs = 2\nlead_secs = 1\nrtp_listen = \"{rtp_in}\"\n\
-             destination = \"{dest}\"\nstkm_port = {stkm_port}\n\
-             [bsm]\nurl = \"http://127.0.0.1:{admin_port}\"\ntoken_file = \"broadcast.token\"\n\
-             [sdp]\npath = \"stream.sdp\"\nsession_name = \"News\"\n\
-             [metrics]\nlisten = \"127.0.0.1:{b_metrics}\"\n"
-        ),
-    )
-    .unwrap();
-    let b_config = d.join("broadcast.toml");
-    let mut broadcaster = Served::start(
-        &["serve", "broadcast", "--config", b_config.to_str().unwrap()],
-        d.join("broadcast.log"),
-        &[b_metrics],
-    );
+    let rtp_in = free_rtp_port();
+    let (mut broadcaster, b_metrics) = stack.broadcaster(d, rtp_in, dest, stkm_port, 2, 1);
 
     let (tx, rx) = mpsc::channel();
     let stop = Arc::new(AtomicBool::new(false));
@@ -351,7 +223,8 @@ fn broadcaster_keys_from_bsm_stkms_open_on_card_and_srtp_round_trips() {
 
     assert!(broadcaster.terminate().success(), "{}", broadcaster.log_text());
     let log = broadcaster.log_text();
-    assert!(!log.contains(key["key"].as_str().unwrap()), "no key in the broadcaster's log");
+    assert!(!log.contains(&key.hex), "no key in the broadcaster's log");
+    let mut bsm = stack.bsm;
     assert!(bsm.terminate().success());
 }
 

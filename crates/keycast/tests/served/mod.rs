@@ -2,6 +2,8 @@
 
 #![allow(dead_code)]
 
+pub mod stack;
+
 use std::fs;
 use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;

@@ -1,0 +1,197 @@
+//! A BSM with a streaming service and its first SEK, and a broadcaster on that key, each as its
+//! own `keycast serve …` process on loopback: the layer 3–4 stack the stream tests run against.
+
+use std::fs;
+use std::io::{Read as _, Write as _};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::Path;
+use std::time::Duration;
+
+use keycast_crypto::keys::SekPek;
+use keycast_mikey::SekPekId;
+
+use super::{Served, free_port};
+
+pub const FQDN: &str = "bmsc.example.org";
+pub const ADMIN: &str = "an-admin-token-for-the-test";
+pub const BROADCAST: &str = "a-broadcast-token-for-the-test";
+
+pub fn write_secret(path: &Path, text: &str) {
+    fs::write(path, text).unwrap();
+    fs::set_permissions(path, fs::Permissions::from_mode(0o600)).unwrap();
+}
+
+/// One HTTP/1.1 exchange on a fresh connection; the whole answer as text.
+pub fn http(port: u16, request: &str) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(request.as_bytes()).unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
+
+pub fn admin(port: u16, method: &str, path: &str, body: &str) -> String {
+    http(
+        port,
+        &format!(
+            "{method} {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ADMIN}\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        ),
+    )
+}
+
+/// `GET /internal/v1/key-groups/1/live` with `token`.
+pub fn live(port: u16, token: &str) -> String {
+    http(
+        port,
+        &format!(
+            "GET /internal/v1/key-groups/1/live HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\
+             Connection: close\r\n\r\n"
+        ),
+    )
+}
+
+/// A UDP socket pair on consecutive loopback ports (RTP, RTCP).
+pub fn udp_pair() -> (UdpSocket, UdpSocket) {
+    for _ in 0..100 {
+        let a = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = a.local_addr().unwrap().port();
+        if port == u16::MAX {
+            continue;
+        }
+        if let Ok(b) = UdpSocket::bind(("127.0.0.1", port + 1)) {
+            return (a, b);
+        }
+    }
+    panic!("no consecutive UDP ports");
+}
+
+/// An RTP port (and the one after it for RTCP) that were free a moment ago.
+pub fn free_rtp_port() -> SocketAddr {
+    let (rtp, rtcp) = udp_pair();
+    let addr = rtp.local_addr().unwrap();
+    drop((rtp, rtcp));
+    addr
+}
+
+fn hex16(v: &serde_json::Value) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    hex::decode_to_slice(v.as_str().unwrap(), &mut out).unwrap();
+    out
+}
+
+/// The live SEK the BSM answers on its broadcaster API.
+pub struct LiveKey {
+    /// The key in hex as the API gave it (to look for in logs).
+    pub hex: String,
+    pub sek: SekPek,
+    pub rand: [u8; 16],
+    pub sek_id: SekPekId,
+    pub ts_low: u32,
+    pub ts_high: u32,
+}
+
+/// `serve bsm` with a streaming service "news" on Key Group 1 and its first SEK.
+pub struct BsmWithKey {
+    pub bsm: Served,
+    pub admin_port: u16,
+    pub key: LiveKey,
+}
+
+impl BsmWithKey {
+    /// Starts the BSM in `d` (its secrets and configuration written there), makes the service
+    /// and the SEK through the admin API and reads the key back through the broadcaster API.
+    pub fn start(d: &Path) -> Self {
+        write_secret(&d.join("storage.key"), "000102030405060708090a0b0c0d0e0f\n");
+        write_secret(&d.join("ua.secret"), &format!("{}\n", "ab".repeat(32)));
+        write_secret(&d.join("zn.token"), "a-zn-token-of-some-length\n");
+        write_secret(&d.join("admin.token"), &format!("{ADMIN}\n"));
+        write_secret(&d.join("broadcast.token"), &format!("{BROADCAST}\n"));
+        let (port, metrics_port, admin_port, dead_bsf) = (free_port(), free_port(), free_port(), free_port());
+        fs::write(
+            d.join("bsm.toml"),
+            format!(
+                "fqdn = \"{FQDN}\"\nlisten = \"127.0.0.1:{port}\"\nstorage_key_file = \"storage.key\"\n\
+                 ua_secret_file = \"ua.secret\"\n[bsf]\naddress = \"127.0.0.1:{dead_bsf}\"\nhost = \"bsf.example.org\"\n\
+                 token_file = \"zn.token\"\n[metrics]\nlisten = \"127.0.0.1:{metrics_port}\"\n\
+                 [admin]\nlisten = \"127.0.0.1:{admin_port}\"\ntoken_file = \"admin.token\"\n\
+                 [broadcast]\ntoken_file = \"broadcast.token\"\n"
+            ),
+        )
+        .unwrap();
+        let bsm_config = d.join("bsm.toml");
+        let bsm = Served::start(
+            &["serve", "bsm", "--config", bsm_config.to_str().unwrap()],
+            d.join("bsm.log"),
+            &[port, metrics_port, admin_port],
+        );
+
+        let put = admin(
+            admin_port,
+            "PUT",
+            "/admin/v1/services/news",
+            r#"{"name":"News","mcc":"001","mnc":"01","key_group":1,"streaming":true}"#,
+        );
+        assert!(put.starts_with("HTTP/1.1 204"), "{put}");
+        let roll = admin(
+            admin_port,
+            "POST",
+            "/admin/v1/key-groups/1/rollover",
+            r#"{"mcc":"001","mnc":"01","key_lifetime_secs":3600,"lead_secs":60}"#,
+        );
+        assert!(roll.starts_with("HTTP/1.1 201"), "{roll}");
+
+        let answer = live(admin_port, BROADCAST);
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+        let json: serde_json::Value = serde_json::from_str(answer.split("\r\n\r\n").nth(1).unwrap()).unwrap();
+        let k = &json["keys"][0];
+        let number = |v: &serde_json::Value| u32::try_from(v.as_u64().unwrap()).unwrap();
+        let key = LiveKey {
+            hex: k["key"].as_str().unwrap().to_owned(),
+            sek: SekPek::from_bytes(hex16(&k["key"])),
+            rand: hex16(&k["rand"]),
+            sek_id: SekPekId { key_group: 1, key_number: u16::try_from(number(&k["key_number"])).unwrap() },
+            ts_low: number(&k["ts_low"]),
+            ts_high: number(&k["ts_high"]),
+        };
+        BsmWithKey { bsm, admin_port, key }
+    }
+
+    /// Starts `serve broadcast` on Key Group 1: RTP in on `rtp_in` (RTCP on the next port),
+    /// SRTP out to `destination`, STKMs to the destination's address on `stkm_port`, a TEK every
+    /// `crypto_period` seconds announced `lead` seconds ahead, the SDP in `d/stream.sdp`. Returns
+    /// the process and its metrics port.
+    pub fn broadcaster(
+        &self,
+        d: &Path,
+        rtp_in: SocketAddr,
+        destination: SocketAddr,
+        stkm_port: u16,
+        crypto_period: u32,
+        lead: u32,
+    ) -> (Served, u16) {
+        let metrics = free_port();
+        fs::write(
+            d.join("broadcast.toml"),
+            format!(
+                "key_group = 1\ncrypto_period_secs = {crypto_period}\nlead_secs = {lead}\nrtp_listen = \"{rtp_in}\"\n\
+                 destination = \"{destination}\"\nstkm_port = {stkm_port}\n\
+                 [bsm]\nurl = \"http://127.0.0.1:{}\"\ntoken_file = \"broadcast.token\"\n\
+                 [sdp]\npath = \"stream.sdp\"\nsession_name = \"News\"\n\
+                 [metrics]\nlisten = \"127.0.0.1:{metrics}\"\n",
+                self.admin_port
+            ),
+        )
+        .unwrap();
+        let config = d.join("broadcast.toml");
+        let served = Served::start(
+            &["serve", "broadcast", "--config", config.to_str().unwrap()],
+            d.join("broadcast.log"),
+            &[metrics],
+        );
+        (served, metrics)
+    }
+}
