@@ -50,6 +50,8 @@ pub enum Command {
     Bsm(crate::bsm_admin::BsmArgs),
     /// Measure a role at scale: `bench rollover --subscribers N [--postgres URL]`.
     Bench(crate::bench_cmd::BenchArgs),
+    /// The terminal: `terminal watch --card PATH` (STKMs and SRTP in, clear RTP and an SDP out).
+    Terminal(crate::terminal_cmd::TerminalArgs),
 }
 
 /// Options of `keycast demo`.
@@ -247,6 +249,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Bsf(a) => crate::bsf_cmd::run_bsf(&a),
         Command::Bsm(a) => crate::bsm_admin::run_bsm(&a),
         Command::Bench(a) => crate::bench_cmd::run_bench(&a),
+        Command::Terminal(a) => crate::terminal_cmd::run(&a),
         Command::Derive(a) => {
             let node = match &a.what {
                 DeriveCommand::Milenage(m) => derive::milenage(&derive::MilenageInput {

@@ -13,6 +13,7 @@
 //! | [`derive`](mod@derive) | Milenage, GBA, MIKEY PRF and SRTP derivations with every intermediate value |
 //! | [`pcap`] | pcap/pcapng reader (UDP over Ethernet, SLL, raw IP, loopback), pcap writer |
 //! | [`input`] | hex, base64, files and captures from the command line |
+//! | [`terminal_cmd`] | `keycast terminal watch`: STKMs and SRTP in, TEKs from a card file, clear RTP and an SDP out, LTKM Requests to the BSM |
 //! | [`report`] | one tree rendered as `tshark -V`-like text or JSON |
 //!
 //! Errors are `anyhow` here and only here; the library crates below use typed errors.
@@ -33,3 +34,4 @@ pub mod input;
 pub mod inspect;
 pub mod pcap;
 pub mod report;
+pub mod terminal_cmd;
