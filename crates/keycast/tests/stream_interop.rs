@@ -7,7 +7,7 @@
 
 mod served;
 
-use std::net::{SocketAddrV4, UdpSocket};
+use std::net::{SocketAddr, SocketAddrV4, UdpSocket};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,12 +15,23 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use keycast::pcap::PcapWriter;
-use keycast_mikey::Stkm;
-use served::stack::{BsmWithKey, free_rtp_port, udp_pair};
+use keycast_crypto::keys::{SekPek, Tek, TekSalt};
+use keycast_mikey::{
+    KeyDomainId, ProtectionAfterReception, SekPekId, Stkm, StkmContent, StkmExt, TekField, TrafficProtectionProtocol,
+};
+use served::Served;
+use served::stack::{BsmWithKey, FQDN, card_with_key, free_rtp_port, udp_pair};
 
 const SSRC: u32 = 1234;
 /// 100 buffers of 1 024 samples: 12.8 s of 8 kHz tone, sent as fast as GStreamer goes.
 const TONE: &str = "audiotestsrc num-buffers=100 ! audio/x-raw,format=S16BE,rate=8000,channels=1";
+/// 20 buffers of 1 024 samples at the pace of a live source: 2.6 s.
+const LIVE_TONE: &str = "audiotestsrc is-live=true num-buffers=20 ! audio/x-raw,format=S16BE,rate=8000,channels=1";
+
+/// A UDP port on 127.0.0.1 that was free a moment ago.
+fn free_udp() -> u16 {
+    UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
 
 fn have(tool: &str, args: &[&str]) -> bool {
     let ok =
@@ -50,12 +61,18 @@ fn wait_bound(port: u16) {
     panic!("nothing bound UDP port {port} within 20 s");
 }
 
-/// Ends a `gst-launch-1.0 -e` pipeline with SIGINT, so it sends EOS and its filesink flushes.
+/// Ends a `gst-launch-1.0 -e` pipeline with SIGINT, so it sends EOS and its filesink flushes. A
+/// pipeline that never received anything may not finish its EOS (sdpdemux without pads): after
+/// 10 s it is killed, and whatever its filesink holds is what the test sees.
 fn interrupt(mut child: Child) {
     let _ = Command::new("kill").args(["-INT", &child.id().to_string()]).status();
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + Duration::from_secs(10);
     while child.try_wait().unwrap().is_none() {
-        assert!(Instant::now() < deadline, "gst-launch-1.0 did not stop after SIGINT");
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return;
+        }
         std::thread::sleep(Duration::from_millis(20));
     }
 }
@@ -222,6 +239,184 @@ fn broadcaster_srtp_decrypted_by_gstreamer_and_its_mki_seen_by_tshark() {
         assert_eq!(shown.len(), srtp.len(), "tshark dissected every packet as SRTP");
         assert!(shown.iter().all(|m| *m == hex::encode(&mki)), "tshark's MKI: {:?}", &shown[..3.min(shown.len())]);
     }
+    let mut bsm = stack.bsm;
+    assert!(bsm.terminate().success());
+}
+
+/// `keycast terminal watch` on a card file holding `sek_id` (with `stkm_port`, SRTP on `srtp`,
+/// clear RTP out to `rtp_out`, the SDP in `d/watch.sdp`).
+fn watch(d: &Path, card: &Path, stkm_port: u16, srtp: SocketAddr, rtp_out: SocketAddr) -> Served {
+    let sdp = d.join("watch.sdp");
+    Served::start(
+        &[
+            "terminal",
+            "watch",
+            "--card",
+            card.to_str().unwrap(),
+            "--stkm-port",
+            &stkm_port.to_string(),
+            "--srtp",
+            &srtp.to_string(),
+            "--rtp-out",
+            &rtp_out.to_string(),
+            "--sdp",
+            sdp.to_str().unwrap(),
+            "--media",
+            "audio",
+            "--rtpmap",
+            "L16/8000",
+            "--duration",
+            "60",
+        ],
+        d.join("watch.log"),
+        &[],
+    )
+}
+
+fn wait_log(served: &Served, needle: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !served.log_text().contains(needle) {
+        assert!(Instant::now() < deadline, "no {needle:?} within 20 s:\n{}", served.log_text());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A player for the terminal's clear stream: GStreamer reading the SDP the terminal wrote.
+fn player(d: &Path, rtp_out: SocketAddr) -> (Child, std::path::PathBuf) {
+    let out = d.join("played.raw");
+    let sdp = d.join("watch.sdp");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !sdp.exists() {
+        assert!(Instant::now() < deadline, "no SDP from the terminal");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let child = gst(&format!(
+        "filesrc location={} ! sdpdemux ! rtpL16depay ! filesink location={}",
+        sdp.display(),
+        out.display()
+    ))
+    .spawn()
+    .unwrap();
+    wait_bound(rtp_out.port());
+    (child, out)
+}
+
+/// The summary line `SRTP packets: …` the watcher printed when it stopped.
+fn summary(watcher: &mut Served) -> String {
+    assert!(watcher.interrupt().success(), "{}", watcher.log_text());
+    watcher.stdout_text()
+}
+
+#[test]
+fn gstreamer_srtpenc_stream_opened_by_keycast_terminal_watch() {
+    if !have("gst-inspect-1.0", &["--exists", "srtpenc"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // A SEK in the card, and the TEK ‖ salt that srtpenc will use, sent to the terminal in an STKM.
+    let (sek_id, sek, rand) = (SekPekId { key_group: 3, key_number: 1 }, SekPek::from_bytes([0x21; 16]), [0x43; 16]);
+    let ts = 3_989_000_100;
+    let card = d.join("card.json");
+    card_with_key(&card, FQDN, "btid-1@bsf.example.org", sek_id, &sek, rand, ts - 100, ts + 100_000);
+    let key: Vec<u8> = (0u8..30).map(|i| i.wrapping_mul(7).wrapping_add(1)).collect();
+    // Each run sends a fresh STKM (TS one higher): the card file remembers the last TS it took.
+    let stkm = |ts| {
+        StkmContent {
+            csb_id: 0x0b0b_0b0b,
+            key_domain_id: KeyDomainId::from_mcc_mnc("001", "01").unwrap(),
+            sek_pek_id: sek_id,
+            tek_id: 1,
+            ts,
+            ext: Some(StkmExt {
+                protection_after_reception: ProtectionAfterReception::ServiceProtectionOnly,
+                traffic_protection_protocol: TrafficProtectionProtocol::Srtp,
+                traffic_authentication: true,
+                tbk_id: None,
+                access_criteria: None,
+            }),
+            tek: TekField::Clear(Tek::from_bytes(key[..16].try_into().unwrap())),
+            salt: Some(TekSalt::from_bytes(key[16..].try_into().unwrap())),
+        }
+        .seal(&sek, &rand)
+        .unwrap()
+    };
+    let mki = [sek_id.to_bytes().as_slice(), &1u16.to_be_bytes()].concat();
+
+    let clear_file = d.join("clear.raw");
+    assert!(gst(&format!("{LIVE_TONE} ! filesink location={}", clear_file.display())).status().unwrap().success());
+    let clear = std::fs::read(&clear_file).unwrap();
+
+    let run = |srtpenc_key: &[u8], ts: u32| {
+        let (stkm_port, srtp, rtp_out) = (free_udp(), free_rtp_port(), free_rtp_port());
+        let mut watcher = watch(d, &card, stkm_port, srtp, rtp_out);
+        wait_bound(srtp.port());
+        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        tx.send_to(&stkm(ts), ("127.0.0.1", stkm_port)).unwrap();
+        wait_log(&watcher, "TekInstalled");
+        let (play, played) = player(d, rtp_out);
+        let status = gst(&format!(
+            "{LIVE_TONE} ! rtpL16pay pt=96 ssrc={SSRC} ! srtpenc key={} mki={} ! udpsink host=127.0.0.1 port={}",
+            hex::encode(srtpenc_key),
+            hex::encode(&mki),
+            srtp.port()
+        ))
+        .status()
+        .unwrap();
+        assert!(status.success());
+        std::thread::sleep(Duration::from_millis(500));
+        interrupt(play);
+        (std::fs::read(&played).unwrap_or_default(), summary(&mut watcher))
+    };
+
+    let (played, out) = run(&key, ts);
+    assert_eq!(played.len(), clear.len(), "the player got {} of {} octets\n{out}", played.len(), clear.len());
+    assert!(played == clear, "the played tone differs from the clear one");
+    assert!(out.contains(" 0 authentication"), "{out}");
+
+    // srtpenc with another key: every packet fails authentication, nothing is played.
+    let mut wrong = key.clone();
+    wrong[0] ^= 1;
+    let (played, out) = run(&wrong, ts + 1);
+    assert!(played.is_empty(), "a wrong key let {} octets through", played.len());
+    assert!(out.contains(", 0 out;"), "{out}");
+}
+
+#[test]
+fn gstreamer_tone_through_broadcaster_and_terminal_plays_byte_identical() {
+    if !have("gst-inspect-1.0", &["--exists", "sdpdemux"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let stack = BsmWithKey::start(d);
+    let k = &stack.key;
+    let card = d.join("card.json");
+    card_with_key(&card, FQDN, "btid-1@bsf.example.org", k.sek_id, &k.sek, k.rand, k.ts_low, k.ts_high);
+
+    let clear_file = d.join("clear.raw");
+    assert!(gst(&format!("{LIVE_TONE} ! filesink location={}", clear_file.display())).status().unwrap().success());
+    let clear = std::fs::read(&clear_file).unwrap();
+
+    // tone → RTP → broadcaster → SRTP + STKMs → terminal → clear RTP → player (via the terminal's SDP).
+    let (stkm_port, srtp, rtp_out, rtp_in) = (free_udp(), free_rtp_port(), free_rtp_port(), free_rtp_port());
+    let mut watcher = watch(d, &card, stkm_port, srtp, rtp_out);
+    wait_bound(srtp.port());
+    let (mut broadcaster, _) = stack.broadcaster(d, rtp_in, srtp, stkm_port, 600, 5);
+    wait_log(&watcher, "TekInstalled");
+    let (play, played) = player(d, rtp_out);
+    let status =
+        gst(&format!("{LIVE_TONE} ! rtpL16pay pt=96 ssrc={SSRC} ! udpsink host=127.0.0.1 port={}", rtp_in.port()))
+            .status()
+            .unwrap();
+    assert!(status.success());
+    std::thread::sleep(Duration::from_millis(500));
+    interrupt(play);
+    let out = summary(&mut watcher);
+    assert!(broadcaster.terminate().success());
+    let played = std::fs::read(&played).unwrap_or_default();
+    assert_eq!(played.len(), clear.len(), "the player got {} of {} octets\n{out}", played.len(), clear.len());
+    assert!(played == clear, "the played tone differs from the tone sent");
     let mut bsm = stack.bsm;
     assert!(bsm.terminate().success());
 }

@@ -4,23 +4,23 @@
 //! summary, and the card file's record of the last STKM are checked after the process stops by
 //! itself (--packets).
 
+mod served;
+
 use std::io::{Read as _, Write as _};
 use std::net::UdpSocket;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use served::stack::{IMPI, card_with_key};
+
 use keycast_card::persist::CardFile;
-use keycast_crypto::keys::{SekPek, Smk, Tek, TekSalt};
+use keycast_crypto::keys::{SekPek, Tek, TekSalt};
 use keycast_mikey::{
-    KeyDomainId, KeyValidity, LtkmContent, LtkmExt, ProtectionAfterReception, SecurityPolicy, SecurityPolicyExt,
-    SekPekId, StkmContent, StkmExt, TekField, TrafficProtectionProtocol,
+    KeyDomainId, ProtectionAfterReception, SekPekId, StkmContent, StkmExt, TekField, TrafficProtectionProtocol,
 };
 use keycast_terminal::media::srtp::{Mki, SrtpMasterKey, SrtpPolicy, SrtpSender};
 
-const IMSI: &str = "001010000000001";
-const IMPI: &str = "001010000000001@ims.mnc001.mcc001.3gppnetwork.org";
-const ICCID: &str = "8900100000000000001";
 const BSM: &str = "bmsc.example.org";
 const BTID: &str = "btid-1@bsf.example.org";
 const SEK: [u8; 16] = [0x21; 16];
@@ -37,51 +37,7 @@ fn sek_id() -> SekPekId {
 
 /// `keycast card new`, then the SEK (3,1) delivered into the card file by an LTKM.
 fn make_card(path: &Path) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_keycast"))
-        .args(["card", "new", "--file", path.to_str().unwrap(), "--imsi", IMSI, "--impi", IMPI, "--iccid", ICCID])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"K=465b5ce8b199b49faa5f0a2ee238a6bc\nOPC=cd63cb71954a9f4e48a5994e37a02baf\n")
-        .unwrap();
-    assert!(child.wait().unwrap().success());
-
-    let file = CardFile::new(path);
-    let mut usim = file.load().unwrap();
-    let smk = Smk::from_bytes([0x11; 32]);
-    usim.mbms.install_muk(BSM, BTID, smk.clone()).unwrap();
-    let ltkm = LtkmContent {
-        csb_id: 0x0300_0001,
-        verification_requested: false,
-        srtp_cs: None,
-        key_domain_id: kd(),
-        sek_pek_id: sek_id(),
-        ts: 1,
-        rand: RAND,
-        idi: BSM.into(),
-        idr: BTID.into(),
-        srtp_policy: None,
-        ext: Some(LtkmExt {
-            security_policy: Some(SecurityPolicyExt {
-                policy: SecurityPolicy::PayPerTime,
-                play_back_counter: 0,
-                view_counter: 0,
-            }),
-            tbk_id: None,
-            consumption_reporting: false,
-        }),
-        key: Some(SekPek::from_bytes(SEK)),
-        validity: KeyValidity::TsWindow { ts_low: TS0, ts_high: TS0 + 100_000 },
-    }
-    .seal(&smk)
-    .unwrap();
-    usim.mbms.msk_update(&ltkm).unwrap();
-    file.save(&usim).unwrap();
+    card_with_key(path, BSM, BTID, sek_id(), &SekPek::from_bytes(SEK), RAND, TS0, TS0 + 100_000);
 }
 
 fn master(tek_id: u16) -> SrtpMasterKey {

@@ -31,14 +31,14 @@ impl Drop for Served {
 }
 
 impl Served {
-    /// Runs `keycast ARGS` with its log (standard error) in `log` and waits until every port in
+    /// Runs `keycast ARGS` with its log (standard error) in `log`, standard output beside it, and waits until every port in
     /// `ports` accepts connections (at most 30 s).
     pub fn start(args: &[&str], log: PathBuf, ports: &[u16]) -> Self {
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_keycast"))
             .args(args)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(fs::File::create(log.with_extension("out")).unwrap())
             .stderr(fs::File::create(&log).unwrap())
             .spawn()
             .unwrap();
@@ -67,16 +67,30 @@ impl Served {
         fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// What the process printed on standard output (kept beside the log, extension `out`).
+    pub fn stdout_text(&self) -> String {
+        fs::read_to_string(self.log.with_extension("out")).unwrap_or_default()
+    }
+
+    /// SIGINT (what ctrl-c sends), then waits (at most 20 s) for the process to exit.
+    pub fn interrupt(&mut self) -> std::process::ExitStatus {
+        self.signal("-INT")
+    }
+
     /// SIGTERM, then waits (at most 20 s) for a clean exit.
     pub fn terminate(&mut self) -> std::process::ExitStatus {
+        self.signal("-TERM")
+    }
+
+    fn signal(&mut self, signal: &str) -> std::process::ExitStatus {
         let pid = self.child.id().to_string();
-        assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+        assert!(std::process::Command::new("kill").args([signal, &pid]).status().unwrap().success());
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return status;
             }
-            assert!(Instant::now() < deadline, "keycast did not stop on SIGTERM:\n{}", self.log_text());
+            assert!(Instant::now() < deadline, "keycast did not stop on {signal}:\n{}", self.log_text());
             std::thread::sleep(Duration::from_millis(50));
         }
     }

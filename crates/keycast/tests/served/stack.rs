@@ -8,8 +8,9 @@ use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 use std::time::Duration;
 
-use keycast_crypto::keys::SekPek;
-use keycast_mikey::SekPekId;
+use keycast_card::persist::CardFile;
+use keycast_crypto::keys::{SekPek, Smk};
+use keycast_mikey::{KeyDomainId, KeyValidity, LtkmContent, LtkmExt, SecurityPolicy, SecurityPolicyExt, SekPekId};
 
 use super::{Served, free_port};
 
@@ -195,3 +196,68 @@ impl BsmWithKey {
         (served, metrics)
     }
 }
+
+/// `keycast card new` into `path` (Milenage test set 1), then a pay-per-time SEK/PEK put into the
+/// card file by an LTKM sealed here under an SMK installed for (`bsm`, `btid`).
+#[allow(clippy::too_many_arguments)]
+pub fn card_with_key(
+    path: &Path,
+    bsm: &str,
+    btid: &str,
+    sek_id: SekPekId,
+    sek: &SekPek,
+    rand: [u8; 16],
+    ts_low: u32,
+    ts_high: u32,
+) {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_keycast"))
+        .args(["card", "new", "--file", path.to_str().unwrap(), "--imsi", IMSI, "--impi", IMPI, "--iccid", ICCID])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"K=465b5ce8b199b49faa5f0a2ee238a6bc\nOPC=cd63cb71954a9f4e48a5994e37a02baf\n")
+        .unwrap();
+    assert!(child.wait().unwrap().success());
+
+    let file = CardFile::new(path);
+    let mut usim = file.load().unwrap();
+    let smk = Smk::from_bytes([0x11; 32]);
+    usim.mbms.install_muk(bsm, btid, smk.clone()).unwrap();
+    let ltkm = LtkmContent {
+        csb_id: 0x0300_0001,
+        verification_requested: false,
+        srtp_cs: None,
+        key_domain_id: KeyDomainId::from_mcc_mnc("001", "01").unwrap(),
+        sek_pek_id: sek_id,
+        ts: 1,
+        rand,
+        idi: bsm.into(),
+        idr: btid.into(),
+        srtp_policy: None,
+        ext: Some(LtkmExt {
+            security_policy: Some(SecurityPolicyExt {
+                policy: SecurityPolicy::PayPerTime,
+                play_back_counter: 0,
+                view_counter: 0,
+            }),
+            tbk_id: None,
+            consumption_reporting: false,
+        }),
+        key: Some(sek.clone()),
+        validity: KeyValidity::TsWindow { ts_low, ts_high },
+    }
+    .seal(&smk)
+    .unwrap();
+    usim.mbms.msk_update(&ltkm).unwrap();
+    file.save(&usim).unwrap();
+}
+
+/// The identities of the cards `card_with_key` makes.
+pub const IMSI: &str = "001010000000001";
+pub const IMPI: &str = "001010000000001@ims.mnc001.mcc001.3gppnetwork.org";
+pub const ICCID: &str = "8900100000000000001";
