@@ -9,14 +9,16 @@
 //! | [`srtp`] | SRTP/SRTCP with MKI = SEK/PEK ID ‖ TEK ID, AES-CM-128 + HMAC-SHA-1-80, RFC 4771 ROC transform, replay window, two-TEK key store | RFC 3711, RFC 4771, TS 33.246 §6.6.2, profile P-9, P-11.2 |
 //! | [`ismacryp`] | ISMACryp 1.x samples: AES-128-CTR, key = TEK, 8-byte salt, IV = byte offset (8), key indicator = MKI (6), two-TEK key store | ISMACryp 1.x (GPAC), profile P-9 |
 //! | [`esp`] | IPsec ESP on UDP payloads: AES-128-CBC + HMAC-SHA1-96, SPI = Key Group ‖ TEK ID, 64-packet replay window | RFC 4303, RFC 3602, RFC 2404, profile P-9 |
-//!
-//! Still to come (DESIGN.md): the adapted PDCF writer/reader with an STKM track, and OMA DRM DCF.
+//! | [`pdcf`] | adapted PDCF recordings: bounded ISO BMFF box codec, fragmented writer (init chunk, `moof`+`mdat` per flush, `mfra`), reader (finished or interrupted) giving ISMACryp samples and STKMs in play-back order; `odkm` scheme with `ohdr`/`obki`, `odaf`, `oslt`; STKM track with `oksd` | ISO/IEC 14496-12, OMA DRM v2 PDCF, TS 33.246 §6.6.3.2, seed §6.7.1, profile P-9 |
+//! | [`dcf`] | OMA DRM v2 DCF for download: AES-128-CBC (RFC 2630 padding, IV first) under keys from the TEK with the RFC 3830 §4.1.3 labels, `obki` key ID, HMAC-SHA1 `odfs` signature | TS 33.246 §6.5.4, §6.6.3, profile P-9 |
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod dcf;
 pub mod esp;
 pub mod ismacryp;
+pub mod pdcf;
 pub mod srtp;
 
 /// Entry points for the fuzz targets under `fuzz/` (not a stable API).
