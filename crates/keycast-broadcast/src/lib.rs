@@ -7,6 +7,7 @@
 //!
 //! | module | what |
 //! |---|---|
+//! | [`download`] | file mode: a file sealed as an OMA DRM DCF under a fresh TEK, and the download-form STKM that carries the TEK |
 //! | [`keys`] | [`LiveKey`]: a SEK/PEK as the BSM's broadcaster API gives it; [`RandomSource`]; NTP seconds |
 //! | [`schedule`] | [`TekSchedule`]: TEK IDs rising from SEQl + 1, a fresh TEK and salt per crypto period, the next TEK announced `lead` ahead, the switch to the next SEK/PEK at its start |
 //! | [`stream`] | [`StkmStream`]: STKMs per P-6 (Key ID and OMA BCAST STKM extensions), TS strictly increasing per SEK/PEK, one round a second and at once on every change |
@@ -22,6 +23,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod download;
 pub mod keys;
 pub mod protect;
 pub mod schedule;
@@ -29,6 +31,7 @@ pub mod sdp;
 pub mod shell;
 pub mod stream;
 
+pub use download::{DownloadError, DownloadPackage, DownloadSettings, package_download};
 pub use keys::{LiveKey, NoRandomness, OsRandom, RandomSource, SeededRandom};
 pub use protect::{ProtectError, Protector, TrafficMode};
 pub use schedule::{ScheduleConfig, ScheduleError, TekEntry, TekSchedule};

@@ -10,6 +10,7 @@
 //! | [`key_holder`] | where the keys live and are processed ([`key_holder::MbmsKeyHolder`]): any [`keycast_card::Card`] (GBA_U: Ks, SMK, SEK/PEKs in the UICC) or a [`key_holder::GbaMeKeyHolder`] (GBA_ME: AKA on the USIM, Ks, SMK, SEK/PEKs in the ME's `GbaMeStore`); bootstrapping and NAF keys through keycast-gba's client |
 //! | [`ltkm_intake`] | sans-IO LTKM intake: decode, hand to the key holder (MSK update), turn its answer into actions (verification message out, LTKM Request, nothing) |
 //! | [`media`] | live watching: sans-IO [`media::Watcher`] (STKM → key holder → TEK → SRTP receiver per SEK/PEK, SRTP/SRTCP opened in place, LTKM Request on "key not found"), its tokio shell [`media::shell::watch`] and the SDP of the clear stream |
+//! | [`download`] | a downloaded file: the DCF and the STKM naming the same key, the TEK from the key holder, the file's signature checked and its content decrypted |
 //! | [`shell`] | the thin tokio shell, GBA_U or GBA_ME: HTTP to the BSM (hyper, through keycast-gba's client), UDP sockets for LTKM pushes, bootstrapping, registration at start and after reconnecting, bounded timeouts |
 //!
 //! The cores ([`provisioning`], [`ltkm_intake`]) open no socket, read no clock, draw no
@@ -33,6 +34,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod download;
 pub mod key_holder;
 pub mod ltkm_intake;
 pub mod media;

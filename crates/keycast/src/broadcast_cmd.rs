@@ -38,6 +38,16 @@
 //! | `[log] format` | `"text"` | `"text"` or `"json"`; level from `RUST_LOG` (default `info`) |
 //!
 //! SIGINT or SIGTERM stops it cleanly (exit 0). Logs carry key IDs and TEK IDs, never a key.
+//!
+//! # File mode: `keycast broadcast package`
+//!
+//! With the same configuration file, `keycast broadcast package --config PATH --in FILE --out
+//! FILE.dcf --stkm-out FILE.stkm` protects one file for download delivery: it fetches the live
+//! keys, seals the file as an OMA DRM DCF under a fresh TEK and writes the download-form STKM
+//! that carries the TEK (`keycast_broadcast::download`); `--send` also sends that STKM to the
+//! destination address on the STKM port. Every file under one SEK/PEK needs a higher TEK ID
+//! than the one before (`--tek-id`; default one above the key's SEQl), so files use a Key Group
+//! of their own.
 
 use std::net::SocketAddr;
 use std::num::NonZeroU16;
@@ -50,7 +60,7 @@ use clap::Args;
 use keycast_broadcast::ScheduleConfig;
 use keycast_broadcast::sdp::SessionDescription;
 use keycast_broadcast::shell::{BroadcastConfig, Broadcaster, BsmSource};
-use keycast_broadcast::{StkmSettings, TrafficMode};
+use keycast_broadcast::{DownloadSettings, OsRandom, StkmSettings, TrafficMode, package_download};
 use keycast_gba::bsf::http::{install_prometheus, metrics_app, serve};
 use keycast_mikey::{ProtectionAfterReception, TrafficProtectionProtocol};
 use keycast_traffic::srtp::{RccMode, SrtpPolicy};
@@ -294,6 +304,112 @@ impl BroadcastSettings {
             refresh: self.refresh,
         })
     }
+}
+
+/// `keycast broadcast …`: one-shot broadcaster jobs.
+#[derive(Debug, Args)]
+pub struct BroadcastArgs {
+    /// What to do.
+    #[command(subcommand)]
+    pub what: BroadcastCommand,
+}
+
+/// The one-shot broadcaster jobs.
+#[derive(Debug, clap::Subcommand)]
+pub enum BroadcastCommand {
+    /// Protect a file for download: an OMA DRM DCF under a fresh TEK, and the STKM carrying it.
+    Package(PackageArgs),
+}
+
+/// Options of `broadcast package`.
+#[derive(Debug, Args)]
+pub struct PackageArgs {
+    /// The broadcaster's TOML configuration (its `[bsm]` section and `key_group` are used).
+    #[arg(long, value_name = "PATH", env = "KEYCAST_BROADCAST_CONFIG")]
+    pub config: PathBuf,
+    /// The file to protect.
+    #[arg(long = "in", value_name = "FILE")]
+    pub input: PathBuf,
+    /// Where the DCF goes.
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+    /// Where the STKM goes (raw bytes).
+    #[arg(long, value_name = "FILE")]
+    pub stkm_out: PathBuf,
+    /// MIME type of the content.
+    #[arg(long, default_value = "application/octet-stream")]
+    pub content_type: String,
+    /// The BSM's provisioning URL, written into the DCF for terminals without the key.
+    #[arg(long, value_name = "URL", default_value = "")]
+    pub rights_issuer_url: String,
+    /// TEK ID of the file's TEK (above every TEK ID used before under the key); default SEQl + 1.
+    #[arg(long, value_name = "N")]
+    pub tek_id: Option<u16>,
+    /// Also send the STKM to the destination address on the STKM port.
+    #[arg(long)]
+    pub send: bool,
+}
+
+/// Runs `keycast broadcast …`.
+///
+/// # Errors
+/// Configuration, the BSM, the files.
+pub fn run_broadcast(args: &BroadcastArgs) -> Result<ExitCode> {
+    match &args.what {
+        BroadcastCommand::Package(a) => package(a),
+    }
+}
+
+fn package(args: &PackageArgs) -> Result<ExitCode> {
+    let settings = BroadcastSettings::load(&args.config)?;
+    let config = settings.broadcast_config()?;
+    let content = std::fs::read(&args.input).with_context(|| format!("reading {}", args.input.display()))?;
+    let runtime =
+        tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the tokio runtime")?;
+    let keys = runtime
+        .block_on(keycast_broadcast::shell::fetch_live(&config.bsm))
+        .map_err(|e| anyhow!("fetching the live keys from {}: {e}", settings.bsm_url))?;
+    let now_ms = u64::try_from(
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).context("the clock")?.as_millis(),
+    )?;
+    let key = keys
+        .iter()
+        .find(|k| k.covers(now_ms))
+        .ok_or_else(|| anyhow!("the BSM has no key of group {} valid now", settings.key_group))?;
+    let download = DownloadSettings {
+        content_type: args.content_type.clone(),
+        rights_issuer_url: args.rights_issuer_url.clone(),
+        tek_id: args.tek_id.unwrap_or(key.tek_id_low.saturating_add(1)),
+        csb_id: u32::from_be_bytes(random_bytes()?),
+        protection_after_reception: settings.stkm.protection_after_reception,
+    };
+    let pkg = package_download(key, &download, &content, now_ms, &mut OsRandom)?;
+    std::fs::write(&args.out, &pkg.dcf).with_context(|| format!("writing {}", args.out.display()))?;
+    std::fs::write(&args.stkm_out, &pkg.stkm).with_context(|| format!("writing {}", args.stkm_out.display()))?;
+    if args.send {
+        let to = SocketAddr::new(settings.destination.ip(), settings.stkm_port);
+        let socket = std::net::UdpSocket::bind(if to.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" })
+            .context("binding the STKM socket")?;
+        socket.send_to(&pkg.stkm, to).with_context(|| format!("sending the STKM to {to}"))?;
+    }
+    println!(
+        "{} ({} octets) -> {} ({} octets) under SEK/PEK {} TEK ID {}; STKM (TS {}) -> {}",
+        args.input.display(),
+        content.len(),
+        args.out.display(),
+        pkg.dcf.len(),
+        hex::encode(key.sek_pek_id.to_bytes()),
+        pkg.key.tek_id(),
+        pkg.ts,
+        args.stkm_out.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn random_bytes<const N: usize>() -> Result<[u8; N]> {
+    let mut b = [0u8; N];
+    getrandom::fill(&mut b).map_err(|e| anyhow!("no randomness: {e}"))?;
+    Ok(b)
 }
 
 /// Runs `keycast serve broadcast`.

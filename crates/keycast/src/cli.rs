@@ -50,6 +50,9 @@ pub enum Command {
     Bsm(crate::bsm_admin::BsmArgs),
     /// Measure a role at scale: `bench rollover --subscribers N [--postgres URL]`.
     Bench(crate::bench_cmd::BenchArgs),
+    /// One-shot broadcaster jobs: `broadcast package --config PATH --in FILE …` protects a file for
+    /// download (OMA DRM DCF + the STKM carrying its TEK).
+    Broadcast(crate::broadcast_cmd::BroadcastArgs),
     /// The terminal: `terminal watch --card PATH` (STKMs and SRTP in, clear RTP and an SDP out).
     Terminal(crate::terminal_cmd::TerminalArgs),
 }
@@ -249,6 +252,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Bsf(a) => crate::bsf_cmd::run_bsf(&a),
         Command::Bsm(a) => crate::bsm_admin::run_bsm(&a),
         Command::Bench(a) => crate::bench_cmd::run_bench(&a),
+        Command::Broadcast(a) => crate::broadcast_cmd::run_broadcast(&a),
         Command::Terminal(a) => crate::terminal_cmd::run(&a),
         Command::Derive(a) => {
             let node = match &a.what {

@@ -5,7 +5,7 @@ use std::fs;
 use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::os::unix::fs::PermissionsExt as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use keycast_card::persist::CardFile;
@@ -161,11 +161,11 @@ impl BsmWithKey {
         BsmWithKey { bsm, admin_port, key }
     }
 
-    /// Starts `serve broadcast` on Key Group 1: RTP in on `rtp_in` (RTCP on the next port),
+    /// Writes `d/broadcast.toml` for Key Group 1: RTP in on `rtp_in` (RTCP on the next port),
     /// SRTP out to `destination`, STKMs to the destination's address on `stkm_port`, a TEK every
     /// `crypto_period` seconds announced `lead` seconds ahead, the SDP in `d/stream.sdp`. Returns
-    /// the process and its metrics port.
-    pub fn broadcaster(
+    /// the file and its metrics port.
+    pub fn broadcast_config(
         &self,
         d: &Path,
         rtp_in: SocketAddr,
@@ -173,10 +173,11 @@ impl BsmWithKey {
         stkm_port: u16,
         crypto_period: u32,
         lead: u32,
-    ) -> (Served, u16) {
+    ) -> (PathBuf, u16) {
         let metrics = free_port();
+        let config = d.join("broadcast.toml");
         fs::write(
-            d.join("broadcast.toml"),
+            &config,
             format!(
                 "key_group = 1\ncrypto_period_secs = {crypto_period}\nlead_secs = {lead}\nrtp_listen = \"{rtp_in}\"\n\
                  destination = \"{destination}\"\nstkm_port = {stkm_port}\n\
@@ -187,7 +188,21 @@ impl BsmWithKey {
             ),
         )
         .unwrap();
-        let config = d.join("broadcast.toml");
+        (config, metrics)
+    }
+
+    /// Starts `serve broadcast` with [`BsmWithKey::broadcast_config`]'s file; returns the process
+    /// and its metrics port.
+    pub fn broadcaster(
+        &self,
+        d: &Path,
+        rtp_in: SocketAddr,
+        destination: SocketAddr,
+        stkm_port: u16,
+        crypto_period: u32,
+        lead: u32,
+    ) -> (Served, u16) {
+        let (config, metrics) = self.broadcast_config(d, rtp_in, destination, stkm_port, crypto_period, lead);
         let served = Served::start(
             &["serve", "broadcast", "--config", config.to_str().unwrap()],
             d.join("broadcast.log"),
