@@ -62,6 +62,26 @@ pub struct KeyRecord {
     lifetime: u64,
     smk: Smk,
     srk: Srk,
+    ua: UaPassword,
+}
+
+/// base64(SRK) made once per record: the Ua password, which remembers its HA1 (one MD5 and one
+/// base64 per record, not per request). A function of the SRK, so records compare through that.
+#[derive(Clone)]
+struct UaPassword(Password);
+
+impl PartialEq for UaPassword {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for UaPassword {}
+
+impl core::fmt::Debug for UaPassword {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("(from the SRK)")
+    }
 }
 
 impl KeyRecord {
@@ -82,7 +102,8 @@ impl KeyRecord {
                 gba::mbms_srk(GbaMode::GbaMe, ks_naf.expose_secret()),
             ),
         };
-        KeyRecord { btid: btid.to_owned(), impi: impi.to_owned(), gba_type, bootstrapped_at, lifetime, smk, srk }
+        let ua = UaPassword(Password::base64_of_key(srk.expose_secret()));
+        KeyRecord { btid: btid.to_owned(), impi: impi.to_owned(), gba_type, bootstrapped_at, lifetime, smk, srk, ua }
     }
 
     /// The B-TID (the Digest username on Ua).
@@ -136,7 +157,7 @@ impl KeyRecord {
     /// The Ua Digest password, base64(SRK) (profile P-7, P-11.13).
     #[must_use]
     pub fn ua_password(&self) -> Password {
-        Password::base64_of_key(self.srk.expose_secret())
+        self.ua.0.clone()
     }
 }
 

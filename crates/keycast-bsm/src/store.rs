@@ -473,9 +473,12 @@ pub trait BsmStore {
     fn purge_purchases(&self, terminal: &TerminalId, now: u64) -> impl Future<Output = Result<u64, StoreError>> + Send;
 
     /// Reserves the next `n` LTKM timestamps of `terminal` under the SMK named `smk` (its B-TID)
-    /// and returns the first (profile P-3: +1 per LTKM sent, retransmissions too; restarting at 1
-    /// when the SMK changes). Durable before it returns, so a timestamp is never used twice, even
-    /// across a crash.
+    /// and returns the first (profile P-3: at least +1 per LTKM sent, retransmissions too;
+    /// restarting at 1 when the SMK changes). Durable before it returns, so a timestamp is never
+    /// used twice, even across a crash. The `n` values are consecutive and above every value
+    /// reserved before; a store may skip values between reservations (\[chosen\] the SQLite
+    /// store hands them out of durable blocks, whose unused rest a restart or a `record_send`
+    /// skips: the card only refuses a TS not above the last).
     ///
     /// # Errors
     /// [`StoreError::Conflict`] when the 32-bit counter would overflow (the terminal must

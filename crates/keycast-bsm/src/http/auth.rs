@@ -180,16 +180,56 @@ fn malformed(reason: &'static str) -> Response {
     text(StatusCode::BAD_REQUEST, reason)
 }
 
+/// Octets from the operating system's CSPRNG read ahead per thread, [`RANDOM_AHEAD`] at a
+/// time: every request needs 16 (for a challenge it may have to send), and one `getrandom` call
+/// per request was a system call on the hot path. Each octet is handed out once and wiped from
+/// the buffer as it goes.
+const RANDOM_AHEAD: usize = 4096;
+
+struct RandomAhead {
+    octets: Box<[u8; RANDOM_AHEAD]>,
+    /// Octets before this index are used (and zero).
+    used: usize,
+}
+
+impl Drop for RandomAhead {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.octets[..]);
+    }
+}
+
+thread_local! {
+    static RANDOM: std::cell::RefCell<RandomAhead> =
+        std::cell::RefCell::new(RandomAhead { octets: Box::new([0; RANDOM_AHEAD]), used: RANDOM_AHEAD });
+}
+
+/// 16 octets from the operating system's CSPRNG (read ahead, [`RANDOM_AHEAD`]); `None` when it
+/// fails.
+fn os_random_16() -> Option<[u8; 16]> {
+    RANDOM.with(|cell| {
+        let mut ahead = cell.borrow_mut();
+        if ahead.used + 16 > RANDOM_AHEAD {
+            getrandom::fill(&mut ahead.octets[..]).ok()?;
+            ahead.used = 0;
+        }
+        let at = ahead.used;
+        let mut out = [0u8; 16];
+        out.copy_from_slice(&ahead.octets[at..at + 16]);
+        ahead.octets[at..at + 16].fill(0);
+        ahead.used = at + 16;
+        Some(out)
+    })
+}
+
 /// The middleware: authenticates the request per profile P-7, then runs the rest of the stack
 /// with a [`UaIdentity`] and adds `Authentication-Info` to its response. Use it through
 /// `axum::middleware::from_fn_with_state(Arc<UaGuard>, require_ua_digest)`.
 pub async fn require_ua_digest(State(guard): State<Arc<UaGuard>>, request: Request, next: Next) -> Response {
     let now = (guard.clock)();
-    let mut random = [0u8; 16];
-    if getrandom::fill(&mut random).is_err() {
+    let Some(random) = os_random_16() else {
         tracing::error!("the operating system's random source failed");
         return text(StatusCode::INTERNAL_SERVER_ERROR, "internal error");
-    }
+    };
     let (mut parts, body) = request.into_parts();
     let Ok(authorization) = single_header(&parts.headers, AUTHORIZATION) else {
         return malformed("Authorization must be one visible-ASCII header field");
@@ -231,4 +271,18 @@ pub async fn require_ua_digest(State(guard): State<Arc<UaGuard>>, request: Reque
         _ => tracing::warn!(btid = ?btid, "Authentication-Info cannot be written; sent without it"),
     }
     Response::from_parts(parts, Body::from(body))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn read_ahead_random_never_repeats_across_refills() {
+        let per_refill = RANDOM_AHEAD / 16;
+        let draws: std::collections::HashSet<[u8; 16]> =
+            (0..3 * per_refill + 5).map(|_| os_random_16().expect("OS random")).collect();
+        assert_eq!(draws.len(), 3 * per_refill + 5, "every draw is new");
+        assert!(!draws.contains(&[0; 16]), "no wiped octets handed out");
+    }
 }

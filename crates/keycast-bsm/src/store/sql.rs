@@ -47,6 +47,7 @@ use crate::issue::{LtkmCounter, LtkmTs};
 mod campaigns;
 mod catalogue_cache;
 mod deliveries;
+mod local;
 mod ts_batch;
 
 /// Scope of the BSM's keys at rest.
@@ -223,7 +224,7 @@ macro_rules! sql_store {
         $claim_lock:expr, $row_lock:expr, $max_params:expr
     ) => {
         impl $store {
-            async fn init(pool: $pool, key: StorageKey) -> Result<Self, StoreError> {
+            async fn init(pool: $pool, key: StorageKey, local: Option<Arc<local::Local>>) -> Result<Self, StoreError> {
                 migrator($migrations).run(&pool).await.map_err(|e| StoreError::Backend(format!("migration: {e}")))?;
                 sqlx::query(SQL_CHECK_INSERT)
                     .bind(CHECK_NAME)
@@ -238,7 +239,7 @@ macro_rules! sql_store {
                 }
                 let (ts, queue) = ts_batch::TsQueue::new();
                 tokio::spawn(Self::serve_ts(pool.clone(), queue));
-                Ok($store { pool, key, ts, catalogue: Arc::default() })
+                Ok($store { pool, key, ts, catalogue: Arc::default(), local })
             }
 
             /// The connection pool (administration, inspection in tests).
@@ -388,7 +389,9 @@ macro_rules! sql_store {
                             .map_err(insert_error)?;
                     }
                 }
-                tx.commit().await.map_err(backend)?;
+                let done = tx.commit().await;
+                self.deliveries_changed();
+                done.map_err(backend)?;
                 Ok(u64::try_from(rows.len()).unwrap_or(u64::MAX))
             }
 
@@ -406,7 +409,9 @@ macro_rules! sql_store {
                 let mut tx = self.write_tx().await?;
                 match Self::record_attempt_in(&mut tx, worker, key, attempt, btid, now, next_due).await {
                     Ok(ts) => {
-                        tx.commit().await.map_err(backend)?;
+                        let done = tx.commit().await;
+                        self.after_sends(ts.is_some().then_some(key.terminal.as_str())).await;
+                        done.map_err(backend)?;
                         Ok(ts)
                     }
                     Err(e) => {
@@ -620,11 +625,42 @@ macro_rules! sql_store {
                 Ok(out)
             }
 
-            /// Runs a write of the catalogue or the keys, then drops the cache.
+            /// Runs a write of the catalogue or the keys, then drops the cache (and, as cheap
+            /// insurance against cascades, the terminal cache of a single-process store).
             async fn changing<T>(&self, write: impl Future<Output = Result<T, StoreError>>) -> Result<T, StoreError> {
                 let result = write.await;
                 self.catalogue.changed();
+                if let Some(local) = &self.local {
+                    local.terminals.changed_all();
+                    local.terminals.deliveries_changed();
+                }
                 result
+            }
+
+            /// After a write (committed or not: it may have been) to a terminal's row or
+            /// purchases: the single-process cache drops them (module `local`).
+            fn terminal_changed(&self, id: &str) {
+                if let Some(local) = &self.local {
+                    local.terminals.changed(id);
+                }
+            }
+
+            /// After a write that may make a delivery live: the single-process "no live
+            /// deliveries" answers go (module `local`).
+            fn deliveries_changed(&self) {
+                if let Some(local) = &self.local {
+                    local.terminals.deliveries_changed();
+                }
+            }
+
+            /// After a `record_send` transaction (committed or not): the deliveries changed and,
+            /// when it reserved a TS for `terminal` in the database, that terminal's TS block is
+            /// behind the counter and goes (module `local`).
+            async fn after_sends(&self, terminal: Option<&str>) {
+                self.deliveries_changed();
+                if let (Some(local), Some(terminal)) = (&self.local, terminal) {
+                    local.ts.forget(terminal).await;
+                }
             }
 
             /// A cached part of the catalogue: from the cache while its stamp holds, else `read`
@@ -1078,19 +1114,30 @@ macro_rules! sql_store {
                     .bind(btid)
                     .bind(to_db(now))
                     .fetch_one(&self.pool)
-                    .await
-                    .map_err(backend)?;
-                Self::terminal_row(&row)
+                    .await;
+                self.terminal_changed(&id.0);
+                Self::terminal_row(&row.map_err(backend)?)
             }
 
             async fn terminal(&self, id: &TerminalId) -> Result<Option<Terminal>, StoreError> {
-                let sql = format!("SELECT {TERMINAL_COLUMNS} FROM terminals WHERE impi = $1");
-                let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-                    .bind(id.0.as_str())
-                    .fetch_optional(&self.pool)
-                    .await
-                    .map_err(backend)?;
-                row.map(|row| Self::terminal_row(&row)).transpose()
+                let generation = match &self.local {
+                    Some(local) => {
+                        if let Some(known) = local.terminals.terminal(&id.0) {
+                            return Ok(known);
+                        }
+                        Some(local.terminals.generation())
+                    }
+                    None => None,
+                };
+                static SQL: LazyLock<String> =
+                    LazyLock::new(|| format!("SELECT {TERMINAL_COLUMNS} FROM terminals WHERE impi = $1"));
+                let row =
+                    sqlx::query(SQL.as_str()).bind(id.0.as_str()).fetch_optional(&self.pool).await.map_err(backend)?;
+                let terminal = row.map(|row| Self::terminal_row(&row)).transpose()?;
+                if let (Some(local), Some(generation)) = (&self.local, generation) {
+                    local.terminals.put_terminal(generation, &id.0, terminal.clone());
+                }
+                Ok(terminal)
             }
 
             async fn set_bcast_client_id(
@@ -1102,9 +1149,9 @@ macro_rules! sql_store {
                     .bind(id.0.as_str())
                     .bind(client_id.as_bytes())
                     .execute(&self.pool)
-                    .await
-                    .map_err(backend)?;
-                Ok(done.rows_affected() > 0)
+                    .await;
+                self.terminal_changed(&id.0);
+                Ok(done.map_err(backend)?.rows_affected() > 0)
             }
 
             async fn register(&self, id: &TerminalId, r: &Registration) -> Result<bool, StoreError> {
@@ -1120,20 +1167,20 @@ macro_rules! sql_store {
                     .bind(r.interface.as_str())
                     .bind(to_db(r.at))
                     .execute(&self.pool)
-                    .await
-                    .map_err(backend)?;
-                Ok(done.rows_affected() == 1)
+                    .await;
+                self.terminal_changed(&id.0);
+                Ok(done.map_err(backend)?.rows_affected() == 1)
             }
 
             async fn deregister(&self, id: &TerminalId) -> Result<bool, StoreError> {
-                let done =
-                    sqlx::query(SQL_DEREGISTER).bind(id.0.as_str()).execute(&self.pool).await.map_err(backend)?;
-                Ok(done.rows_affected() == 1)
+                let done = sqlx::query(SQL_DEREGISTER).bind(id.0.as_str()).execute(&self.pool).await;
+                self.terminal_changed(&id.0);
+                Ok(done.map_err(backend)?.rows_affected() == 1)
             }
 
             async fn put_purchase(&self, p: &Purchase) -> Result<(), StoreError> {
                 let (kind, program, tokens) = kind_to_db(&p.kind);
-                sqlx::query(SQL_PUT_PURCHASE)
+                let done = sqlx::query(SQL_PUT_PURCHASE)
                     .bind(p.terminal.0.as_str())
                     .bind(p.item.as_str())
                     .bind(p.purchase_data.as_str())
@@ -1143,21 +1190,34 @@ macro_rules! sql_store {
                     .bind(to_db(p.window.from))
                     .bind(to_db(p.window.until))
                     .execute(&self.pool)
-                    .await
-                    .map_err(missing_or_backend(|| {
-                        format!("terminal {}, purchase item {} or offer {}", p.terminal.0, p.item, p.purchase_data)
-                    }))?;
+                    .await;
+                self.terminal_changed(&p.terminal.0);
+                done.map_err(missing_or_backend(|| {
+                    format!("terminal {}, purchase item {} or offer {}", p.terminal.0, p.item, p.purchase_data)
+                }))?;
                 Ok(())
             }
 
             async fn purchases(&self, terminal: &TerminalId) -> Result<Vec<Purchase>, StoreError> {
-                let sql = format!("SELECT {PURCHASE_COLUMNS} FROM purchases WHERE terminal = $1 ORDER BY item");
-                let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-                    .bind(terminal.0.as_str())
-                    .fetch_all(&self.pool)
-                    .await
-                    .map_err(backend)?;
-                rows.iter().map(Self::purchase_row).collect()
+                let generation = match &self.local {
+                    Some(local) => {
+                        if let Some(known) = local.terminals.purchases(&terminal.0) {
+                            return Ok((*known).clone());
+                        }
+                        Some(local.terminals.generation())
+                    }
+                    None => None,
+                };
+                static SQL: LazyLock<String> = LazyLock::new(|| {
+                    format!("SELECT {PURCHASE_COLUMNS} FROM purchases WHERE terminal = $1 ORDER BY item")
+                });
+                let rows =
+                    sqlx::query(SQL.as_str()).bind(terminal.0.as_str()).fetch_all(&self.pool).await.map_err(backend)?;
+                let purchases = rows.iter().map(Self::purchase_row).collect::<Result<Vec<_>, _>>()?;
+                if let (Some(local), Some(generation)) = (&self.local, generation) {
+                    local.terminals.put_purchases(generation, &terminal.0, purchases.clone());
+                }
+                Ok(purchases)
             }
 
             async fn remove_purchase(&self, terminal: &TerminalId, item: &str) -> Result<Option<Purchase>, StoreError> {
@@ -1167,9 +1227,9 @@ macro_rules! sql_store {
                     .bind(terminal.0.as_str())
                     .bind(item)
                     .fetch_optional(&self.pool)
-                    .await
-                    .map_err(backend)?;
-                row.map(|row| Self::purchase_row(&row)).transpose()
+                    .await;
+                self.terminal_changed(&terminal.0);
+                row.map_err(backend)?.map(|row| Self::purchase_row(&row)).transpose()
             }
 
             async fn purge_purchases(&self, terminal: &TerminalId, now: u64) -> Result<u64, StoreError> {
@@ -1177,16 +1237,21 @@ macro_rules! sql_store {
                     .bind(terminal.0.as_str())
                     .bind(to_db(now))
                     .execute(&self.pool)
-                    .await
-                    .map_err(backend)?;
-                Ok(done.rows_affected())
+                    .await;
+                self.terminal_changed(&terminal.0);
+                Ok(done.map_err(backend)?.rows_affected())
             }
 
             async fn reserve_ltkm_ts(&self, terminal: &TerminalId, smk: &str, n: u32) -> Result<u32, StoreError> {
                 if n == 0 {
                     return Err(StoreError::Conflict("reserve at least one LTKM timestamp".into()));
                 }
-                self.ts.reserve(&terminal.0, smk, n).await
+                match &self.local {
+                    // One process on the database: blocks of TS values, each reserved durably
+                    // (group-committed) before any of it is handed out (module `local`).
+                    Some(local) => local.ts.reserve(&self.ts, &terminal.0, smk, n).await,
+                    None => self.ts.reserve(&terminal.0, smk, n).await,
+                }
             }
 
             async fn enqueue_deliveries(&self, rows: &[DeliveryRow]) -> Result<u64, StoreError> {
@@ -1236,12 +1301,25 @@ macro_rules! sql_store {
             }
 
             async fn live_deliveries_of(&self, terminal: &str) -> Result<Vec<(DeliveryId, DeliveryRow)>, StoreError> {
+                // One process on the database: "none" is kept until a delivery write (module
+                // `local`); the usual answer of a terminal that takes its keys in HTTP answers.
+                let generation = match &self.local {
+                    Some(local) if local.terminals.no_live(terminal) => return Ok(Vec::new()),
+                    Some(local) => Some(local.terminals.live_generation()),
+                    None => None,
+                };
                 let rows = sqlx::query(deliveries::SELECT_LIVE_OF.as_str())
                     .bind(terminal)
                     .fetch_all(&self.pool)
                     .await
                     .map_err(backend)?;
-                deliveries::group(rows.iter().map(|r| Ok((Self::delivery_raw(r)?, Self::sent_raw(r)?))))
+                let live = deliveries::group(rows.iter().map(|r| Ok((Self::delivery_raw(r)?, Self::sent_raw(r)?))))?;
+                if let (Some(local), Some(generation)) = (&self.local, generation)
+                    && live.is_empty()
+                {
+                    local.terminals.put_no_live(generation, terminal);
+                }
+                Ok(live)
             }
 
             async fn find_sent(&self, btid: &str, ts: u32) -> Result<Option<SentMatch>, StoreError> {
@@ -1383,6 +1461,7 @@ macro_rules! sql_store {
                 use sqlx::Acquire as _;
                 let mut tx = self.write_tx().await?;
                 let mut out = Vec::with_capacity(sends.len());
+                let mut reserved = Vec::new();
                 for send in sends {
                     // A savepoint per attempt: one refused attempt leaves the others' writes.
                     let mut one = tx.begin().await.map_err(backend)?;
@@ -1392,6 +1471,9 @@ macro_rules! sql_store {
                     {
                         Ok(ts) => {
                             one.commit().await.map_err(backend)?;
+                            if ts.is_some() {
+                                reserved.push(send.key.terminal.as_str());
+                            }
                             out.push(Ok(btid
                                 .zip(ts)
                                 .map(|(b, ts)| LtkmCounter::restore(b, ts.wrapping_sub(1)).reserve(b).persisted())));
@@ -1402,7 +1484,12 @@ macro_rules! sql_store {
                         }
                     }
                 }
-                tx.commit().await.map_err(backend)?;
+                let done = tx.commit().await;
+                self.after_sends(None).await;
+                for terminal in reserved {
+                    self.after_sends(Some(terminal)).await;
+                }
+                done.map_err(backend)?;
                 Ok(out)
             }
 
@@ -1430,7 +1517,9 @@ macro_rules! sql_store {
                         query.bind(name).bind(attempt).bind(at).bind(to_db(due.as_micros()))
                     }
                 };
-                let done = query.execute(&self.pool).await.map_err(backend)?;
+                let done = query.execute(&self.pool).await;
+                self.deliveries_changed();
+                let done = done.map_err(backend)?;
                 if done.rows_affected() > 0 {
                     return Ok(true);
                 }
@@ -1662,7 +1751,9 @@ macro_rules! sql_store {
                     .execute(&mut *tx)
                     .await
                     .map_err(backend)?;
-                tx.commit().await.map_err(backend)?;
+                let done = tx.commit().await;
+                self.deliveries_changed();
+                done.map_err(backend)?;
                 Ok(stored)
             }
 
@@ -1710,7 +1801,11 @@ macro_rules! sql_store {
                         .await
                         .map_err(missing_or_backend(|| "a purchase item, offer or program of the import".into()))?;
                 }
-                tx.commit().await.map_err(backend)?;
+                let done = tx.commit().await;
+                if let Some(local) = &self.local {
+                    local.terminals.changed_all();
+                }
+                done.map_err(backend)?;
                 Ok(u64::try_from(terminals.len()).unwrap_or(u64::MAX))
             }
 
@@ -1754,12 +1849,20 @@ macro_rules! sql_store {
 
 /// A [`BsmStore`] in one SQLite file (WAL journal, `synchronous=FULL`, foreign keys on).
 /// Cloning shares the pool.
+///
+/// \[chosen\] One BSM process per database file: opening takes an exclusive lock on
+/// `<file>.bsm-lock` and another process is refused while it is held (several processes share a
+/// PostgreSQL database instead, [`PgStore`]). Being the only writer, the store keeps terminals,
+/// their purchases, "no live deliveries" and blocks of LTKM TS values in memory (module `local`);
+/// stores of this process opened on the same file share that state.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
     key: StorageKey,
     ts: ts_batch::TsQueue,
     catalogue: Arc<catalogue_cache::CatalogueCache>,
+    /// What only a single-process store keeps (module `local`); PostgreSQL: none.
+    local: Option<Arc<local::Local>>,
 }
 
 impl SqliteStore {
@@ -1767,7 +1870,8 @@ impl SqliteStore {
     /// checks the storage key.
     ///
     /// # Errors
-    /// [`StoreError::WrongStorageKey`]; [`StoreError::Backend`] when the file cannot be opened.
+    /// [`StoreError::WrongStorageKey`]; [`StoreError::Backend`] when the file cannot be opened or
+    /// another process has it open.
     pub async fn open(path: impl AsRef<Path>, key: StorageKey) -> Result<Self, StoreError> {
         Self::connect_with(SqliteConnectOptions::new().filename(path).create_if_missing(true), key).await
     }
@@ -1791,8 +1895,10 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true);
+        // The file's lock first: a second process is refused before it touches the database.
+        let local = local::Local::for_file(options.get_filename())?;
         let pool = SqlitePoolOptions::new().max_connections(4).connect_with(options).await.map_err(backend)?;
-        Self::init(pool, key).await
+        Self::init(pool, key, Some(local)).await
     }
 }
 
@@ -1803,6 +1909,8 @@ pub struct PgStore {
     key: StorageKey,
     ts: ts_batch::TsQueue,
     catalogue: Arc<catalogue_cache::CatalogueCache>,
+    /// What only a single-process store keeps (module `local`); PostgreSQL: none.
+    local: Option<Arc<local::Local>>,
 }
 
 impl PgStore {
@@ -1827,7 +1935,7 @@ impl PgStore {
             .connect_with(options)
             .await
             .map_err(backend)?;
-        Self::init(pool, key).await
+        Self::init(pool, key, None).await
     }
 }
 

@@ -17,6 +17,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use md5::{Digest as _, Md5};
 use std::fmt;
+use std::sync::{Arc, OnceLock};
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
@@ -24,20 +25,47 @@ use zeroize::Zeroizing;
 ///
 /// On Ub it is the RES from the card (binary, 33.220 §5.3.2 NOTE 3), or empty for an AUTS
 /// resynchronisation; on Ua it is the ASCII text of base64(key) (profile P-7, P-11.13).
+///
+/// A password and its clones remember the first HA1 computed from them (with its username and
+/// realm): a server that keeps one password per terminal (the BSM's key cache) computes HA1 once,
+/// not twice per request (`response` and `rspauth`). The remembered HA1 is wiped with the last
+/// clone.
 #[derive(Clone)]
-pub struct Password(Zeroizing<Vec<u8>>);
+pub struct Password(Zeroizing<Vec<u8>>, Arc<OnceLock<Ha1Memo>>);
+
+/// An HA1 with the username and realm it was computed for.
+struct Ha1Memo {
+    username: String,
+    realm: String,
+    ha1: Ha1,
+}
 
 impl Password {
     /// A password made of the given octets (e.g. the AKA RES).
     #[must_use]
     pub fn from_bytes(bytes: &[u8]) -> Self {
-        Password(Zeroizing::new(bytes.to_vec()))
+        Password(Zeroizing::new(bytes.to_vec()), Arc::default())
     }
 
     /// The empty password used with `auts` (RFC 3310 §3.4).
     #[must_use]
     pub fn empty() -> Self {
-        Password(Zeroizing::new(Vec::new()))
+        Password(Zeroizing::new(Vec::new()), Arc::default())
+    }
+
+    /// HA1 of this password for `username` and `realm`: the remembered one when it is for them,
+    /// else computed (and remembered when none is yet).
+    #[must_use]
+    pub fn ha1(&self, username: &str, realm: &str) -> Ha1 {
+        if let Some(m) = self.1.get() {
+            if m.username == username && m.realm == realm {
+                return m.ha1.clone();
+            }
+            return Ha1::new(username, realm, self);
+        }
+        let ha1 = Ha1::new(username, realm, self);
+        let _ = self.1.set(Ha1Memo { username: username.to_owned(), realm: realm.to_owned(), ha1: ha1.clone() });
+        ha1
     }
 
     /// The Ua password: standard base64 with padding of a key (profile P-11.13: the 32-octet
@@ -48,7 +76,7 @@ impl Password {
         // unwiped copy behind.
         let mut text = Zeroizing::new(String::with_capacity(key.len().div_ceil(3) * 4));
         STANDARD.encode_string(key, &mut text);
-        Password(Zeroizing::new(text.as_bytes().to_vec()))
+        Password(Zeroizing::new(text.as_bytes().to_vec()), Arc::default())
     }
 
     /// The password octets. Named so that every use is visible in review.
@@ -92,7 +120,8 @@ pub enum VerifyError {
 }
 
 /// HA1 = MD5(username ":" realm ":" password), as 32 lowercase hex characters. It is
-/// password-equivalent, so it is wiped on drop and its `Debug` shows nothing.
+/// password-equivalent, so it is wiped on drop (every clone) and its `Debug` shows nothing.
+#[derive(Clone)]
 pub struct Ha1(Zeroizing<[u8; 32]>);
 
 impl Ha1 {
@@ -249,7 +278,7 @@ pub fn request_digest(
         if let Qop::Unknown(name) = q.qop {
             return Err(ComputeError::UnsupportedQop(name.clone()));
         }
-        h.update(q.nc.to_string().as_bytes());
+        h.update(q.nc.hex());
         h.update(b":");
         h.update(q.cnonce.as_bytes());
         h.update(b":");
@@ -312,7 +341,7 @@ impl<'a> DigestContext<'a> {
     /// [`ComputeError::UnsupportedAlgorithm`].
     pub fn ha1(&self, password: &Password) -> Result<Ha1, ComputeError> {
         self.check_algorithm()?;
-        Ok(Ha1::new(self.username, self.realm, password))
+        Ok(password.ha1(self.username, self.realm))
     }
 
     /// The `response` of a request with the given method and entity body.
@@ -375,6 +404,28 @@ impl Credentials {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_password_remembers_only_its_own_ha1() {
+        let p = Password::base64_of_key(&[0x11; 32]);
+        let first = p.ha1("btid-a@bsf", "realm");
+        let again = p.clone().ha1("btid-a@bsf", "realm");
+        assert_eq!(first.expose_hex(), again.expose_hex());
+        assert_eq!(first.expose_hex(), Ha1::new("btid-a@bsf", "realm", &p).expose_hex());
+        for (user, realm) in [("btid-b@bsf", "realm"), ("btid-a@bsf", "other")] {
+            assert_eq!(p.ha1(user, realm).expose_hex(), Ha1::new(user, realm, &p).expose_hex(), "{user} {realm}");
+            assert_ne!(p.ha1(user, realm).expose_hex(), first.expose_hex());
+        }
+        let other = Password::base64_of_key(&[0x22; 32]);
+        assert_ne!(other.ha1("btid-a@bsf", "realm").expose_hex(), first.expose_hex(), "not shared across passwords");
+    }
+
+    #[test]
+    fn nonce_count_hex_is_its_display() {
+        for n in [0, 1, 0xa, 0xff, 0x1234_abcd, u32::MAX] {
+            assert_eq!(NonceCount(n).hex().as_slice(), NonceCount(n).to_string().as_bytes());
+        }
+    }
 
     const IMPI: &str = "001010000000001@ims.mnc001.mcc001.3gppnetwork.org";
     const UB_NONCE: &str = "I1U8vpY3qJ0hiuZNrke/NVXzKLQ1d7m5Sp/6w1Tfr7M=";

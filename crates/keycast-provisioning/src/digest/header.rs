@@ -181,6 +181,16 @@ impl NonceCount {
     }
 }
 
+impl NonceCount {
+    /// The 8 lowercase hex digits, as [`fmt::Display`] writes them, without formatting machinery
+    /// (it goes into every request digest).
+    #[must_use]
+    pub fn hex(self) -> [u8; 8] {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        core::array::from_fn(|i| DIGITS[((self.0 >> (28 - 4 * i)) & 0xf) as usize])
+    }
+}
+
 impl fmt::Display for NonceCount {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{:08x}", self.0)
