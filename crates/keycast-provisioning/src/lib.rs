@@ -45,5 +45,8 @@ pub mod digest;
 pub mod mbms;
 pub mod sprov;
 pub mod time;
-mod xml;
+/// The bounded XML reader and writer, public so that `keycast-guide` reuses it rather than
+/// keeping a second one; an implementation detail, not a stable API.
+#[doc(hidden)]
+pub mod xml;
 pub mod zn;

@@ -94,7 +94,7 @@ pub enum XmlError {
 /// One element of a decoded document: its namespace, local name, the unqualified attributes,
 /// the child elements and the text directly inside it.
 #[derive(Debug, Clone)]
-pub(crate) struct Element {
+pub struct Element {
     ns: Option<String>,
     name: String,
     attrs: Vec<(String, String)>,
@@ -104,27 +104,27 @@ pub(crate) struct Element {
 
 impl Element {
     /// `{namespace}name`, for error messages.
-    pub(crate) fn qualified_name(&self) -> String {
+    pub fn qualified_name(&self) -> String {
         format!("{{{}}}{}", self.ns.as_deref().unwrap_or(""), self.name)
     }
 
     /// True when the element is `name` in namespace `ns`.
-    pub(crate) fn is(&self, ns: &str, name: &str) -> bool {
+    pub fn is(&self, ns: &str, name: &str) -> bool {
         self.ns.as_deref() == Some(ns) && self.name == name
     }
 
     /// The local name.
-    pub(crate) fn local_name(&self) -> &str {
+    pub fn local_name(&self) -> &str {
         &self.name
     }
 
     /// All children named `name` in namespace `ns`, in document order.
-    pub(crate) fn all(&self, ns: &'static str, name: &'static str) -> impl Iterator<Item = &Element> {
+    pub fn all(&self, ns: &'static str, name: &'static str) -> impl Iterator<Item = &Element> {
         self.children.iter().filter(move |c| c.is(ns, name))
     }
 
     /// The child `name`, if present; [`XmlError::Duplicate`] if it occurs twice.
-    pub(crate) fn opt(&self, ns: &'static str, name: &'static str) -> Result<Option<&Element>, XmlError> {
+    pub fn opt(&self, ns: &'static str, name: &'static str) -> Result<Option<&Element>, XmlError> {
         let mut it = self.all(ns, name);
         let first = it.next();
         if it.next().is_some() {
@@ -134,17 +134,12 @@ impl Element {
     }
 
     /// The child `name`, exactly once.
-    pub(crate) fn one(&self, ns: &'static str, name: &'static str, parent: &'static str) -> Result<&Element, XmlError> {
+    pub fn one(&self, ns: &'static str, name: &'static str, parent: &'static str) -> Result<&Element, XmlError> {
         self.opt(ns, name)?.ok_or(XmlError::Missing { element: name, parent })
     }
 
     /// All children `name`; [`XmlError::Missing`] when there is none.
-    pub(crate) fn many(
-        &self,
-        ns: &'static str,
-        name: &'static str,
-        parent: &'static str,
-    ) -> Result<Vec<&Element>, XmlError> {
+    pub fn many(&self, ns: &'static str, name: &'static str, parent: &'static str) -> Result<Vec<&Element>, XmlError> {
         let v: Vec<&Element> = self.all(ns, name).collect();
         if v.is_empty() {
             return Err(XmlError::Missing { element: name, parent });
@@ -153,7 +148,7 @@ impl Element {
     }
 
     /// The text of this element (trimmed of XML white space); refuses child elements.
-    pub(crate) fn text(&self, element: &'static str) -> Result<&str, XmlError> {
+    pub fn text(&self, element: &'static str) -> Result<&str, XmlError> {
         if !self.children.is_empty() {
             return Err(XmlError::NotText(element));
         }
@@ -161,18 +156,18 @@ impl Element {
     }
 
     /// The value of the unqualified attribute `name` (trimmed of XML white space).
-    pub(crate) fn attr(&self, name: &str) -> Option<&str> {
+    pub fn attr(&self, name: &str) -> Option<&str> {
         self.attrs.iter().find(|(k, _)| k == name).map(|(_, v)| trim_ws(v))
     }
 
     /// A required unqualified attribute.
-    pub(crate) fn req_attr(&self, element: &'static str, attribute: &'static str) -> Result<&str, XmlError> {
+    pub fn req_attr(&self, element: &'static str, attribute: &'static str) -> Result<&str, XmlError> {
         self.attr(attribute).ok_or(XmlError::MissingAttribute { element, attribute })
     }
 }
 
 /// Trims XML white space (space, tab, CR, LF).
-pub(crate) fn trim_ws(s: &str) -> &str {
+pub fn trim_ws(s: &str) -> &str {
     s.trim_matches([' ', '\t', '\r', '\n'])
 }
 
@@ -181,7 +176,7 @@ fn syntax(e: impl std::fmt::Display) -> XmlError {
 }
 
 /// Parses `body` into its root element under the limits described in the module docs.
-pub(crate) fn parse(body: &[u8], max_len: usize) -> Result<Element, XmlError> {
+pub fn parse(body: &[u8], max_len: usize) -> Result<Element, XmlError> {
     if body.len() > max_len {
         return Err(XmlError::TooLarge { len: body.len(), max: max_len });
     }
@@ -300,7 +295,7 @@ fn element(reader: &NsReader<&[u8]>, ns: Option<String>, e: &BytesStart<'_>) -> 
 }
 
 /// The XML 1.0 `Char` production.
-pub(crate) fn is_xml_char(c: char) -> bool {
+pub fn is_xml_char(c: char) -> bool {
     matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{d7ff}' | '\u{e000}'..='\u{fffd}' | '\u{10000}'..)
 }
 
@@ -310,7 +305,7 @@ pub(crate) fn is_xml_char(c: char) -> bool {
 /// Checks a string value that goes into an element or attribute: not empty, at most `max`
 /// octets, no control characters, no leading or trailing white space (so that it survives the
 /// trip through XML unchanged).
-pub(crate) fn check_token(element: &'static str, value: &str, max: usize) -> Result<(), XmlError> {
+pub fn check_token(element: &'static str, value: &str, max: usize) -> Result<(), XmlError> {
     let bad = |reason| Err(XmlError::InvalidValue { element, reason });
     if value.is_empty() {
         return bad("empty");
@@ -328,24 +323,24 @@ pub(crate) fn check_token(element: &'static str, value: &str, max: usize) -> Res
 }
 
 /// Decodes `xs:base64Binary` text (white space inside is allowed) of exactly `N` octets.
-pub(crate) fn b64_fixed<const N: usize>(element: &'static str, text: &str) -> Result<[u8; N], XmlError> {
+pub fn b64_fixed<const N: usize>(element: &'static str, text: &str) -> Result<[u8; N], XmlError> {
     let v = b64_any(element, text)?;
     v.try_into().map_err(|_| XmlError::InvalidValue { element, reason: "wrong length" })
 }
 
 /// Decodes `xs:base64Binary` text (white space inside is allowed).
-pub(crate) fn b64_any(element: &'static str, text: &str) -> Result<Vec<u8>, XmlError> {
+pub fn b64_any(element: &'static str, text: &str) -> Result<Vec<u8>, XmlError> {
     let compact: String = text.chars().filter(|c| !matches!(c, ' ' | '\t' | '\r' | '\n')).collect();
     B64.decode(compact.as_bytes()).map_err(|_| XmlError::InvalidValue { element, reason: "not base64" })
 }
 
 /// Encodes octets as `xs:base64Binary` (with padding, no line breaks).
-pub(crate) fn b64(bytes: &[u8]) -> String {
+pub fn b64(bytes: &[u8]) -> String {
     B64.encode(bytes)
 }
 
 /// Parses `xs:unsignedLong` (optional `+`, decimal digits) into a `u64` no greater than `max`.
-pub(crate) fn parse_unsigned(element: &'static str, text: &str, max: u64) -> Result<u64, XmlError> {
+pub fn parse_unsigned(element: &'static str, text: &str, max: u64) -> Result<u64, XmlError> {
     let digits = text.strip_prefix('+').unwrap_or(text);
     if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return Err(XmlError::InvalidValue { element, reason: "not an unsigned integer" });
@@ -362,12 +357,12 @@ pub(crate) fn parse_unsigned(element: &'static str, text: &str, max: u64) -> Res
 }
 
 /// Parses an RFC 3339 UTC timestamp (`xs:dateTime`), naming `element` in the error.
-pub(crate) fn parse_time(element: &'static str, text: &str) -> Result<UtcTime, XmlError> {
+pub fn parse_time(element: &'static str, text: &str) -> Result<UtcTime, XmlError> {
     text.parse().map_err(|error| XmlError::Time { element, error })
 }
 
 /// Parses `xs:boolean`.
-pub(crate) fn parse_bool(element: &'static str, text: &str) -> Result<bool, XmlError> {
+pub fn parse_bool(element: &'static str, text: &str) -> Result<bool, XmlError> {
     match text {
         "true" | "1" => Ok(true),
         "false" | "0" => Ok(false),
@@ -376,12 +371,12 @@ pub(crate) fn parse_bool(element: &'static str, text: &str) -> Result<bool, XmlE
 }
 
 /// Escapes text for element content or a double-quoted attribute value.
-pub(crate) fn esc(s: &str) -> std::borrow::Cow<'_, str> {
+pub fn esc(s: &str) -> std::borrow::Cow<'_, str> {
     quick_xml::escape::escape(s)
 }
 
 /// Writes `<name>escaped text</name>` at `indent` spaces followed by a newline.
-pub(crate) fn text_el(out: &mut String, indent: usize, name: &str, text: &str) {
+pub fn text_el(out: &mut String, indent: usize, name: &str, text: &str) {
     out.push_str(&" ".repeat(indent));
     out.push('<');
     out.push_str(name);
@@ -393,4 +388,4 @@ pub(crate) fn text_el(out: &mut String, indent: usize, name: &str, text: &str) {
 }
 
 /// The XML declaration every encoder starts with.
-pub(crate) const DECL: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n";
+pub const DECL: &str = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n";
