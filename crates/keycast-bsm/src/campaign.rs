@@ -36,7 +36,7 @@ use std::time::Duration;
 use crate::delivery::{Delivery, DeliveryKey, DeliveryRow, DeliveryState, PushAddress, RegistrationInterface, Time};
 use crate::issue::LtkmKind;
 use crate::rng::RandomSource;
-use crate::service::{Provisioning, ServiceError, View, entitlements, ext_of, ts_window};
+use crate::service::{Provisioning, ServiceError, View, entitlements, ts_window};
 use crate::store::{BsmStore, Campaign, CampaignKind, CampaignTarget, Interface, LtkmForm, StoreError};
 
 /// Terminals per page \[chosen\]: large enough for multi-row statements to pay off, small enough
@@ -246,7 +246,7 @@ impl<S: BsmStore + Sync, R: RandomSource + Send> CampaignRunner<S, R> {
             sent: Vec::new(),
         };
         let form = LtkmForm {
-            ext: Some(ext_of(grant.policy)),
+            ext: Some(self.provisioning.config().ext_for(key.id.key_group, grant.policy)),
             streaming: self.provisioning.streaming_of(view, key.id.key_group),
         };
         Ok(Some((row, form)))

@@ -103,6 +103,10 @@ pub struct ProvisioningConfig {
     /// RFC 4771 ROC transmission rate R of streaming keys' SP payload (`profile: P-11.1`); `None`
     /// for plain RFC 3711.
     pub roc_rate: Option<u16>,
+    /// Key group → terminal_binding_key_id: the LTKMs of these groups' keys carry tbk_flag and the
+    /// ID (`profile: P-4, P-11.5`), and the key center gives that TBK to the terminals entitled
+    /// to the group ([`crate::http::key_center`]).
+    pub tbk_bindings: BTreeMap<u16, u32>,
 }
 
 impl ProvisioningConfig {
@@ -114,7 +118,15 @@ impl ProvisioningConfig {
             registration_required: false,
             max_ltkms_per_response: DEFAULT_MAX_LTKMS_PER_RESPONSE,
             roc_rate: None,
+            tbk_bindings: BTreeMap::new(),
         }
+    }
+
+    /// The P-4 extension of a key of `key_group` under `policy`: with the group's TBK binding,
+    /// if any (`profile: P-4, P-11.5`).
+    #[must_use]
+    pub fn ext_for(&self, key_group: u16, policy: SecurityPolicyExt) -> LtkmExt {
+        LtkmExt { tbk_id: self.tbk_bindings.get(&key_group).copied(), ..ext_of(policy) }
     }
 }
 
@@ -561,7 +573,7 @@ impl<S: BsmStore + Sync> Provisioning<S> {
             key_domain_id: key_domain_of(view, id),
             sek_pek_id: id,
             kind: LtkmKind::Deliver { validity: ts_window(grant.window)? },
-            ext: Some(ext_of(grant.policy)),
+            ext: Some(self.config.ext_for(id.key_group, grant.policy)),
             streaming: self.streaming_of(view, id.key_group),
             to,
         }))
@@ -1099,7 +1111,8 @@ impl<S: BsmStore + Sync> Provisioning<S> {
         let mut ltkms = Vec::with_capacity(now_sent.len());
         for (i, (stored, grant)) in now_sent.iter().enumerate() {
             let id = stored.entry.id;
-            let record = sek_pek_record(stored, Some(ext_of(grant.policy)), self.streaming_of(view, id.key_group))?;
+            let ext = Some(self.config.ext_for(id.key_group, grant.policy));
+            let record = sek_pek_record(stored, ext, self.streaming_of(view, id.key_group))?;
             // The store made [first, first + n) durable: each TS here is one of them.
             let offset = u32::try_from(i).unwrap_or(u32::MAX);
             let ts = LtkmCounter::restore(&caller.keys.btid, first.wrapping_sub(1).wrapping_add(offset))

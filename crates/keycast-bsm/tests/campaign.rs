@@ -250,3 +250,17 @@ async fn dummy_campaign(bsm: &Bsm) -> keycast_bsm::store::Campaign {
     bsm.store().advance_campaign(c, None, None, &[], 0, Some(T0)).await.unwrap();
     campaign
 }
+
+/// A key group bound to a terminal binding key: the campaign's pushes carry tbk_flag and its ID
+/// like the keys in answers do (`profile: P-4, P-11.5`).
+#[tokio::test]
+async fn a_bound_key_group_s_campaign_pushes_name_its_tbk() {
+    let mut config = keycast_bsm::service::ProvisioningConfig::new(FQDN);
+    config.tbk_bindings.insert(1, 0x0000_0777);
+    let bsm = Bsm::with_config(config).await;
+    five_terminals(&bsm).await;
+    bsm.store().add_key_campaign(&key_1_3(), SPREAD, T0).await.unwrap();
+    runner(&bsm, 3).run_open(T0 + 1, |_| {}).await.unwrap();
+    let form = bsm.store().delivery_form(&dkey(1, id(1, 3), 1)).await.unwrap().unwrap();
+    assert_eq!(form.ext.unwrap().tbk_id, Some(0x0000_0777));
+}

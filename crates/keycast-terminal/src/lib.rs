@@ -11,6 +11,7 @@
 //! | [`ltkm_intake`] | sans-IO LTKM intake: decode, hand to the key holder (MSK update), turn its answer into actions (verification message out, LTKM Request, nothing) |
 //! | [`media`] | live watching: sans-IO [`media::Watcher`] (STKM → key holder → TEK → SRTP receiver per SEK/PEK, SRTP/SRTCP opened in place, LTKM Request on "key not found"), its tokio shell [`media::shell::watch`] and the SDP of the clear stream |
 //! | [`download`] | a downloaded file: the DCF and the STKM naming the same key, the TEK from the key holder, the file's signature checked and its content decrypted |
+//! | [`protection`] | content protection: the secure authenticated channel to the card (Ks_local from the BSM's key center, the card's Local Key Establishment), terminal binding keys, and [`protection::usable_tek`] turning the card's TEK answer into a usable TEK |
 //! | [`shell`] | the thin tokio shell, GBA_U or GBA_ME: HTTP to the BSM (hyper, through keycast-gba's client), UDP sockets for LTKM pushes, bootstrapping, registration at start and after reconnecting, bounded timeouts |
 //!
 //! The cores ([`provisioning`], [`ltkm_intake`]) open no socket, read no clock, draw no
@@ -38,5 +39,6 @@ pub mod download;
 pub mod key_holder;
 pub mod ltkm_intake;
 pub mod media;
+pub mod protection;
 pub mod provisioning;
 pub mod shell;

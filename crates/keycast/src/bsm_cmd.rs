@@ -31,6 +31,10 @@
 //! | `[admin] listen` | `"127.0.0.1:9092"` | the JSON administration API ([`keycast_bsm::http::admin`]) |
 //! | `[admin] token_file` | (none: no admin API) | its bearer token (accepted from loopback peers only) |
 //! | `[broadcast] token_file` | (none: no broadcaster API) | bearer token of the broadcasters' internal API ([`keycast_bsm::http::broadcaster`]: live SEK/PEKs with their bytes), served on the admin listener from loopback peers only; needs `[admin]` |
+//! | `[key_center] tbk_secret_file` | (required in `[key_center]`) | 64 hex digits: the secret TBKs are derived from (share it with the broadcaster that wraps TEKs); a `[key_center]` section serves the NAF Key Center and TBK routes ([`keycast_bsm::http::key_center`], profile P-10, P-11.5) on the provisioning listener, mutual TLS only, so it needs `[tls] client_ca` |
+//! | `[key_center] counter_limit` | `65536` | the Counter Limit of every Ks_local (TEKs one channel may carry) |
+//! | `[key_center] key_lifetime_secs` | `86400` | how long a Ks_local may be used (never past the bootstrapping session) |
+//! | `[key_center] tbk_bindings` | `[]` | `[{ key_group = 1, tbk_id = 1911 }, …]`: the LTKMs of these key groups carry tbk_flag and the ID, and their buyers may fetch that TBK |
 //! | `[log] format` | `"text"` | `"text"` or `"json"`; level from `RUST_LOG` (default `info`) |
 //!
 //! # Service
@@ -57,6 +61,7 @@ use keycast_bsm::http::UaGuard;
 use keycast_bsm::http::admin::{AdminState, admin_app};
 use keycast_bsm::http::broadcaster::{BroadcasterState, broadcaster_app};
 use keycast_bsm::http::intents::{IntentWriter, StoreIntents};
+use keycast_bsm::http::key_center::{KeyCenterConfig, KeyCenterState, key_center_app};
 use keycast_bsm::http::provisioning::{ProvisioningState, bsm_app};
 use keycast_bsm::http::tls::{ClientCertificates, tls_server_config};
 use keycast_bsm::keys::{KeyCache, KeySource};
@@ -122,6 +127,37 @@ struct RawConfig {
     push: RawPush,
     #[serde(default)]
     log: RawLog,
+    key_center: Option<RawKeyCenter>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawKeyCenter {
+    tbk_secret_file: Option<PathBuf>,
+    counter_limit: Option<u64>,
+    key_lifetime_secs: Option<u64>,
+    #[serde(default)]
+    tbk_bindings: Vec<RawTbkBinding>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTbkBinding {
+    key_group: u16,
+    tbk_id: u32,
+}
+
+/// The `[key_center]` section, checked (profile P-10, P-11.5).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyCenterSettings {
+    /// File of the TBK secret (64 hex digits).
+    pub tbk_secret_file: PathBuf,
+    /// Counter Limit of every Ks_local.
+    pub counter_limit: u128,
+    /// Ks_local lifetime, seconds.
+    pub key_lifetime: u64,
+    /// Key group → terminal_binding_key_id.
+    pub tbk_bindings: std::collections::BTreeMap<u16, u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -236,6 +272,8 @@ pub struct BsmSettings {
     pub campaign_page: u32,
     /// Log format.
     pub log_format: LogFormat,
+    /// The NAF Key Center and TBK routes, when configured.
+    pub key_center: Option<KeyCenterSettings>,
 }
 
 impl BsmSettings {
@@ -329,6 +367,41 @@ impl BsmSettings {
                 path.display()
             );
         }
+        let key_center = match raw.key_center {
+            None => None,
+            Some(k) => {
+                if tls.as_ref().is_none_or(|t| t.client_ca.is_none()) {
+                    bail!(
+                        "{}: [key_center] needs [tls] client_ca: the key center answers over mutual TLS only",
+                        path.display()
+                    );
+                }
+                let mut tbk_bindings = std::collections::BTreeMap::new();
+                for b in &k.tbk_bindings {
+                    if b.key_group == 0 || tbk_bindings.insert(b.key_group, b.tbk_id).is_some() {
+                        bail!(
+                            "{}: [key_center] tbk_bindings: key group {} is 0 or repeated",
+                            path.display(),
+                            b.key_group
+                        );
+                    }
+                }
+                Some(KeyCenterSettings {
+                    tbk_secret_file: required(
+                        k.tbk_secret_file.as_ref(),
+                        "[key_center] tbk_secret_file",
+                        "64 hex digits",
+                    )?,
+                    counter_limit: match k.counter_limit {
+                        Some(0) => bail!("{}: [key_center] counter_limit must be at least 1", path.display()),
+                        Some(n) => u128::from(n),
+                        None => keycast_bsm::http::key_center::DEFAULT_COUNTER_LIMIT,
+                    },
+                    key_lifetime: k.key_lifetime_secs.unwrap_or(keycast_bsm::http::key_center::DEFAULT_KEY_LIFETIME),
+                    tbk_bindings,
+                })
+            }
+        };
         if raw.broadcast.token_file.is_some() && raw.admin.token_file.is_none() {
             bail!("{}: [broadcast] token_file needs [admin] (its API is served on the admin listener)", path.display());
         }
@@ -362,7 +435,20 @@ impl BsmSettings {
                 None => keycast_bsm::campaign::DEFAULT_PAGE,
             },
             log_format: raw.log.format,
+            key_center,
         })
+    }
+
+    fn key_center_config(&self, k: &KeyCenterSettings) -> Result<KeyCenterConfig> {
+        let text = read_secret_file(&k.tbk_secret_file, "TBK secret")?;
+        let mut secret = Zeroizing::new([0u8; 32]);
+        hex::decode_to_slice(text.trim(), &mut secret[..])
+            .map_err(|_| anyhow!("{}: the TBK secret must be 64 hex digits", k.tbk_secret_file.display()))?;
+        let mut config = KeyCenterConfig::new(&self.fqdn, secret);
+        config.counter_limit = k.counter_limit;
+        config.key_lifetime = k.key_lifetime;
+        config.tbk_bindings.clone_from(&k.tbk_bindings);
+        Ok(config)
     }
 
     fn storage_key(&self) -> Result<StorageKey> {
@@ -460,6 +546,10 @@ async fn run<S: BsmStore + Clone + Send + Sync + 'static>(
     let guard = Arc::new(UaGuard::new(authenticator, keys.clone()));
     let mut config = ProvisioningConfig::new(settings.fqdn.clone());
     config.registration_required = settings.registration_required;
+    let key_center = settings.key_center.as_ref().map(|k| settings.key_center_config(k)).transpose()?;
+    if let Some(k) = &settings.key_center {
+        config.tbk_bindings.clone_from(&k.tbk_bindings);
+    }
     let admin = match &settings.admin {
         None => None,
         Some((listen, file)) => {
@@ -499,6 +589,7 @@ async fn run<S: BsmStore + Clone + Send + Sync + 'static>(
         CampaignRunner::new(Provisioning::new(store.clone(), config.clone()), OsRandom)
             .with_page(settings.campaign_page),
     );
+    let key_center = key_center.map(|c| Arc::new(KeyCenterState::new(store.clone(), guard.clone(), c)));
     let state = Arc::new(
         ProvisioningState::new(Provisioning::new(store, config), guard)
             .with_intents(Arc::new(intents))
@@ -534,7 +625,9 @@ async fn run<S: BsmStore + Clone + Send + Sync + 'static>(
     });
     // The BSM's own serve gives the routes the source address (the push address, P-8) and the
     // TLS channel (BCAST_Client_ID rules), with or without TLS.
-    let provisioning = keycast_bsm::http::tls::serve(listener, bsm_app(state), tls, stopped(stop_rx.clone()));
+    // The key center (P-10, P-11.5) shares the listener; its own layer refuses all but mutual TLS.
+    let app = key_center.into_iter().fold(bsm_app(state), |app, k| app.merge(key_center_app(k)));
+    let provisioning = keycast_bsm::http::tls::serve(listener, app, tls, stopped(stop_rx.clone()));
     let admin_api = async {
         if let Some((listener, state, broadcaster)) = admin {
             if let Ok(addr) = listener.local_addr() {
@@ -642,5 +735,32 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("inline secret"), "{e}");
+    }
+
+    #[test]
+    fn key_center_section() {
+        const TLS: &str = "[tls]\ncert = \"c.pem\"\nkey = \"k.pem\"\nclient_ca = \"ca.pem\"\n";
+        assert!(parse(&format!("{MINIMAL}{TLS}")).unwrap().key_center.is_none(), "off unless configured");
+        let s = parse(&format!(
+            "{MINIMAL}{TLS}[key_center]\ntbk_secret_file = \"tbk.secret\"\ncounter_limit = 5\n\
+             tbk_bindings = [{{ key_group = 1, tbk_id = 1911 }}]\n"
+        ))
+        .unwrap();
+        let k = s.key_center.unwrap();
+        assert_eq!(k.tbk_secret_file, PathBuf::from("/etc/keycast/tbk.secret"));
+        assert_eq!(k.counter_limit, 5);
+        assert_eq!(k.key_lifetime, keycast_bsm::http::key_center::DEFAULT_KEY_LIFETIME);
+        assert_eq!(k.tbk_bindings.get(&1), Some(&1911));
+        let e = parse(&format!("{MINIMAL}[key_center]\ntbk_secret_file = \"t\"\n")).unwrap_err().to_string();
+        assert!(e.contains("client_ca"), "{e}");
+        let e = parse(&format!("{MINIMAL}{TLS}[key_center]\ncounter_limit = 5\n")).unwrap_err().to_string();
+        assert!(e.contains("tbk_secret_file"), "{e}");
+        let e = parse(&format!(
+            "{MINIMAL}{TLS}[key_center]\ntbk_secret_file = \"t\"\n\
+             tbk_bindings = [{{ key_group = 1, tbk_id = 1 }}, {{ key_group = 1, tbk_id = 2 }}]\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("repeated"), "{e}");
     }
 }
