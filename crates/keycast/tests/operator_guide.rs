@@ -1,0 +1,58 @@
+//! docs/operator-guide.md stays true: each configuration example parses with its role's own
+//! parser, and the catalogue example applies to a running BSM through `keycast bsm apply`.
+
+mod served;
+
+use std::path::Path;
+use std::process::Command;
+
+use keycast::broadcast_cmd::BroadcastSettings;
+use keycast::bsf_cmd::Settings;
+use keycast::bsm_cmd::BsmSettings;
+use served::stack::BsmWithKey;
+
+fn guide() -> String {
+    std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/operator-guide.md")).unwrap()
+}
+
+/// The fenced block right after the marker comment `<!-- {marker} -->`.
+fn block(doc: &str, marker: &str) -> String {
+    let at = doc.find(&format!("<!-- {marker} -->")).unwrap_or_else(|| panic!("no {marker} example"));
+    let rest = &doc[at..];
+    let start = rest.find("```toml\n").expect("a toml block") + "```toml\n".len();
+    let end = start + rest[start..].find("```").expect("the block ends");
+    rest[start..end].to_owned()
+}
+
+#[test]
+fn the_configuration_examples_parse() {
+    let doc = guide();
+    let dir = Path::new("/etc/keycast/x.toml");
+    let bsf = Settings::parse(&block(&doc, "config: bsf"), dir).expect("the BSF example");
+    assert_eq!(bsf.domain, "bsf.example.org");
+    let bsm = BsmSettings::parse(&block(&doc, "config: bsm"), dir).expect("the BSM example");
+    assert_eq!(bsm.fqdn, "bsm.example.org");
+    let broadcast = BroadcastSettings::parse(&block(&doc, "config: broadcast"), dir).expect("the broadcaster example");
+    assert_eq!(broadcast.key_group, 1);
+}
+
+#[test]
+fn the_catalogue_example_applies_to_a_running_bsm() {
+    let doc = guide();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let stack = BsmWithKey::start(d);
+    std::fs::write(d.join("catalogue.toml"), block(&doc, "catalogue")).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_keycast"))
+        .args(["bsm", "--config"])
+        .arg(d.join("bsm.toml"))
+        .arg("apply")
+        .arg(d.join("catalogue.toml"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("applied 3 catalogue entries"), "{text}");
+    let mut bsm = stack.bsm;
+    assert!(bsm.terminate().success());
+}
