@@ -61,6 +61,8 @@
 //! the TEK and salt installed under it (while the packet's key is installed, i.e. right after the
 //! call). [`MediaTap`] bundles the three for the shell's `run_with`.
 
+pub mod play;
+pub mod record;
 pub mod sdp;
 pub mod shell;
 
