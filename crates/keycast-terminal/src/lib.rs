@@ -1,15 +1,16 @@
 //! The terminal agent of the OMA BCAST Smartcard Profile. Built so far: the provisioning client
 //! toward the BSM over both interfaces, LTKM intake into wherever the terminal's keys are (the
-//! card for GBA_U, the ME's store for GBA_ME), the tokio shell that moves their bytes, and live
-//! watching (STKM intake, TEKs from the key holder, SRTP/SRTCP decryption, clear RTP out). The
-//! Service Guide, recording and play-back come later.
+//! card for GBA_U, the ME's store for GBA_ME), the tokio shell that moves their bytes, live
+//! watching (STKM intake, TEKs from the key holder, SRTP/SRTCP decryption, clear RTP out),
+//! recording and play-back (adapted PDCF), downloaded files (DCF), and content protection (the
+//! secure channel to the card, terminal binding keys).
 //!
 //! | module | what |
 //! |---|---|
 //! | [`provisioning`] | sans-IO client core: the OMA BCAST service provisioning requests (`/sprov`) and the 3GPP MBMS key-management requests (`/keymanagement`), request IDs, the purchase list with its validity, Ua Digest with the SRK, "bootstrap again, then retry" on a 401, typed answers |
 //! | [`key_holder`] | where the keys live and are processed ([`key_holder::MbmsKeyHolder`]): any [`keycast_card::Card`] (GBA_U: Ks, SMK, SEK/PEKs in the UICC) or a [`key_holder::GbaMeKeyHolder`] (GBA_ME: AKA on the USIM, Ks, SMK, SEK/PEKs in the ME's `GbaMeStore`); bootstrapping and NAF keys through keycast-gba's client |
 //! | [`ltkm_intake`] | sans-IO LTKM intake: decode, hand to the key holder (MSK update), turn its answer into actions (verification message out, LTKM Request, nothing) |
-//! | [`media`] | live watching: sans-IO [`media::Watcher`] (STKM → key holder → TEK → SRTP receiver per SEK/PEK, SRTP/SRTCP opened in place, LTKM Request on "key not found"), its tokio shell [`media::shell::watch`] and the SDP of the clear stream |
+//! | [`media`] | live watching: sans-IO [`media::Watcher`] (STKM → key holder → TEK → SRTP receiver per SEK/PEK, SRTP/SRTCP opened in place, LTKM Request on "key not found"), its tokio shell [`media::shell::watch`] and the SDP of the clear stream; recording ([`media::record`]: ISMACryp samples and the STKM track into an adapted PDCF) and play-back ([`media::play`]: STKMs to the card under its P-4 rights, missing keys asked for at the BSM) |
 //! | [`download`] | a downloaded file: the DCF and the STKM naming the same key, the TEK from the key holder, the file's signature checked and its content decrypted |
 //! | [`protection`] | content protection: the secure authenticated channel to the card (Ks_local from the BSM's key center, the card's Local Key Establishment), terminal binding keys, and [`protection::usable_tek`] turning the card's TEK answer into a usable TEK |
 //! | [`shell`] | the thin tokio shell, GBA_U or GBA_ME: HTTP to the BSM (hyper, through keycast-gba's client), UDP sockets for LTKM pushes, bootstrapping, registration at start and after reconnecting, bounded timeouts |

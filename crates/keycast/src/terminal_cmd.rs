@@ -3,7 +3,8 @@
 //! with an SDP file describing it; missing SEK/PEKs are asked for at the BSM when one is
 //! configured. `record`: the same, and the stream is written to an adapted PDCF (ISMACryp
 //! samples + STKM track, profile P-9). `play`: a recording read back through the card, clear
-//! samples out to an elementary stream file and/or as RTP. (A full TOML configuration comes
+//! samples out to an elementary stream file and/or as RTP. `open`: a downloaded file (an OMA
+//! DRM DCF) opened with the TEK the card takes from its STKM. (A full TOML configuration comes
 //! with issue 7.)
 //!
 //! ```text
@@ -14,6 +15,7 @@
 //! keycast terminal play rec.mp4 --card card.kc --es out.raw --rtp-out 127.0.0.1:5006
 //! ```
 
+use keycast_terminal::download::DownloadError;
 use std::io::{IsTerminal as _, Write as _};
 use std::net::SocketAddr;
 use std::num::NonZeroU16;
@@ -58,6 +60,27 @@ pub enum TerminalCommand {
     /// Play a recording back: every STKM goes to the card (which decides whether play-back is
     /// allowed), samples are decrypted and written out.
     Play(PlayArgs),
+    /// Open a downloaded file: the card takes the STKM that carries the file's TEK (the DCF
+    /// names which), and the file is checked and decrypted.
+    Open(OpenArgs),
+}
+
+/// Options of `terminal open`.
+#[derive(Debug, Args)]
+#[command(after_help = "Exit code 3 when the card refuses the STKM (for example \"key not found\": the \
+SEK/PEK must be bought or requested first) or the STKM carries another key than the file needs.")]
+pub struct OpenArgs {
+    /// The downloaded file (an OMA DRM DCF).
+    pub file: PathBuf,
+    /// The STKM carrying the file's TEK (raw bytes, as `keycast broadcast package` writes it).
+    #[arg(long, value_name = "PATH")]
+    pub stkm: PathBuf,
+    /// The card file.
+    #[arg(long, value_name = "PATH")]
+    pub card: PathBuf,
+    /// Where the content goes.
+    #[arg(long, value_name = "PATH")]
+    pub out: PathBuf,
 }
 
 /// Options of `terminal record`.
@@ -226,6 +249,7 @@ pub fn run(args: &TerminalArgs) -> Result<ExitCode> {
         TerminalCommand::Watch(a) => run_watch(a),
         TerminalCommand::Record(a) => run_record(a),
         TerminalCommand::Play(a) => run_play(a),
+        TerminalCommand::Open(a) => run_open(a),
     }
 }
 
@@ -551,6 +575,25 @@ fn run_play(a: &PlayArgs) -> Result<ExitCode> {
             Ok(ExitCode::from(REFUSED))
         }
         Err(e) => Err(anyhow::Error::from(e).context("play-back")),
+    }
+}
+
+fn run_open(a: &OpenArgs) -> Result<ExitCode> {
+    let dcf = std::fs::read(&a.file).with_context(|| format!("reading {}", a.file.display()))?;
+    let stkm = std::fs::read(&a.stkm).with_context(|| format!("reading {}", a.stkm.display()))?;
+    let mut card = PersistentCard::open(CardFile::new(&a.card))
+        .with_context(|| format!("opening the card file {}", a.card.display()))?;
+    match keycast_terminal::download::open_download(&mut card, &stkm, &dcf) {
+        Ok((headers, content)) => {
+            std::fs::write(&a.out, &content).with_context(|| format!("writing {}", a.out.display()))?;
+            println!("{} ({}, {} bytes) -> {}", a.file.display(), headers.content_type, content.len(), a.out.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e @ (DownloadError::Card(_) | DownloadError::OtherKey { .. } | DownloadError::Unusable)) => {
+            eprintln!("not opened: {e}");
+            Ok(ExitCode::from(REFUSED))
+        }
+        Err(e) => Err(anyhow::Error::from(e).context(format!("opening {}", a.file.display()))),
     }
 }
 

@@ -6,6 +6,7 @@
 mod served;
 
 use std::net::UdpSocket;
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -62,10 +63,33 @@ fn broadcast_package_then_the_card_opens_the_file() {
     assert_eq!(parsed.key().unwrap().1.tek_id(), 1);
     assert!(!dcf.windows(32).any(|w| w == &content[1000..1032]), "the content is not in the clear");
 
-    // A terminal whose card holds the SEK (delivered by an LTKM) opens the file.
+    // A terminal whose card holds the SEK (delivered by an LTKM) opens the file: the CLI, then
+    // the library for the headers.
     let card_file = d.join("card.json");
     card_with_key(&card_file, FQDN, "btid-1@bsf.example.org", k.sek_id, &k.sek, k.rand, k.ts_low, k.ts_high);
-    let mut card = ApduCard::new(Emulator::new(CardFile::new(&card_file).load().unwrap()));
+    let open = |card: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_keycast"))
+            .args(["terminal", "open"])
+            .arg(d.join("episode.dcf"))
+            .arg("--stkm")
+            .arg(d.join("episode.stkm"))
+            .arg("--card")
+            .arg(card)
+            .arg("--out")
+            .arg(d.join("episode.out"))
+            .output()
+            .unwrap()
+    };
+    let out = open(&card_file);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(std::fs::read(d.join("episode.out")).unwrap() == content, "the opened file differs");
+    // The card file kept the STKM's TS: under this pay-per-time key a second opening is a
+    // play-back, which the key does not allow (P-4).
+    let again = open(&card_file);
+    assert_eq!(again.status.code(), Some(3), "{}", String::from_utf8_lossy(&again.stderr));
+    let fresh = d.join("fresh.json");
+    card_with_key(&fresh, FQDN, "btid-1@bsf.example.org", k.sek_id, &k.sek, k.rand, k.ts_low, k.ts_high);
+    let mut card = ApduCard::new(Emulator::new(CardFile::new(&fresh).load().unwrap()));
     let (headers, opened) = open_download(&mut card, &stkm, &dcf).unwrap();
     assert!(opened == content, "the opened file differs");
     assert_eq!(headers.content_type, "video/mp4");
@@ -75,7 +99,7 @@ fn broadcast_package_then_the_card_opens_the_file() {
     let mut tampered = dcf.clone();
     let at = tampered.len() / 2;
     tampered[at] ^= 0x01;
-    let mut card = ApduCard::new(Emulator::new(CardFile::new(&card_file).load().unwrap()));
+    let mut card = ApduCard::new(Emulator::new(CardFile::new(&fresh).load().unwrap()));
     assert!(matches!(open_download(&mut card, &stkm, &tampered), Err(DownloadError::Dcf(_))));
     let bare = d.join("bare.json");
     card_with_key(
@@ -88,6 +112,9 @@ fn broadcast_package_then_the_card_opens_the_file() {
         k.ts_low,
         k.ts_high,
     );
+    let out = open(&bare);
+    assert_eq!(out.status.code(), Some(3), "a card without the key: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("card refused"), "{}", String::from_utf8_lossy(&out.stderr));
     let mut bare = ApduCard::new(Emulator::new(CardFile::new(&bare).load().unwrap()));
     assert!(matches!(open_download(&mut bare, &stkm, &dcf), Err(DownloadError::Card(_))));
 
