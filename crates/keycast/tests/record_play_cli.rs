@@ -9,119 +9,17 @@ mod served;
 
 use std::net::{SocketAddr, UdpSocket};
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
-use keycast_card::persist::CardFile;
-use keycast_crypto::keys::{SekPek, Smk};
-use keycast_mikey::{KeyDomainId, KeyValidity, LtkmContent, LtkmExt, SecurityPolicy, SecurityPolicyExt, SekPekId};
+use keycast_mikey::SecurityPolicy;
 use served::Served;
-use served::stack::{BsmWithKey, FQDN, ICCID, IMPI, IMSI, free_rtp_port};
+use served::gst::{LIVE_TONE, free_udp, gst, have, wait_bound, wait_log};
+use served::stack::{BsmWithKey, FQDN, card_with_policy, free_rtp_port};
 
 const SSRC: u32 = 4321;
-/// 20 buffers of 1 024 samples at the pace of a live source: 2.6 s.
-const LIVE_TONE: &str = "audiotestsrc is-live=true num-buffers=20 ! audio/x-raw,format=S16BE,rate=8000,channels=1";
 const BTID: &str = "btid-1@bsf.example.org";
 
-fn have_gstreamer() -> bool {
-    let ok = Command::new("gst-launch-1.0")
-        .arg("--version")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        eprintln!("skipped: gst-launch-1.0 not available");
-    }
-    ok
-}
-
-fn gst(pipeline: &str) -> Command {
-    let mut cmd = Command::new("gst-launch-1.0");
-    cmd.arg("-q").arg("-e").args(pipeline.split_whitespace()).stdout(Stdio::null()).stderr(Stdio::piped());
-    cmd
-}
-
-fn free_udp() -> u16 {
-    UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-/// Waits until some process listens on UDP `port` (Linux `/proc/net/udp`).
-fn wait_bound(port: u16) {
-    let needle = format!(":{port:04X} ");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        if std::fs::read_to_string("/proc/net/udp").is_ok_and(|t| t.contains(&needle)) {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!("nothing bound UDP port {port} within 20 s");
-}
-
-fn wait_log(served: &Served, needle: &str) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !served.log_text().contains(needle) {
-        assert!(Instant::now() < deadline, "no {needle:?} within 20 s:\n{}", served.log_text());
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// `keycast card new` into `path`, then the SEK put in by an LTKM sealed here under `policy`.
-#[allow(clippy::too_many_arguments)]
-fn card_with(
-    path: &Path,
-    sek_id: SekPekId,
-    sek: &SekPek,
-    rand: [u8; 16],
-    ts_low: u32,
-    ts_high: u32,
-    policy: SecurityPolicy,
-) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_keycast"))
-        .args(["card", "new", "--file", path.to_str().unwrap(), "--imsi", IMSI, "--impi", IMPI, "--iccid", ICCID])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
-    use std::io::Write as _;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"K=465b5ce8b199b49faa5f0a2ee238a6bc\nOPC=cd63cb71954a9f4e48a5994e37a02baf\n")
-        .unwrap();
-    assert!(child.wait().unwrap().success());
-    let file = CardFile::new(path);
-    let mut usim = file.load().unwrap();
-    let smk = Smk::from_bytes([0x11; 32]);
-    usim.mbms.install_muk(FQDN, BTID, smk.clone()).unwrap();
-    let ltkm = LtkmContent {
-        csb_id: 0x0300_0001,
-        verification_requested: false,
-        srtp_cs: None,
-        key_domain_id: KeyDomainId::from_mcc_mnc("001", "01").unwrap(),
-        sek_pek_id: sek_id,
-        ts: 1,
-        rand,
-        idi: FQDN.into(),
-        idr: BTID.into(),
-        srtp_policy: None,
-        ext: Some(LtkmExt {
-            security_policy: Some(SecurityPolicyExt { policy, play_back_counter: 0, view_counter: 0 }),
-            tbk_id: None,
-            consumption_reporting: false,
-        }),
-        key: Some(sek.clone()),
-        validity: KeyValidity::TsWindow { ts_low, ts_high },
-    }
-    .seal(&smk)
-    .unwrap();
-    usim.mbms.msk_update(&ltkm).unwrap();
-    file.save(&usim).unwrap();
-}
-
-/// `keycast terminal record` on `card` into `out`.
 fn record(d: &Path, card: &Path, out: &Path, stkm_port: u16, srtp: SocketAddr, rtp_out: SocketAddr) -> Served {
     Served::start(
         &[
@@ -165,7 +63,7 @@ fn play(file: &Path, card: &Path, es: &Path) -> (Option<i32>, String, String) {
 
 #[test]
 fn gstreamer_tone_recorded_by_the_terminal_plays_back_byte_identical() {
-    if !have_gstreamer() {
+    if !have("gst-launch-1.0", &["--version"]) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -173,9 +71,19 @@ fn gstreamer_tone_recorded_by_the_terminal_plays_back_byte_identical() {
     let stack = BsmWithKey::start(d);
     let k = &stack.key;
     let card = d.join("card.json");
-    card_with(&card, k.sek_id, &k.sek, k.rand, k.ts_low, k.ts_high, SecurityPolicy::UnlimitedWithinWindow);
+    card_with_policy(
+        &card,
+        FQDN,
+        BTID,
+        k.sek_id,
+        &k.sek,
+        k.rand,
+        k.ts_low,
+        k.ts_high,
+        SecurityPolicy::UnlimitedWithinWindow,
+    );
     let ppt_card = d.join("ppt-card.json");
-    card_with(&ppt_card, k.sek_id, &k.sek, k.rand, k.ts_low, k.ts_high, SecurityPolicy::PayPerTime);
+    card_with_policy(&ppt_card, FQDN, BTID, k.sek_id, &k.sek, k.rand, k.ts_low, k.ts_high, SecurityPolicy::PayPerTime);
 
     let clear_file = d.join("clear.raw");
     assert!(gst(&format!("{LIVE_TONE} ! filesink location={}", clear_file.display())).status().unwrap().success());

@@ -9,7 +9,7 @@ mod served;
 
 use std::net::{SocketAddr, SocketAddrV4, UdpSocket};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -20,62 +20,12 @@ use keycast_mikey::{
     KeyDomainId, ProtectionAfterReception, SekPekId, Stkm, StkmContent, StkmExt, TekField, TrafficProtectionProtocol,
 };
 use served::Served;
+use served::gst::{LIVE_TONE, free_udp, gst, have, interrupt, wait_bound, wait_log};
 use served::stack::{BsmWithKey, FQDN, card_with_key, free_rtp_port, udp_pair};
 
 const SSRC: u32 = 1234;
 /// 100 buffers of 1 024 samples: 12.8 s of 8 kHz tone, sent as fast as GStreamer goes.
 const TONE: &str = "audiotestsrc num-buffers=100 ! audio/x-raw,format=S16BE,rate=8000,channels=1";
-/// 20 buffers of 1 024 samples at the pace of a live source: 2.6 s.
-const LIVE_TONE: &str = "audiotestsrc is-live=true num-buffers=20 ! audio/x-raw,format=S16BE,rate=8000,channels=1";
-
-/// A UDP port on 127.0.0.1 that was free a moment ago.
-fn free_udp() -> u16 {
-    UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn have(tool: &str, args: &[&str]) -> bool {
-    let ok =
-        Command::new(tool).args(args).stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success());
-    if !ok {
-        eprintln!("skipped: {tool} {} not available", args.join(" "));
-    }
-    ok
-}
-
-fn gst(pipeline: &str) -> Command {
-    let mut cmd = Command::new("gst-launch-1.0");
-    cmd.arg("-q").arg("-e").args(pipeline.split_whitespace()).stdout(Stdio::null()).stderr(Stdio::piped());
-    cmd
-}
-
-/// Waits until some process listens on UDP `port` (Linux `/proc/net/udp`).
-fn wait_bound(port: u16) {
-    let needle = format!(":{port:04X} ");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        if std::fs::read_to_string("/proc/net/udp").is_ok_and(|t| t.contains(&needle)) {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    panic!("nothing bound UDP port {port} within 20 s");
-}
-
-/// Ends a `gst-launch-1.0 -e` pipeline with SIGINT, so it sends EOS and its filesink flushes. A
-/// pipeline that never received anything may not finish its EOS (sdpdemux without pads): after
-/// 10 s it is killed, and whatever its filesink holds is what the test sees.
-fn interrupt(mut child: Child) {
-    let _ = Command::new("kill").args(["-INT", &child.id().to_string()]).status();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
 
 /// Every datagram `socket` receives until `stop`, appended to `into`.
 fn collect(socket: UdpSocket, into: Arc<Mutex<Vec<Vec<u8>>>>, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
@@ -271,14 +221,6 @@ fn watch(d: &Path, card: &Path, stkm_port: u16, srtp: SocketAddr, rtp_out: Socke
         d.join("watch.log"),
         &[],
     )
-}
-
-fn wait_log(served: &Served, needle: &str) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !served.log_text().contains(needle) {
-        assert!(Instant::now() < deadline, "no {needle:?} within 20 s:\n{}", served.log_text());
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// A player for the terminal's clear stream: GStreamer reading the SDP the terminal wrote.

@@ -2,6 +2,7 @@
 
 #![allow(dead_code)]
 
+pub mod gst;
 pub mod stack;
 
 use std::fs;

@@ -225,6 +225,22 @@ pub fn card_with_key(
     ts_low: u32,
     ts_high: u32,
 ) {
+    card_with_policy(path, bsm, btid, sek_id, sek, rand, ts_low, ts_high, SecurityPolicy::PayPerTime);
+}
+
+/// As [`card_with_key`], with the key's security policy (P-4) chosen.
+#[allow(clippy::too_many_arguments)]
+pub fn card_with_policy(
+    path: &Path,
+    bsm: &str,
+    btid: &str,
+    sek_id: SekPekId,
+    sek: &SekPek,
+    rand: [u8; 16],
+    ts_low: u32,
+    ts_high: u32,
+    policy: SecurityPolicy,
+) {
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_keycast"))
         .args(["card", "new", "--file", path.to_str().unwrap(), "--imsi", IMSI, "--impi", IMPI, "--iccid", ICCID])
         .stdin(std::process::Stdio::piped())
@@ -255,11 +271,7 @@ pub fn card_with_key(
         idr: btid.into(),
         srtp_policy: None,
         ext: Some(LtkmExt {
-            security_policy: Some(SecurityPolicyExt {
-                policy: SecurityPolicy::PayPerTime,
-                play_back_counter: 0,
-                view_counter: 0,
-            }),
+            security_policy: Some(SecurityPolicyExt { policy, play_back_counter: 0, view_counter: 0 }),
             tbk_id: None,
             consumption_reporting: false,
         }),
