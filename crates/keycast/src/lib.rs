@@ -4,7 +4,7 @@
 //! | module | what |
 //! |---|---|
 //! | [`cli`] | clap definitions and dispatch of `demo`, `inspect`, `derive`, `card`, `serve`, `bsf` |
-//! | [`demo`] | the narrated layer 1–3 scenario: the keycast-card emulator driven over TS 31.102 APDUs, GBA_U and GBA_ME terminals bootstrapped through keycast-gba's BSF over loopback |
+//! | [`demo`] | the narrated layer 1–4 scenario: the keycast-card emulator driven over TS 31.102 APDUs, GBA_U and GBA_ME terminals bootstrapped through keycast-gba's BSF over loopback, the real BSM, a protected stream from the broadcaster core to the terminal's media path |
 //! | [`bsf_cmd`] | `keycast serve bsf` (TOML configuration, Ub/Zn/metrics service) and `keycast bsf subscriber add|import|show|delete` |
 //! | [`broadcast_cmd`] | `keycast serve broadcast`: the broadcaster (TOML configuration, keys from the BSM, STKMs, SRTP/ESP out, metrics); `keycast broadcast package`: a file for download (DCF + STKM) |
 //! | [`bench_cmd`] | `keycast bench rollover`: a SEK rollover campaign for N subscribers through the BSM's code, timed, with the peak memory |

@@ -54,6 +54,27 @@ fn demo_holds_every_expectation() {
         .stdout(predicate::str::contains("ok      terminal A's card refuses STKM TEK ID 2 under SEK 00030002: refused as expected — SW 6985"))
         .stdout(predicate::str::contains("ok      terminal B's card opens the same STKM: B is still subscribed"))
         .stdout(predicate::str::contains("ok      BSM refuses terminal A's LTKM Request for SEK 00030002: NoSubscription"))
+        // (i) Layer 4: the broadcaster core, terminal B's watcher and card, SRTP over UDP.
+        .stdout(predicate::str::contains("ok      broadcaster: GET /internal/v1/key-groups/4/live (broadcaster token, from loopback): 200: SEK 00040001"))
+        .stdout(predicate::str::contains("ok      terminal B opens 200 SRTP packets of sport, each byte-identical to the RTP that went in: 200 of 200"))
+        .stdout(predicate::str::contains("ok      TEK switch mid-stream with the next TEK announced ahead: MKI 00040001‖0001"))
+        .stdout(predicate::str::contains("no packet lost"))
+        .stdout(predicate::str::contains("ok      terminal B drops a packet with MKI 00040001‖0002 protected under another TEK"))
+        .stdout(predicate::str::contains("ok      terminal B drops the genuine packet with one payload bit flipped"))
+        .stdout(predicate::str::contains("ok      zap to music: the card opens its STKM, the stream decrypts"))
+        .stdout(predicate::str::contains("ok      zap back to sport: no packet lost, the TEKs reused"))
+        .stdout(predicate::str::contains("answered the same TEK (resend rule)"))
+        .stdout(predicate::str::contains("ok      one ESP packet under the current TEK"))
+        .stdout(predicate::str::contains("ok      after the invalidation the card refuses sport's STKM and the stream stops decrypting"))
+        .stdout(predicate::str::contains("with SW 6985 (key invalidated)"))
+        .stdout(predicate::function(|s: &str| {
+            // Section (i) is there, after (h), and every one of its expectations held.
+            let Some((_, rest)) = s.split_once("\n(i) Layer 4:") else { return false };
+            let section = rest.split("\nsummary: ").next().unwrap_or_default();
+            let checks: Vec<&str> =
+                section.lines().filter(|l| l.starts_with("  ok ") || l.starts_with("  FAILED ")).collect();
+            s.contains("\n(h) ") && checks.len() >= 12 && checks.iter().all(|l| l.starts_with("  ok "))
+        }))
         .stdout(predicate::function(|s: &str| {
             // "summary: N of N expectations held" with both numbers equal.
             s.lines().filter_map(|l| l.strip_prefix("summary: ")).any(|l| {

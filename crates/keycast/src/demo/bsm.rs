@@ -25,6 +25,7 @@ use std::time::Duration;
 use keycast_bsm::delivery::{AckOutcome, DeliveryKey, DeliveryState, PushPorts, RetryPolicy, SchedulerConfig, Time};
 use keycast_bsm::http::UaGuard;
 use keycast_bsm::http::admin::{AdminState, KeyMaterial, NoRandomness, admin_app};
+use keycast_bsm::http::broadcaster::{BroadcasterState, broadcaster_app};
 use keycast_bsm::http::intents::{IntentReport, IntentWriter};
 use keycast_bsm::http::provisioning::{IntentSink, ProvisioningState, SubmitFuture, bsm_app};
 use keycast_bsm::push::{Intake, PushConfig, PushWorker};
@@ -71,26 +72,26 @@ const KEY_LEAD: u64 = 3_600;
 /// Subscription period of the offer.
 const PERIOD: u64 = 30 * 86_400;
 /// Bound on one wait for a datagram or an HTTP exchange: loopback answers in milliseconds.
-const WAIT: Duration = Duration::from_secs(5);
+pub(super) const WAIT: Duration = Duration::from_secs(5);
 /// Bound on the servers' graceful stop.
 const STOP_WAIT: Duration = Duration::from_secs(2);
 /// Seconds between the NTP and Unix epochs (STKM TS are NTP seconds, profile P-6).
 const NTP_UNIX: u64 = 2_208_988_800;
 
 /// The terminal shell around one of the demo's cards.
-type Shell = TerminalShell<CardReader>;
+pub(super) type Shell = TerminalShell<CardReader>;
 /// The push worker of the demo: SQLite, keys over Zn, a seeded generator for jitter and pulls.
-type Worker = PushWorker<SqliteStore, Arc<ZnClient>, BsmRandom>;
+pub(super) type Worker = PushWorker<SqliteStore, Arc<ZnClient>, BsmRandom>;
 
 /// The demo's one clock for the BSM, its admin API and the terminals (Unix seconds).
 #[derive(Clone)]
-struct DemoClock(Arc<AtomicU64>);
+pub(super) struct DemoClock(Arc<AtomicU64>);
 
 impl DemoClock {
-    fn now(&self) -> u64 {
+    pub(super) fn now(&self) -> u64 {
         self.0.load(Ordering::SeqCst)
     }
-    fn set(&self, unix: u64) {
+    pub(super) fn set(&self, unix: u64) {
         self.0.store(unix, Ordering::SeqCst);
     }
     fn unix(&self) -> Arc<dyn Fn() -> u64 + Send + Sync> {
@@ -102,7 +103,7 @@ impl DemoClock {
         // The demo's times are all in 2025, well inside what UtcTime holds.
         Arc::new(move || UtcTime::from_unix_seconds(t.load(Ordering::SeqCst)).unwrap_or(UtcTime::MAX))
     }
-    fn push_time(&self) -> Time {
+    pub(super) fn push_time(&self) -> Time {
         Time::from_secs(self.now())
     }
 }
@@ -173,15 +174,18 @@ fn serve(listener: TcpListener, app: axum::Router) -> Served {
 }
 
 /// The running BSM.
-struct Bsm {
+pub(super) struct Bsm {
     store: SqliteStore,
     addr: SocketAddr,
-    admin_addr: SocketAddr,
+    /// The admin listener, which also serves the broadcaster API (section (i)).
+    pub(super) admin_addr: SocketAddr,
     admin_token: Zeroizing<String>,
+    /// The broadcaster API's token (section (i)).
+    pub(super) broadcaster_token: Zeroizing<String>,
     intents: Arc<CollectedIntents>,
     writer: IntentWriter<SqliteStore, BsmRandom>,
     keys: Arc<ZnClient>,
-    clock: DemoClock,
+    pub(super) clock: DemoClock,
     servers: Vec<Served>,
 }
 
@@ -245,6 +249,8 @@ impl Bsm {
         let admin = AdminState::new(store.clone(), admin_token.clone())
             .with_clock(clock.unix())
             .with_material(Arc::new(material));
+        let broadcaster_token = Zeroizing::new(hex::encode(&secret(seed, "broadcaster token")[..16]));
+        let broadcaster = BroadcasterState::new(store.clone(), broadcaster_token.clone()).with_clock(clock.unix());
         let bind = |what: &'static str| async move {
             let l = TcpListener::bind("127.0.0.1:0").await.map_err(|e| format!("{what} on loopback: {e}"))?;
             let a = l.local_addr().map_err(|e| format!("{what} on loopback: {e}"))?;
@@ -252,11 +258,14 @@ impl Bsm {
         };
         let (listener, addr) = bind("provisioning").await?;
         let (admin_listener, admin_addr) = bind("admin API").await?;
-        let servers =
-            vec![serve(listener, bsm_app(Arc::new(state))), serve(admin_listener, admin_app(Arc::new(admin)))];
+        let servers = vec![
+            serve(listener, bsm_app(Arc::new(state))),
+            serve(admin_listener, admin_app(Arc::new(admin)).merge(broadcaster_app(Arc::new(broadcaster)))),
+        ];
         // The writer's scheduler only draws jitter, which the demo's scheduler has none of.
         let writer = IntentWriter::new(store.clone(), scheduler(PushPorts::default()), BsmRandom::new(seed));
-        let bsm = Bsm { store, addr, admin_addr, admin_token, intents, writer, keys, clock, servers };
+        let bsm =
+            Bsm { store, addr, admin_addr, admin_token, broadcaster_token, intents, writer, keys, clock, servers };
         Ok((bsm, dir))
     }
 
@@ -268,7 +277,7 @@ impl Bsm {
     }
 
     /// One admin API call: (status, body).
-    async fn admin(&self, method: &str, path: &str, body: &str) -> Result<(u16, String), String> {
+    pub(super) async fn admin(&self, method: &str, path: &str, body: &str) -> Result<(u16, String), String> {
         let request = HttpRequest {
             method: method.to_owned(),
             uri: path.to_owned(),
@@ -285,7 +294,7 @@ impl Bsm {
     }
 
     /// Writes the intents the routes collected since the last call, at the demo's clock.
-    async fn write_intents(&self) -> Result<IntentReport, String> {
+    pub(super) async fn write_intents(&self) -> Result<IntentReport, String> {
         self.writer.write(self.intents.take(), self.clock.push_time()).await.map_err(|e| e.to_string())
     }
 
@@ -305,7 +314,7 @@ fn ntp(unix: u64) -> u32 {
 }
 
 /// Prints, with `--wire`, the APDUs a shell operation exchanged with its card.
-fn shell_apdus(n: &mut Narrator, shell: &mut Shell) {
+pub(super) fn shell_apdus(n: &mut Narrator, shell: &mut Shell) {
     let log = core::mem::take(&mut shell.card_mut().transport_mut().log);
     if n.show_wire {
         for (command, answer) in log {
@@ -343,7 +352,7 @@ async fn new_shell(
 }
 
 /// The LTKMs of an answer: each shown (with `--wire`) and each the card took, for `want`.
-fn answer_ltkms(
+pub(super) fn answer_ltkms(
     n: &mut Narrator,
     what: &str,
     answer: &Answer,
@@ -365,7 +374,7 @@ fn answer_ltkms(
     }
 }
 
-fn status_of(answer: &Result<Answer, ShellError>) -> Result<&Answer, String> {
+pub(super) fn status_of(answer: &Result<Answer, ShellError>) -> Result<&Answer, String> {
     answer.as_ref().map_err(|e| e.to_string())
 }
 
@@ -437,7 +446,12 @@ async fn scenario(
                 Ok("A: the card of (a), OMA BCAST socket; B: a new card, MBMS socket; the push ports are theirs"
                     .to_owned()),
             );
+            let failed = n.failed;
             walk(n, rng, &bsm, &worker, &mut a, &mut b).await;
+            // (i) runs on what (h) left: the BSM, its push worker and terminal B.
+            if n.failed == failed {
+                super::stream::run_stream(n, rng, &bsm, &worker, &mut b).await;
+            }
             // The shells hold keep-alive connections to the BSM: closed before the servers stop.
             drop((a, b, worker));
         }

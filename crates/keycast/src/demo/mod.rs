@@ -1,4 +1,4 @@
-//! `keycast demo`: layers 1–3 of the Smartcard Profile in one process, narrated.
+//! `keycast demo`: layers 1–4 of the Smartcard Profile in one process, narrated.
 //!
 //! The card is the `keycast-card` emulator ([`keycast_card::Emulator`]), driven over TS 31.102
 //! APDUs by [`keycast_card::ApduCard`] exactly as a terminal drives a real USIM: SELECT,
@@ -33,7 +33,14 @@
 //!     (pushes over UDP, verification messages back), open the broadcaster's STKMs under the
 //!     BSM's SEKs, take the next SEK after a rollover (in a registration answer; the terminal that
 //!     missed its push asks for it with an LTKM Request), and one unsubscribes: the pushed
-//!     invalidation makes its card refuse the next STKM.
+//!     invalidation makes its card refuse the next STKM;
+//! (i) layer 4 (module `stream`), on what (h) left running: keycast-broadcast's core gets the
+//!     SEKs of two new services from the BSM's broadcaster API and sends STKMs and SRTP over
+//!     loopback UDP to keycast-terminal's media watcher, with terminal B's card as key holder:
+//!     200 RTP packets come out byte-identical across a TEK switch announced ahead, a wrong-key
+//!     and a tampered packet are dropped, zapping away and back reuses the TEKs (the card's
+//!     resend rule), one ESP packet opens with the card's TEK, and after B unsubscribes the pushed
+//!     invalidations make the card refuse the next STKM and the stream stop decrypting.
 //!
 //! Every expectation is checked and printed as `ok` or `FAILED`. No randomness: every value
 //! comes from the Milenage test sets or from a seeded generator, and the BSF's clock is fixed,
@@ -41,6 +48,7 @@
 
 mod bsm;
 mod network;
+mod stream;
 
 use std::fmt::Write as _;
 
@@ -454,7 +462,7 @@ fn id_hex(id: SekPekId) -> String {
 pub fn run(opts: DemoOptions) -> DemoReport {
     let mut n = Narrator { out: String::new(), passed: 0, failed: 0, show_wire: opts.show_wire };
     let mut rng = DemoRng::new(opts.seed);
-    n.line(format!("Keycast demo: OMA BCAST Smartcard Profile, layers 1-3 in one process (seed {})", opts.seed));
+    n.line(format!("Keycast demo: OMA BCAST Smartcard Profile, layers 1-4 in one process (seed {})", opts.seed));
     n.line(concat!(
         "Keys marked [demo key] are public test values (Milenage test sets 1 and 2 and seeded values), ",
         "never real keys."
