@@ -10,6 +10,7 @@ pub mod admin;
 pub mod auth;
 pub mod broadcaster;
 pub mod client_id;
+pub mod guide;
 pub mod intents;
 pub mod key_center;
 pub mod provisioning;

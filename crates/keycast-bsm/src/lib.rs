@@ -19,6 +19,7 @@
 //! | [`push`] | the UDP push service (P-3, P-5, P-8): [`push::PushWorker`] claims stored deliveries, seals and sends LTKMs and solicited pulls, takes verification messages back; [`push::PushService`] runs it with a graceful stop. Intents become rows in [`http::intents`] |
 //! | [`campaign`] | key campaigns: a new SEK/PEK, or its moved window, queued for every entitled registered terminal in pages that survive a crash ([`campaign::CampaignRunner`]) |
 //! | [`client_id`] | sans-IO BCAST_Client_ID rules (seed §6.9.2): [`client_id::BcastClientId`] read from the `User-Agent`, [`client_id::BcastClientIdPolicy`], [`client_id::decide`]; carried out by [`http::client_id`] over [`http::tls`] (HTTPS with client certificates) |
+//! | [`guide`] | the Service Guide published from the catalogue (Service, Access, PurchaseItem, PurchaseData, PurchaseChannel fragments; the MBMS USD and SPD), served by [`http::guide`] and exported by `keycast bsm guide export` |
 //! | [`rng`] | the [`rng::RandomSource`] the issuer and the scheduler draw from |
 //!
 //! The decision logic ([`ua`], the key derivations in [`keys`]) does no IO, reads no clock and
@@ -42,6 +43,7 @@ pub mod campaign;
 pub mod client_id;
 pub mod delivery;
 pub mod domain;
+pub mod guide;
 pub mod http;
 pub mod issue;
 pub mod keys;

@@ -13,6 +13,7 @@
 //! | [`media`] | live watching: sans-IO [`media::Watcher`] (STKM → key holder → TEK → SRTP receiver per SEK/PEK, SRTP/SRTCP opened in place, LTKM Request on "key not found"), its tokio shell [`media::shell::watch`] and the SDP of the clear stream; recording ([`media::record`]: ISMACryp samples and the STKM track into an adapted PDCF) and play-back ([`media::play`]: STKMs to the card under its P-4 rights, missing keys asked for at the BSM) |
 //! | [`download`] | a downloaded file: the DCF and the STKM naming the same key, the TEK from the key holder, the file's signature checked and its content decrypted |
 //! | [`protection`] | content protection: the secure authenticated channel to the card (Ks_local from the BSM's key center, the card's Local Key Establishment), terminal binding keys, and [`protection::usable_tek`] turning the card's TEK answer into a usable TEK |
+//! | [`guide_client`] | the Service Guide from the BSM: loaded over HTTP, checked, offers with prices, and for a chosen offer a Service Request or the portal |
 //! | [`shell`] | the thin tokio shell, GBA_U or GBA_ME: HTTP to the BSM (hyper, through keycast-gba's client), UDP sockets for LTKM pushes, bootstrapping, registration at start and after reconnecting, bounded timeouts |
 //!
 //! The cores ([`provisioning`], [`ltkm_intake`]) open no socket, read no clock, draw no
@@ -37,6 +38,7 @@
 #![warn(missing_docs)]
 
 pub mod download;
+pub mod guide_client;
 pub mod key_holder;
 pub mod ltkm_intake;
 pub mod media;

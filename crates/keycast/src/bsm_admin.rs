@@ -20,6 +20,9 @@
 //!   (`{"impi", "registration", "purchases"}`), in batches, each all or nothing, with a progress
 //!   bar; stops at the first refused batch, naming its first line.
 //! - `terminal --impi …`: the terminal, its registration and purchases (JSON).
+//! - `guide export DIR`: the published Service Guide, read from the public routes of the
+//!   provisioning listener (`listen`, plain HTTP; no admin token needed), written as
+//!   `DIR/index.json`, `DIR/fragments/<id>.xml`, `DIR/usd/<service>.xml`, `DIR/spd/<service>.xml`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -130,11 +133,27 @@ pub enum BsmCommand {
         #[arg(long, default_value_t = 5_000)]
         batch: usize,
     },
+    /// The published Service Guide.
+    Guide {
+        /// What to do with it.
+        #[command(subcommand)]
+        command: GuideCommand,
+    },
     /// A terminal, its registration and purchases (JSON).
     Terminal {
         /// Its IMPI.
         #[arg(long)]
         impi: String,
+    },
+}
+
+/// `keycast bsm guide …`.
+#[derive(Debug, Subcommand)]
+pub enum GuideCommand {
+    /// Write every fragment, USD and Service Protection Description as files.
+    Export {
+        /// The directory (made if missing).
+        dir: PathBuf,
     },
 }
 
@@ -232,6 +251,10 @@ impl Admin {
 /// Configuration, connection and refusal errors.
 pub fn run_bsm(args: &BsmArgs) -> Result<ExitCode> {
     let settings = BsmSettings::load(&args.config)?;
+    if let BsmCommand::Guide { command: GuideCommand::Export { dir } } = &args.command {
+        current_thread_runtime()?.block_on(export_guide(&settings, dir))?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let mut admin = Admin::new(&settings)?;
     let runtime = current_thread_runtime()?;
     runtime.block_on(async {
@@ -277,6 +300,7 @@ pub fn run_bsm(args: &BsmArgs) -> Result<ExitCode> {
                 Ok(())
             }
             BsmCommand::Import { file, batch } => import(&mut admin, file, *batch).await,
+            BsmCommand::Guide { .. } => Ok(()),
             BsmCommand::Terminal { impi } => {
                 let t = admin.expect("GET", &format!("/admin/v1/terminals/{impi}"), None, &[200]).await?;
                 println!("{}", serde_json::to_string_pretty(&t).unwrap_or_default());
@@ -285,6 +309,46 @@ pub fn run_bsm(args: &BsmArgs) -> Result<ExitCode> {
         }
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// `guide export DIR`: the index, then every document it lists, as files.
+async fn export_guide(settings: &BsmSettings, dir: &std::path::Path) -> Result<()> {
+    let mut client = HttpClient::plain(settings.listen.clone());
+    let mut get = async |path: &str| -> Result<Vec<u8>> {
+        let request = HttpRequest {
+            method: "GET".into(),
+            uri: path.to_owned(),
+            headers: vec![("Host".into(), settings.fqdn.clone())],
+            body: Vec::new(),
+        };
+        let r = client.send(&request).await.map_err(|e| anyhow!("the BSM is unreachable: {e}"))?;
+        if r.status != 200 {
+            bail!("GET {path}: {}", r.status);
+        }
+        Ok(r.body)
+    };
+    let index_bytes = get("/guide/v1/index.json").await?;
+    let index: Value = serde_json::from_slice(&index_bytes).context("the guide index is not JSON")?;
+    let mut written = 0usize;
+    for (list, key, sub) in [("fragments", "id", "fragments"), ("usd", "service", "usd"), ("spd", "service", "spd")] {
+        std::fs::create_dir_all(dir.join(sub)).with_context(|| format!("making {}", dir.join(sub).display()))?;
+        for entry in index.get(list).and_then(Value::as_array).into_iter().flatten() {
+            let Some(id) = entry.get(key).and_then(Value::as_str) else {
+                bail!("the index lists an entry without `{key}`")
+            };
+            // The id names a file: nothing that could leave the directory.
+            if id.is_empty() || id.starts_with('.') || id.contains(['/', '\\']) {
+                bail!("the index lists an id that is not a file name: {id:?}");
+            }
+            let body = get(&format!("/guide/v1/{sub}/{id}.xml")).await?;
+            let path = dir.join(sub).join(format!("{id}.xml"));
+            std::fs::write(&path, body).with_context(|| format!("writing {}", path.display()))?;
+            written += 1;
+        }
+    }
+    std::fs::write(dir.join("index.json"), &index_bytes).context("writing index.json")?;
+    println!("{written} documents written to {}", dir.display());
+    Ok(())
 }
 
 /// How often a followed campaign is polled.

@@ -35,6 +35,8 @@
 //! | `[key_center] counter_limit` | `65536` | the Counter Limit of every Ks_local (TEKs one channel may carry) |
 //! | `[key_center] key_lifetime_secs` | `86400` | how long a Ks_local may be used (never past the bootstrapping session) |
 //! | `[key_center] tbk_bindings` | `[]` | `[{ key_group = 1, tbk_id = 1911 }, …]`: the LTKMs of these key groups carry tbk_flag and the ID, and their buyers may fetch that TBK |
+//! | `[guide] base_url` | `http(s)://<fqdn>:<listen port>` | how terminals reach the provisioning listener: the published Service Guide's PurchaseURL (`…/sprov`), key management server (`…/keymanagement`) and description URLs (`…/guide/v1/…`); the guide itself is served publicly there ([`keycast_bsm::http::guide`]) |
+//! | `[guide] portal_url` | (none) | a PortalURL in the guide's PurchaseChannel: terminals send users there instead of sending a Service Request |
 //! | `[log] format` | `"text"` | `"text"` or `"json"`; level from `RUST_LOG` (default `info`) |
 //!
 //! # Service
@@ -57,9 +59,11 @@ use anyhow::{Context, Result, anyhow, bail};
 use clap::Args;
 use keycast_bsm::campaign::CampaignRunner;
 use keycast_bsm::client_id::BcastClientIdPolicy;
+use keycast_bsm::guide::GuideConfig;
 use keycast_bsm::http::UaGuard;
 use keycast_bsm::http::admin::{AdminState, admin_app};
 use keycast_bsm::http::broadcaster::{BroadcasterState, broadcaster_app};
+use keycast_bsm::http::guide::{GuidePublisher, guide_app};
 use keycast_bsm::http::intents::{IntentWriter, StoreIntents};
 use keycast_bsm::http::key_center::{KeyCenterConfig, KeyCenterState, key_center_app};
 use keycast_bsm::http::provisioning::{ProvisioningState, bsm_app};
@@ -128,6 +132,15 @@ struct RawConfig {
     #[serde(default)]
     log: RawLog,
     key_center: Option<RawKeyCenter>,
+    #[serde(default)]
+    guide: RawGuide,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGuide {
+    base_url: Option<String>,
+    portal_url: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -274,6 +287,8 @@ pub struct BsmSettings {
     pub log_format: LogFormat,
     /// The NAF Key Center and TBK routes, when configured.
     pub key_center: Option<KeyCenterSettings>,
+    /// `[guide] base_url` and `portal_url`.
+    pub guide: (Option<String>, Option<String>),
 }
 
 impl BsmSettings {
@@ -436,6 +451,7 @@ impl BsmSettings {
             },
             log_format: raw.log.format,
             key_center,
+            guide: (raw.guide.base_url, raw.guide.portal_url),
         })
     }
 
@@ -590,6 +606,7 @@ async fn run<S: BsmStore + Clone + Send + Sync + 'static>(
             .with_page(settings.campaign_page),
     );
     let key_center = key_center.map(|c| Arc::new(KeyCenterState::new(store.clone(), guard.clone(), c)));
+    let guide_store = store.clone();
     let state = Arc::new(
         ProvisioningState::new(Provisioning::new(store, config), guard)
             .with_intents(Arc::new(intents))
@@ -604,6 +621,12 @@ async fn run<S: BsmStore + Clone + Send + Sync + 'static>(
         .with_context(|| format!("listening for metrics on {}", settings.metrics_listen))?;
     let addr = listener.local_addr().context("listener address")?;
     let metrics_addr = metrics_listener.local_addr().context("metrics listener address")?;
+    // The public Service Guide, built from the catalogue (issue 7 "Publishing").
+    let scheme = if settings.tls.is_some() { "https" } else { "http" };
+    let base = settings.guide.0.clone().unwrap_or_else(|| format!("{scheme}://{}:{}", settings.fqdn, addr.port()));
+    let mut guide_config = GuideConfig::new(&settings.fqdn, &base);
+    guide_config.portal_url.clone_from(&settings.guide.1);
+    let guide = Arc::new(GuidePublisher::new(guide_store, guide_config));
     tracing::info!(
         fqdn = %settings.fqdn,
         %addr,
@@ -627,6 +650,7 @@ async fn run<S: BsmStore + Clone + Send + Sync + 'static>(
     // TLS channel (BCAST_Client_ID rules), with or without TLS.
     // The key center (P-10, P-11.5) shares the listener; its own layer refuses all but mutual TLS.
     let app = key_center.into_iter().fold(bsm_app(state), |app, k| app.merge(key_center_app(k)));
+    let app = app.merge(guide_app(guide));
     let provisioning = keycast_bsm::http::tls::serve(listener, app, tls, stopped(stop_rx.clone()));
     let admin_api = async {
         if let Some((listener, state, broadcaster)) = admin {
@@ -697,6 +721,14 @@ mod tests {
         assert_eq!(s.zn_token_file, PathBuf::from("/etc/keycast/zn.token"));
         assert_eq!(s.bsf_host, "127.0.0.1");
         assert!(!s.registration_required);
+    }
+
+    #[test]
+    fn guide_section() {
+        assert_eq!(parse(MINIMAL).unwrap().guide, (None, None));
+        let s = parse(&format!("{MINIMAL}[guide]\nbase_url = \"http://b:1\"\nportal_url = \"https://p\"\n")).unwrap();
+        assert_eq!(s.guide, (Some("http://b:1".into()), Some("https://p".into())));
+        assert!(parse(&format!("{MINIMAL}[guide]\nportal = \"x\"\n")).is_err());
     }
 
     #[test]
