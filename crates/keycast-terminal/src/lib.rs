@@ -14,6 +14,7 @@
 //! | [`download`] | a downloaded file: the DCF and the STKM naming the same key, the TEK from the key holder, the file's signature checked and its content decrypted |
 //! | [`protection`] | content protection: the secure authenticated channel to the card (Ks_local from the BSM's key center, the card's Local Key Establishment), terminal binding keys, and [`protection::usable_tek`] turning the card's TEK answer into a usable TEK |
 //! | [`guide_client`] | the Service Guide from the BSM: loaded over HTTP, checked, offers with prices, and for a chosen offer a Service Request or the portal |
+//! | [`state`] | the terminal state file (B-TID and lifetime, request IDs, purchases, registration): versioned, checksummed, written atomically, so a restart neither bootstraps nor registers again needlessly |
 //! | [`shell`] | the thin tokio shell, GBA_U or GBA_ME: HTTP to the BSM (hyper, through keycast-gba's client), UDP sockets for LTKM pushes, bootstrapping, registration at start and after reconnecting, bounded timeouts |
 //!
 //! The cores ([`provisioning`], [`ltkm_intake`]) open no socket, read no clock, draw no
@@ -45,3 +46,4 @@ pub mod media;
 pub mod protection;
 pub mod provisioning;
 pub mod shell;
+pub mod state;

@@ -588,6 +588,12 @@ impl ProvisioningClient {
         self.credentials.as_ref().map(|c| c.b_tid.as_str())
     }
 
+    /// The request ID the next request takes (kept across restarts, [`crate::state`]).
+    #[must_use]
+    pub fn next_request_id(&self) -> u32 {
+        self.next_request_id
+    }
+
     /// The purchase list.
     #[must_use]
     pub fn purchases(&self) -> &PurchaseList {

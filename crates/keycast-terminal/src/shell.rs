@@ -304,6 +304,13 @@ where
         &self.state
     }
 
+    /// Takes over a bootstrap made by an earlier run (from [`crate::state`]): no new bootstrap
+    /// while it has time left; the Ua credentials are derived again at the next request.
+    pub fn restore_bootstrap(&mut self, bootstrapped: keycast_gba::client::Bootstrapped) {
+        self.state.record(bootstrapped);
+        self.client.clear_credentials();
+    }
+
     /// The local address of an interface's LTKM socket.
     #[must_use]
     pub fn udp_addr(&self, interface: Interface) -> Option<SocketAddr> {

@@ -394,3 +394,53 @@ async fn a_tbk_from_the_key_center_unwraps_terminal_bound_teks_and_others_are_re
     })
     .await;
 }
+
+/// Live watching with the content-protection state: the watcher cannot use the channel-wrapped
+/// TEK of a protection_after_reception 0 STKM without the state, and opens the stream once it
+/// has it (the secure channel established with the card).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_watcher_opens_a_protected_stream_once_the_channel_is_established() {
+    use keycast_terminal::media::{Event, Packet, Unusable, WatchConfig, Watcher};
+    use keycast_traffic::srtp::{Mki, SrtpMasterKey, SrtpPolicy, SrtpSender};
+    with_limit(async {
+        let clock = TestClock::new();
+        let ca = Ca::new();
+        let bsf = start_bsf(&clock, GbaType::GbaU).await;
+        let bsm = Bsm::start(bsf.addr, &clock, &ca, 10).await;
+        let (mut shell, creds, mut https) = subscribed(bsf.addr, &bsm, &clock, &ca).await;
+        let ids = SacIdentity::platform(TERMINAL_ID, ICCID);
+        let mut protection = ProtectionState::new();
+        protection.establish_sac(&mut https, &creds, UA, shell.card_mut(), &ids, [0x31; 16], &[4; 16]).await.unwrap();
+        let now = std::time::Instant::now();
+
+        // Without the protection state: the card releases the TEK wrapped, unusable here.
+        let mut watcher = Watcher::new(WatchConfig::default());
+        let event = watcher.handle_stkm(shell.card_mut(), &stkm(1, ProtectionAfterReception::MayRecord, None), now);
+        assert!(matches!(event, Event::Unusable { reason: Unusable::ChannelWrapped, .. }), "{event:?}");
+
+        // With it: the TEK is unwrapped with K_sac and installed.
+        watcher.set_protection(protection);
+        let event = watcher.handle_stkm(shell.card_mut(), &stkm(2, ProtectionAfterReception::MayRecord, None), now);
+        assert!(matches!(event, Event::TekInstalled { .. }), "{event:?}");
+
+        // The stream under it opens, byte for byte.
+        let mki = Mki::new(0x0001_0002, 2);
+        let key = SrtpMasterKey::new(mki, Tek::from_bytes(TEK), TekSalt::from_bytes(SALT));
+        let mut sender = SrtpSender::new(SrtpPolicy::rfc3711(), &key);
+        let mut clear = vec![0x80, 96, 0, 1, 0, 0, 0x0b, 0xb8, 0, 0, 0, 9];
+        clear.extend((0..160u32).map(|i| i as u8));
+        let mut packet = clear.clone();
+        sender.protect(&mut packet).unwrap();
+        match watcher.handle_srtp(&mut packet, now) {
+            Packet::Clear { len, mki: got } => {
+                assert_eq!(got, mki);
+                assert_eq!(&packet[..len], &clear[..]);
+            }
+            other => panic!("the packet should open: {other:?}"),
+        }
+
+        bsm.stop().await;
+        bsf.stop().await;
+    })
+    .await;
+}

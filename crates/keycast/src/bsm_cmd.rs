@@ -27,6 +27,8 @@
 //! | `[metrics] listen` | `"127.0.0.1:9091"` | Prometheus `GET /metrics` |
 //! | `[push] listen` | `"127.0.0.1:0"` | the UDP socket LTKMs are pushed from and verification messages come back to: set it to the BSM's public address (e.g. `"0.0.0.0:2269"`) |
 //! | `[push] spread_secs` | `600` | a key campaign's pushes (a new key, a moved key end) are spread over this many seconds from its start, never past the new key's start |
+//! | `[push] mbms_port` | `2269` | the port LTKMs are pushed to for terminals registered through the 3GPP MBMS interface (profile P-8) |
+//! | `[push] oma_bcast_port` | `4359` | the port LTKMs are pushed to for terminals registered through the OMA BCAST interface (profile P-8) |
 //! | `[push] campaign_page` | `2000` | terminals per campaign page: each page's deliveries and the campaign's cursor are one transaction |
 //! | `[admin] listen` | `"127.0.0.1:9092"` | the JSON administration API ([`keycast_bsm::http::admin`]) |
 //! | `[admin] token_file` | (none: no admin API) | its bearer token (accepted from loopback peers only) |
@@ -188,6 +190,8 @@ struct RawPush {
     listen: Option<String>,
     spread_secs: Option<u64>,
     campaign_page: Option<u32>,
+    mbms_port: Option<u16>,
+    oma_bcast_port: Option<u16>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -281,6 +285,8 @@ pub struct BsmSettings {
     pub push_listen: SocketAddr,
     /// The window a key campaign's pushes are spread over.
     pub push_spread: std::time::Duration,
+    /// Destination ports of LTKM pushes, per registration interface (`profile: P-8`).
+    pub push_ports: keycast_bsm::delivery::PushPorts,
     /// Terminals per campaign page (one transaction each).
     pub campaign_page: u32,
     /// Log format.
@@ -444,6 +450,18 @@ impl BsmSettings {
                 anyhow!("{}: [push] listen must be an IP address and port, e.g. \"0.0.0.0:2269\"", path.display())
             })?,
             push_spread: std::time::Duration::from_secs(raw.push.spread_secs.unwrap_or(DEFAULT_SPREAD_SECS)),
+            push_ports: {
+                let default = keycast_bsm::delivery::PushPorts::default();
+                let port = |p: Option<u16>, d: u16, key: &str| match p {
+                    Some(0) => bail!("{}: [push] {key} must not be 0", path.display()),
+                    Some(p) => Ok(p),
+                    None => Ok(d),
+                };
+                keycast_bsm::delivery::PushPorts {
+                    mbms: port(raw.push.mbms_port, default.mbms, "mbms_port")?,
+                    oma_bcast: port(raw.push.oma_bcast_port, default.oma_bcast, "oma_bcast_port")?,
+                }
+            },
             campaign_page: match raw.push.campaign_page {
                 Some(0) => bail!("{}: [push] campaign_page must be at least 1", path.display()),
                 Some(n) => n,
@@ -593,6 +611,7 @@ async fn run<S: BsmStore + Clone + Send + Sync + 'static>(
     let worker_id = format!("{}/{}/{}", settings.fqdn, std::process::id(), crate::bsf_cmd::unix_now());
     let mut push_config = PushConfig::new(worker_id, settings.fqdn.clone());
     push_config.scheduler.spread_window = settings.push_spread;
+    push_config.scheduler.ports = settings.push_ports;
     let writer = Arc::new(IntentWriter::new(store.clone(), push_config.scheduler, OsRandom));
     let intents = StoreIntents::new(writer, system_push_clock());
     let worker = PushWorker::bind(store.clone(), keys.clone(), push_config, settings.push_listen, OsRandom)

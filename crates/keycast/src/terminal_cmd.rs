@@ -4,8 +4,36 @@
 //! configured. `record`: the same, and the stream is written to an adapted PDCF (ISMACryp
 //! samples + STKM track, profile P-9). `play`: a recording read back through the card, clear
 //! samples out to an elementary stream file and/or as RTP. `open`: a downloaded file (an OMA
-//! DRM DCF) opened with the TEK the card takes from its STKM. (A full TOML configuration comes
-//! with issue 7.)
+//! DRM DCF) opened with the TEK the card takes from its STKM. The account commands (`status`,
+//! `subscribe`, `buy`, `unsubscribe`, `register`, `deregister`, `keys --request`) talk to the BSM
+//! (bootstrapping first when no valid B-TID is held) and keep the terminal state file
+//! ([`keycast_terminal::state`]: B-TID and lifetime, purchases, request ID counter,
+//! registration) next to the card file, so that a restart neither bootstraps again while the
+//! B-TID is valid nor forgets what was bought.
+//!
+//! # Configuration (`keycast terminal --config terminal.toml …`)
+//!
+//! Every key is optional; command-line options override it; relative paths are taken from the
+//! configuration file's directory.
+//!
+//! | key | default | meaning |
+//! |---|---|---|
+//! | `card` | — | the card file (`--card`) |
+//! | `state` | `<card>.state` | the terminal state file (`--state`) \[chosen\] |
+//! | `gba` | `"gba-u"` | GBA mode; `"gba-me"` is refused for now (its key store has no file form) |
+//! | `[bsf] url` | — | the BSF, `http://host:port` (`--bsf`); `[bsf]` and `[bsm]` go together |
+//! | `[bsf] host` | host of `url` | the BSF's name (`--bsf-host`) |
+//! | `[bsm] url` | — | the BSM's provisioning URL, `http://` or `https://` (`--bsm`) |
+//! | `[bsm] fqdn` | host of `url` | the BSM's FQDN: NAF_Id, Digest realm, TLS name (`--bsm-fqdn`) |
+//! | `[bsm] ca_file` | — | PEM roots trusted for an `https://` BSM |
+//! | `[bsm] client_cert_file`, `client_key_file` | — | PEM chain and key for mutual TLS (TS 33.222 §5.5) |
+//! | `[bsm] interface` | `"oma-bcast"` | `"oma-bcast"` or `"mbms"`: registration and key requests |
+//! | `[bsm] ltkm_listen` | none | UDP address LTKM pushes are taken on by account commands, e.g. `"0.0.0.0:4359"` |
+//! | `[bsm] push_wait_secs` | `0`, `2` for `unsubscribe` with a listener | seconds pushes are taken after an answer (`--wait`) |
+//! | `[media] srtp`, `stkm_port`, `rtp_out`, `sdp`, `media`, `rtpmap`, `fmtp` | as the options | defaults of `watch`/`record` |
+//!
+//! With a configuration naming a BSM, `watch` and `record` register the state file's valid
+//! purchases at start (seed §6.4) and save the state at the end.
 //!
 //! ```text
 //! keycast card new --file card.kc --imsi … --impi … --iccid … < keys
@@ -13,6 +41,8 @@
 //! ffplay -protocol_whitelist file,udp,rtp -i watch.sdp
 //! keycast terminal record --card card.kc --out rec.mp4 --media audio --rtpmap L16/8000 --duration 60
 //! keycast terminal play rec.mp4 --card card.kc --es out.raw --rtp-out 127.0.0.1:5006
+//! keycast terminal --config terminal.toml subscribe --item news --offer news-month
+//! keycast terminal --config terminal.toml status
 //! ```
 
 use keycast_terminal::download::DownloadError;
@@ -28,6 +58,9 @@ use clap::{Args, Subcommand, ValueEnum};
 use keycast_card::persist::{CardFile, PersistentCard};
 use keycast_gba::bsf::RandomSource as _;
 use keycast_gba::client::{BootstrapConfig, GbaMode};
+use keycast_mikey::KeyValidity;
+use keycast_provisioning::sprov::{BcastKeyId, PurchaseItemRef, PurchaseRequestItem, StatusCode, TokenPurchaseItem};
+use keycast_provisioning::time::UtcTime;
 use keycast_terminal::ltkm_intake::Interface;
 use keycast_terminal::media::play::{ClearSample, Pace, PlayError, Player, play};
 use keycast_terminal::media::record::{RecordConfig, RecordError, Recorder};
@@ -36,12 +69,19 @@ use keycast_terminal::media::shell::{Keys, STKM_PORT, WatchOptions, WatchSockets
 use keycast_terminal::media::srtp::{RccMode, SrtpPolicy};
 use keycast_terminal::media::{DEFAULT_CARD_RECHECK, MediaTap, NoTap, WatchConfig};
 use keycast_terminal::provisioning::ClientConfig;
+use keycast_terminal::provisioning::{Answer, ProvisioningError, Purchase};
 use keycast_terminal::shell::{OsRandom, ShellConfig, TerminalShell, system_clock};
+use keycast_terminal::state::{Registration, StateFile, TerminalState};
 use keycast_traffic::pdcf::MediaTrack;
+use serde::Deserialize;
 
 /// `keycast terminal`.
 #[derive(Debug, Args)]
 pub struct TerminalArgs {
+    /// The terminal configuration (TOML, see `keycast terminal --help` and the module docs);
+    /// command-line options override it.
+    #[arg(long, global = true, value_name = "PATH")]
+    pub config: Option<PathBuf>,
     /// What the terminal does.
     #[command(subcommand)]
     pub command: TerminalCommand,
@@ -53,20 +93,38 @@ pub enum TerminalCommand {
     /// Watch a protected stream live: STKMs (UDP, port 2269) give TEKs through the card, SRTP
     /// (and SRTCP on the next port) is opened and forwarded as clear RTP (and RTCP) to a local
     /// address, which a player opens through the SDP file.
-    Watch(WatchArgs),
+    Watch(Box<WatchArgs>),
     /// Watch and record: as `watch`, and the stream goes into an adapted PDCF file (samples
     /// ISMACryp-encrypted under their TEK, every STKM in the STKM track).
-    Record(RecordArgs),
+    Record(Box<RecordArgs>),
     /// Play a recording back: every STKM goes to the card (which decides whether play-back is
     /// allowed), samples are decrypted and written out.
-    Play(PlayArgs),
+    Play(Box<PlayArgs>),
     /// Open a downloaded file: the card takes the STKM that carries the file's TEK (the DCF
     /// names which), and the file is checked and decrypted.
     Open(OpenArgs),
+    /// The terminal's state: card identity, B-TID, purchases, registration, keys in the card
+    /// (never key bytes). No network.
+    Status(StatusArgs),
+    /// Subscribe (Service Request) to a purchase item with an offer (subscription, pay-per-view,
+    /// pay-per-time); the LTKMs of the answer go to the card.
+    Subscribe(SubscribeArgs),
+    /// Buy: tokens for a key (Token Purchase Request, with --group) or a pay-per-view /
+    /// pay-per-time offer (Service Request, without --group).
+    Buy(Box<BuyArgs>),
+    /// Unsubscribe (Unsubscribe Request) from a purchase item; invalidation LTKMs the BSM pushes
+    /// are taken for --wait seconds.
+    Unsubscribe(UnsubscribeArgs),
+    /// Register (Registration Request) the valid purchase items.
+    Register(AccountArgs),
+    /// Deregister (Deregistration Request).
+    Deregister(AccountArgs),
+    /// Ask for keys (LTKM Request, or MSK request with `interface = "mbms"`).
+    Keys(KeysArgs),
 }
 
 /// Options of `terminal open`.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 #[command(after_help = "Exit code 3 when the card refuses the STKM (for example \"key not found\": the \
 SEK/PEK must be bought or requested first) or the STKM carries another key than the file needs.")]
 pub struct OpenArgs {
@@ -75,16 +133,16 @@ pub struct OpenArgs {
     /// The STKM carrying the file's TEK (raw bytes, as `keycast broadcast package` writes it).
     #[arg(long, value_name = "PATH")]
     pub stkm: PathBuf,
-    /// The card file.
+    /// The card file (default: the configuration's `card`).
     #[arg(long, value_name = "PATH")]
-    pub card: PathBuf,
+    pub card: Option<PathBuf>,
     /// Where the content goes.
     #[arg(long, value_name = "PATH")]
     pub out: PathBuf,
 }
 
 /// Options of `terminal record`.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 #[command(after_help = "Records what `terminal watch` opens. The file starts with the first STKM the card \
 accepts; a stream whose STKMs say protection_after_reception = 1 is not recorded (exit code 3, no file \
 content). A fragment is appended every second, so a recording cut short stays playable up to there. Stops \
@@ -122,7 +180,7 @@ pub enum PaceArg {
 }
 
 /// Options of `terminal play`.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 #[command(after_help = "Each STKM of the recording goes to the card; a refusal (no play-back right left, \
 outside the key's window, …) stops play-back with the card's reason (exit code 3). When the card lacks the \
 key and --bsm/--bsf are given, an LTKM Request and then a Token Purchase Request (from the SEK/PEK history) \
@@ -131,9 +189,10 @@ pub struct PlayArgs {
     /// The recording.
     #[arg(value_name = "FILE")]
     pub file: PathBuf,
-    /// The card file; its state is saved as the card changes.
+    /// The card file; its state is saved as the card changes (default: the configuration's
+    /// `card`).
     #[arg(long, value_name = "PATH")]
-    pub card: PathBuf,
+    pub card: Option<PathBuf>,
     /// Write the clear samples, one after the other, to this file (elementary stream).
     #[arg(long, value_name = "PATH")]
     pub es: Option<PathBuf>,
@@ -177,31 +236,33 @@ pub enum RccArg {
 }
 
 /// Options of `terminal watch`.
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 #[command(after_help = "The card file holds the SEK/PEKs (from LTKMs); STKMs whose key the card lacks are \
 refused with 6A88 and, with --bsm and --bsf, asked for with an LTKM Request (the terminal bootstraps first). \
 A resend of a TEK already held skips the card for --card-recheck seconds; stale STKMs never reach it.\n\n\
 Stops on ctrl-c, after --duration or after --packets clear RTP packets, and prints a summary to standard \
 output. Logs go to standard error (RUST_LOG sets the level).")]
 pub struct WatchArgs {
-    /// The card file (see `keycast card new`); its state is saved as the card changes.
+    /// The card file (see `keycast card new`); its state is saved as the card changes (default:
+    /// the configuration's `card`).
     #[arg(long, value_name = "PATH")]
-    pub card: PathBuf,
-    /// UDP port of the STKMs (on the --srtp address).
-    #[arg(long, value_name = "PORT", default_value_t = STKM_PORT)]
-    pub stkm_port: u16,
-    /// Where SRTP arrives (SRTCP on the next port); a multicast group is joined.
-    #[arg(long, value_name = "ADDR:PORT", default_value = "0.0.0.0:5004")]
-    pub srtp: SocketAddr,
-    /// Where clear RTP goes (clear RTCP to the next port).
-    #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:5006")]
-    pub rtp_out: SocketAddr,
+    pub card: Option<PathBuf>,
+    /// UDP port of the STKMs (on the --srtp address) [default: 2269].
+    #[arg(long, value_name = "PORT")]
+    pub stkm_port: Option<u16>,
+    /// Where SRTP arrives (SRTCP on the next port); a multicast group is joined [default:
+    /// 0.0.0.0:5004].
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub srtp: Option<SocketAddr>,
+    /// Where clear RTP goes (clear RTCP to the next port) [default: 127.0.0.1:5006].
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub rtp_out: Option<SocketAddr>,
     /// Write an SDP file describing the clear stream (for ffplay, VLC, GStreamer).
     #[arg(long, value_name = "PATH")]
     pub sdp: Option<PathBuf>,
-    /// Media type in the SDP (`video`, `audio`, …).
-    #[arg(long, default_value = "video")]
-    pub media: String,
+    /// Media type in the SDP (`video`, `audio`, …) [default: video].
+    #[arg(long)]
+    pub media: Option<String>,
     /// RTP payload type in the SDP.
     #[arg(long, value_name = "PT", default_value_t = 96, value_parser = clap::value_parser!(u8).range(0..=127))]
     pub payload_type: u8,
@@ -241,15 +302,34 @@ pub struct WatchArgs {
     /// Stop after this many seconds.
     #[arg(long, value_name = "SECS")]
     pub duration: Option<f64>,
+    /// The terminal state file (from the configuration only): with a BSM, the valid purchases
+    /// are registered at start and the state is saved at the end.
+    #[arg(skip)]
+    pub state: Option<PathBuf>,
 }
 
 /// Runs `keycast terminal …`.
 pub fn run(args: &TerminalArgs) -> Result<ExitCode> {
+    let cfg = match &args.config {
+        Some(path) => TerminalConfig::load(path)?,
+        None => TerminalConfig::default(),
+    };
     match &args.command {
-        TerminalCommand::Watch(a) => run_watch(a),
-        TerminalCommand::Record(a) => run_record(a),
-        TerminalCommand::Play(a) => run_play(a),
-        TerminalCommand::Open(a) => run_open(a),
+        TerminalCommand::Watch(a) => run_watch(&cfg.resolve_watch(a)?),
+        TerminalCommand::Record(a) => {
+            let mut a = RecordArgs { watch: cfg.resolve_watch(&a.watch)?, ..(**a).clone() };
+            a.rights_issuer_url = a.rights_issuer_url.or_else(|| cfg.bsm.as_ref().map(|b| b.url.clone()));
+            run_record(&a)
+        }
+        TerminalCommand::Play(a) => run_play(&cfg.resolve_play(a)?),
+        TerminalCommand::Open(a) => run_open(&OpenArgs { card: Some(cfg.card_path(a.card.as_ref())?), ..a.clone() }),
+        TerminalCommand::Status(a) => run_status(&cfg, a),
+        TerminalCommand::Subscribe(a) => run_account(&cfg, &a.account, Action::Subscribe(a)),
+        TerminalCommand::Buy(a) => run_account(&cfg, &a.account, Action::Buy(a)),
+        TerminalCommand::Unsubscribe(a) => run_account(&cfg, &a.account, Action::Unsubscribe(a)),
+        TerminalCommand::Register(a) => run_account(&cfg, a, Action::Register),
+        TerminalCommand::Deregister(a) => run_account(&cfg, a, Action::Deregister),
+        TerminalCommand::Keys(a) => run_account(&cfg, &a.account, Action::Keys(a)),
     }
 }
 
@@ -312,23 +392,24 @@ fn watch_with(a: &WatchArgs, tap: &mut dyn MediaTap) -> Result<WatchSummary> {
         Some(d) if !(d.is_finite() && d > 0.0) => bail!("--duration must be a positive number of seconds"),
         d => d.map(Duration::from_secs_f64),
     };
-    let mut stkm_bind = a.srtp;
-    stkm_bind.set_port(a.stkm_port);
+    let srtp = a.srtp.unwrap_or(DEFAULT_SRTP);
+    let rtp_out = a.rtp_out.unwrap_or(DEFAULT_RTP_OUT);
+    let mut stkm_bind = srtp;
+    stkm_bind.set_port(a.stkm_port.unwrap_or(STKM_PORT));
     let options = WatchOptions {
         stkm_bind,
-        srtp_bind: a.srtp,
-        rtp_out: a.rtp_out,
+        srtp_bind: srtp,
+        rtp_out,
         config,
         max_packets: a.packets,
         duration,
         key_interface: if a.mbms { Interface::Mbms } else { Interface::OmaBcast },
     };
-    let card = PersistentCard::open(CardFile::new(&a.card))
-        .with_context(|| format!("opening the card file {}", a.card.display()))?;
+    let card = open_card(a.card.as_ref())?;
     if let Some(path) = &a.sdp {
         let sdp = ClearStream {
-            rtp_out: a.rtp_out,
-            media: a.media.clone(),
+            rtp_out,
+            media: a.media.clone().unwrap_or_else(|| DEFAULT_MEDIA.to_owned()),
             payload_type: a.payload_type,
             rtpmap: a.rtpmap.clone(),
             fmtp: a.fmtp.clone(),
@@ -355,7 +436,17 @@ fn watch_with(a: &WatchArgs, tap: &mut dyn MediaTap) -> Result<WatchSummary> {
             (Some(bsm), Some(bsf)) => {
                 let bsm = BsmOptions { bsm, bsm_fqdn: a.bsm_fqdn.as_deref(), bsf, bsf_host: a.bsf_host.as_deref() };
                 let mut shell = bsm_shell(card, &bsm).await?;
-                watch(sockets, Keys::Shell(&mut shell), &options, shutdown, tap).await.map_err(anyhow::Error::from)
+                // Registration at start (seed §6.4) when a state file names purchases.
+                let state = match &a.state {
+                    Some(path) => Some(register_at_start(&mut shell, &StateFile::new(path)).await?),
+                    None => None,
+                };
+                let result = watch(sockets, Keys::Shell(&mut shell), &options, shutdown, tap).await;
+                if let (Some(path), Some(mut state)) = (&a.state, state) {
+                    capture_state(&shell, &mut state);
+                    StateFile::new(path).save(&state).context("saving the terminal state")?;
+                }
+                result.map_err(anyhow::Error::from)
             }
             _ => {
                 let mut card = card;
@@ -428,7 +519,7 @@ fn media_track(a: &RecordArgs) -> Result<MediaTrack> {
     if clock_rate == 0 {
         bail!("the clock rate in --rtpmap must not be 0");
     }
-    Ok(match w.media.as_str() {
+    Ok(match w.media.as_deref().unwrap_or(DEFAULT_MEDIA) {
         "audio" => {
             let channels = parts.next().map(str::parse).transpose().context("bad channel count in --rtpmap")?;
             MediaTrack::audio(format, clock_rate, channels.unwrap_or(1))
@@ -436,6 +527,12 @@ fn media_track(a: &RecordArgs) -> Result<MediaTrack> {
         // Width and height are not known from the RTP stream: 0 [chosen].
         _ => MediaTrack::video(format, clock_rate, 0, 0),
     })
+}
+
+/// The card file at `path` (resolved with the configuration before).
+fn open_card(path: Option<&PathBuf>) -> Result<PersistentCard> {
+    let path = path.context("give --card or a configuration with `card`")?;
+    PersistentCard::open(CardFile::new(path)).with_context(|| format!("opening the card file {}", path.display()))
 }
 
 /// Exit code of a recording or play-back the content rules refused.
@@ -512,8 +609,7 @@ fn run_play(a: &PlayArgs) -> Result<ExitCode> {
     init_logging();
     let data = std::fs::read(&a.file).with_context(|| format!("reading {}", a.file.display()))?;
     let mut player = Player::open(&data).with_context(|| format!("opening the recording {}", a.file.display()))?;
-    let card = PersistentCard::open(CardFile::new(&a.card))
-        .with_context(|| format!("opening the card file {}", a.card.display()))?;
+    let card = open_card(a.card.as_ref())?;
     let es = match &a.es {
         Some(p) => Some(std::io::BufWriter::new(
             std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?,
@@ -581,8 +677,7 @@ fn run_play(a: &PlayArgs) -> Result<ExitCode> {
 fn run_open(a: &OpenArgs) -> Result<ExitCode> {
     let dcf = std::fs::read(&a.file).with_context(|| format!("reading {}", a.file.display()))?;
     let stkm = std::fs::read(&a.stkm).with_context(|| format!("reading {}", a.stkm.display()))?;
-    let mut card = PersistentCard::open(CardFile::new(&a.card))
-        .with_context(|| format!("opening the card file {}", a.card.display()))?;
+    let mut card = open_card(a.card.as_ref())?;
     match keycast_terminal::download::open_download(&mut card, &stkm, &dcf) {
         Ok((headers, content)) => {
             std::fs::write(&a.out, &content).with_context(|| format!("writing {}", a.out.display()))?;
@@ -595,6 +690,706 @@ fn run_open(a: &OpenArgs) -> Result<ExitCode> {
         }
         Err(e) => Err(anyhow::Error::from(e).context(format!("opening {}", a.file.display()))),
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Configuration
+
+/// Default `--srtp`.
+const DEFAULT_SRTP: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(std::net::Ipv4Addr::UNSPECIFIED, 5004));
+/// Default `--rtp-out`.
+const DEFAULT_RTP_OUT: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(std::net::Ipv4Addr::LOCALHOST, 5006));
+/// Default `--media`.
+const DEFAULT_MEDIA: &str = "video";
+/// Default wait for pushed LTKMs after an Unsubscribe Request, with a push listener \[chosen\].
+const DEFAULT_UNSUBSCRIBE_WAIT_SECS: f64 = 2.0;
+
+/// The terminal configuration file (see the module docs).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TerminalConfig {
+    card: Option<PathBuf>,
+    state: Option<PathBuf>,
+    gba: Option<String>,
+    bsf: Option<BsfSection>,
+    bsm: Option<BsmSection>,
+    #[serde(default)]
+    media: MediaSection,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BsfSection {
+    url: String,
+    host: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BsmSection {
+    url: String,
+    fqdn: Option<String>,
+    ca_file: Option<PathBuf>,
+    client_cert_file: Option<PathBuf>,
+    client_key_file: Option<PathBuf>,
+    ltkm_listen: Option<SocketAddr>,
+    interface: Option<String>,
+    push_wait_secs: Option<f64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MediaSection {
+    srtp: Option<SocketAddr>,
+    stkm_port: Option<u16>,
+    rtp_out: Option<SocketAddr>,
+    sdp: Option<PathBuf>,
+    media: Option<String>,
+    rtpmap: Option<String>,
+    fmtp: Option<String>,
+}
+
+impl TerminalConfig {
+    /// Reads `path`; relative paths in it are taken from its directory.
+    fn load(path: &std::path::Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let mut c: TerminalConfig = toml::from_str(&text).with_context(|| format!("{}", path.display()))?;
+        let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+        let abs = |p: &mut Option<PathBuf>| {
+            if let Some(x) = p.as_mut()
+                && x.is_relative()
+            {
+                *x = dir.join(&*x);
+            }
+        };
+        abs(&mut c.card);
+        abs(&mut c.state);
+        abs(&mut c.media.sdp);
+        if let Some(b) = c.bsm.as_mut() {
+            abs(&mut b.ca_file);
+            abs(&mut b.client_cert_file);
+            abs(&mut b.client_key_file);
+        }
+        match c.gba.as_deref() {
+            None | Some("gba-u") => {}
+            // The GBA_ME key holder's store has no file form yet: its keys would not survive a
+            // restart, so a GBA_ME terminal is not offered here.
+            Some("gba-me") => bail!("{}: gba = \"gba-me\" is not supported by `keycast terminal` yet", path.display()),
+            Some(other) => bail!("{}: gba must be \"gba-u\" or \"gba-me\", got {other:?}", path.display()),
+        }
+        if let Some(i) = c.bsm.as_ref().and_then(|b| b.interface.as_deref())
+            && !matches!(i, "oma-bcast" | "mbms")
+        {
+            bail!("{}: [bsm] interface must be \"oma-bcast\" or \"mbms\", got {i:?}", path.display());
+        }
+        if c.bsm.is_some() != c.bsf.is_some() {
+            bail!("{}: [bsm] and [bsf] go together", path.display());
+        }
+        Ok(c)
+    }
+
+    fn card_path(&self, cli: Option<&PathBuf>) -> Result<PathBuf> {
+        cli.or(self.card.as_ref()).cloned().context("give --card or a configuration with `card`")
+    }
+
+    /// The state file: `--state`, the configuration's `state`, or `<card>.state` \[chosen\].
+    fn state_path(&self, cli: Option<&PathBuf>, card: &std::path::Path) -> PathBuf {
+        cli.or(self.state.as_ref()).cloned().unwrap_or_else(|| {
+            let mut name = card.as_os_str().to_owned();
+            name.push(".state");
+            PathBuf::from(name)
+        })
+    }
+
+    fn resolve_watch(&self, a: &WatchArgs) -> Result<WatchArgs> {
+        let mut w = a.clone();
+        let m = &self.media;
+        w.card = Some(self.card_path(a.card.as_ref())?);
+        w.srtp = w.srtp.or(m.srtp);
+        w.stkm_port = w.stkm_port.or(m.stkm_port);
+        w.rtp_out = w.rtp_out.or(m.rtp_out);
+        w.sdp = w.sdp.or_else(|| m.sdp.clone());
+        w.media = w.media.or_else(|| m.media.clone());
+        w.rtpmap = w.rtpmap.or_else(|| m.rtpmap.clone());
+        w.fmtp = w.fmtp.or_else(|| m.fmtp.clone());
+        if w.bsm.is_none()
+            && let (Some(bsm), Some(bsf)) = (&self.bsm, &self.bsf)
+        {
+            w.bsm = Some(bsm.url.clone());
+            w.bsm_fqdn = bsm.fqdn.clone();
+            w.bsf = Some(bsf.url.clone());
+            w.bsf_host = bsf.host.clone();
+            if self.bsm.as_ref().is_some_and(|b| b.interface.as_deref() == Some("mbms")) {
+                w.mbms = true;
+            }
+        }
+        if self.card.is_some() || self.state.is_some() {
+            let card = w.card.clone().unwrap_or_default();
+            w.state = Some(self.state_path(None, &card));
+        }
+        Ok(w)
+    }
+
+    fn resolve_play(&self, a: &PlayArgs) -> Result<PlayArgs> {
+        let mut p = a.clone();
+        p.card = Some(self.card_path(a.card.as_ref())?);
+        if p.bsm.is_none()
+            && let (Some(bsm), Some(bsf)) = (&self.bsm, &self.bsf)
+        {
+            p.bsm = Some(bsm.url.clone());
+            p.bsm_fqdn = bsm.fqdn.clone();
+            p.bsf = Some(bsf.url.clone());
+            p.bsf_host = bsf.host.clone();
+        }
+        Ok(p)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Account commands
+
+/// Options every account command takes (each overrides the configuration).
+#[derive(Debug, Clone, Args)]
+pub struct AccountArgs {
+    /// The card file (default: the configuration's `card`).
+    #[arg(long, value_name = "PATH")]
+    pub card: Option<PathBuf>,
+    /// The terminal state file (default: the configuration's `state`, else `<card>.state`).
+    #[arg(long, value_name = "PATH")]
+    pub state: Option<PathBuf>,
+    /// The BSM's provisioning URL (http://host:port or https://host:port).
+    #[arg(long, value_name = "URL")]
+    pub bsm: Option<String>,
+    /// The BSM's FQDN (NAF_Id, Digest realm) when it differs from the host of --bsm.
+    #[arg(long, value_name = "NAME")]
+    pub bsm_fqdn: Option<String>,
+    /// The BSF's URL (http://host:port).
+    #[arg(long, value_name = "URL")]
+    pub bsf: Option<String>,
+    /// The BSF's host name when it differs from the host of --bsf.
+    #[arg(long, value_name = "NAME")]
+    pub bsf_host: Option<String>,
+    /// Where LTKM pushes are taken (UDP), e.g. 0.0.0.0:4359 (default: `[bsm] ltkm_listen`, else
+    /// none).
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub ltkm_listen: Option<SocketAddr>,
+    /// Seconds to take LTKM pushes after the answer (needs a push listener).
+    #[arg(long, value_name = "SECS")]
+    pub wait: Option<f64>,
+    /// Print the outcome as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Options of `terminal status`.
+#[derive(Debug, Clone, Args)]
+pub struct StatusArgs {
+    /// The card file (default: the configuration's `card`).
+    #[arg(long, value_name = "PATH")]
+    pub card: Option<PathBuf>,
+    /// The terminal state file.
+    #[arg(long, value_name = "PATH")]
+    pub state: Option<PathBuf>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Options of `terminal subscribe`.
+#[derive(Debug, Clone, Args)]
+pub struct SubscribeArgs {
+    /// The purchase item (globalIDRef).
+    #[arg(long, value_name = "ID")]
+    pub item: String,
+    /// The offer (purchaseDataIDRef); may be left out when the item has one offer.
+    #[arg(long, value_name = "ID")]
+    pub offer: Option<String>,
+    /// The account options.
+    #[command(flatten)]
+    pub account: AccountArgs,
+}
+
+/// Options of `terminal buy`.
+#[derive(Debug, Clone, Args)]
+pub struct BuyArgs {
+    /// The purchase item (globalIDRef).
+    #[arg(long, value_name = "ID")]
+    pub item: String,
+    /// The offer (purchaseDataIDRef; Service Request only).
+    #[arg(long, value_name = "ID")]
+    pub offer: Option<String>,
+    /// Number of tokens (Token Purchase; must be the offer's count when given).
+    #[arg(long, value_name = "N")]
+    pub tokens: Option<u32>,
+    /// Key Group of the key the tokens are for: makes this a Token Purchase Request.
+    #[arg(long, value_name = "N")]
+    pub group: Option<u16>,
+    /// Key Number (0: the group's current key).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub number: u16,
+    /// Key Domain ID (6 hex digits; default: the card's record for --group).
+    #[arg(long, value_name = "HEX")]
+    pub key_domain: Option<String>,
+    /// The account options.
+    #[command(flatten)]
+    pub account: AccountArgs,
+}
+
+/// Options of `terminal unsubscribe`.
+#[derive(Debug, Clone, Args)]
+pub struct UnsubscribeArgs {
+    /// The purchase item (globalIDRef); leave out for every item.
+    #[arg(long, value_name = "ID")]
+    pub item: Option<String>,
+    /// The account options.
+    #[command(flatten)]
+    pub account: AccountArgs,
+}
+
+/// Options of `terminal keys`.
+#[derive(Debug, Clone, Args)]
+pub struct KeysArgs {
+    /// Send a key request (the only action for now).
+    #[arg(long, required = true)]
+    pub request: bool,
+    /// Key Group.
+    #[arg(long, value_name = "N")]
+    pub group: u16,
+    /// Key Number (0: the group's current key).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub number: u16,
+    /// Key Domain ID (6 hex digits; default: the card's record for --group).
+    #[arg(long, value_name = "HEX")]
+    pub key_domain: Option<String>,
+    /// The account options.
+    #[command(flatten)]
+    pub account: AccountArgs,
+}
+
+/// One account command.
+enum Action<'a> {
+    Subscribe(&'a SubscribeArgs),
+    Buy(&'a BuyArgs),
+    Unsubscribe(&'a UnsubscribeArgs),
+    Register,
+    Deregister,
+    Keys(&'a KeysArgs),
+}
+
+impl Action<'_> {
+    fn name(&self) -> &'static str {
+        match self {
+            Action::Subscribe(_) => "subscribe",
+            Action::Buy(_) => "buy",
+            Action::Unsubscribe(_) => "unsubscribe",
+            Action::Register => "register",
+            Action::Deregister => "deregister",
+            Action::Keys(_) => "keys",
+        }
+    }
+}
+
+/// The current Unix time as a [`UtcTime`].
+fn now() -> UtcTime {
+    (system_clock())()
+}
+
+/// Copies what the shell holds into `state`.
+fn capture_state(shell: &TerminalShell<PersistentCard>, state: &mut TerminalState) {
+    state.bootstrap = shell.bootstrap_state().current().cloned();
+    state.next_request_id = shell.client().next_request_id();
+    state.purchases = shell.client().purchases().clone();
+}
+
+/// Loads `file` into `shell`: the bootstrap (when the card still holds that B-TID), the request
+/// ID counter, the purchases.
+fn restore_state(shell: &mut TerminalShell<PersistentCard>, state: &TerminalState) {
+    let card_btid = shell.card().usim().gba.as_ref().and_then(|g| g.b_tid.clone());
+    if let Some(b) = &state.bootstrap
+        && card_btid.as_deref() == Some(b.b_tid.as_str())
+        && b.mode == GbaMode::GbaU
+    {
+        shell.restore_bootstrap(b.clone());
+    }
+    for p in state.purchases.iter() {
+        shell.client_mut().purchases_mut().insert(p.clone());
+    }
+}
+
+/// Registration at start of `watch`/`record` when the state names purchases; the state.
+async fn register_at_start(shell: &mut TerminalShell<PersistentCard>, file: &StateFile) -> Result<TerminalState> {
+    let state = file.load_or_default().context("reading the terminal state")?;
+    restore_state(shell, &state);
+    if !state.purchases.is_empty() {
+        match shell.connect().await {
+            Ok(Some(a)) => eprintln!("registered: {}", answer_line(&a)),
+            Ok(None) => {}
+            // Watching goes on without: the keys may already be in the card.
+            Err(e) => eprintln!("registration at start failed: {e}"),
+        }
+    }
+    Ok(state)
+}
+
+fn status_number(c: StatusCode) -> u16 {
+    u16::from(c)
+}
+
+fn answer_line(a: &Answer) -> String {
+    let status = a.response.global_status().map_or_else(|| "-".to_owned(), |c| status_number(c).to_string());
+    let ok = a.ltkms.iter().filter(|r| r.is_ok()).count();
+    let refused: Vec<String> = a.response.refused_items().iter().map(|(i, c)| format!("{i} ({c})")).collect();
+    let refused = if refused.is_empty() { String::new() } else { format!(", refused: {}", refused.join(", ")) };
+    format!("status {status}, {ok} of {} LTKMs taken by the card{refused}", a.ltkms.len())
+}
+
+fn answer_json(a: &Answer) -> serde_json::Value {
+    serde_json::json!({
+        "status": a.response.global_status().map(status_number),
+        "refused": a.response.refused_items().iter().map(|(i, c)| serde_json::json!({"item": i, "status": c})).collect::<Vec<_>>(),
+        "ltkms": a.ltkms.len(),
+        "ltkms_taken": a.ltkms.iter().filter(|r| r.is_ok()).count(),
+        "rebootstraps": a.rebootstraps,
+    })
+}
+
+/// The Key Domain ID of `--key-domain`, else of the card's record for `group`.
+fn key_domain(hex_text: Option<&str>, card: &PersistentCard, group: u16) -> Result<[u8; 3]> {
+    if let Some(h) = hex_text {
+        let b = hex::decode(h).with_context(|| format!("--key-domain {h:?} is not hex"))?;
+        return b.try_into().map_err(|_| anyhow::anyhow!("--key-domain must be 3 octets (6 hex digits)"));
+    }
+    card.usim()
+        .mbms
+        .msks
+        .iter()
+        .find(|r| r.key_group == group)
+        .map(|r| r.key_domain_id.0)
+        .with_context(|| format!("the card holds no key of Key Group {group}: give --key-domain"))
+}
+
+fn key_id(domain: [u8; 3], group: u16, number: u16) -> BcastKeyId {
+    let g = group.to_be_bytes();
+    let n = number.to_be_bytes();
+    BcastKeyId { key_domain_id: domain, sek_pek_id: [g[0], g[1], n[0], n[1]] }
+}
+
+fn run_account(cfg: &TerminalConfig, a: &AccountArgs, action: Action<'_>) -> Result<ExitCode> {
+    init_logging();
+    let card_path = cfg.card_path(a.card.as_ref())?;
+    let state_file = StateFile::new(cfg.state_path(a.state.as_ref(), &card_path));
+    let mut state = state_file.load_or_default().context("reading the terminal state")?;
+    let card = open_card(Some(&card_path))?;
+    let bsm_url = a.bsm.clone().or_else(|| cfg.bsm.as_ref().map(|b| b.url.clone())).context("give --bsm or [bsm]")?;
+    let bsf_url = a.bsf.clone().or_else(|| cfg.bsf.as_ref().map(|b| b.url.clone())).context("give --bsf or [bsf]")?;
+    let section = cfg.bsm.as_ref();
+    let interface = match section.and_then(|b| b.interface.as_deref()) {
+        Some("mbms") => Interface::Mbms,
+        _ => Interface::OmaBcast,
+    };
+    let listen = a.ltkm_listen.or_else(|| section.and_then(|b| b.ltkm_listen));
+    let wait = a.wait.or_else(|| section.and_then(|b| b.push_wait_secs)).unwrap_or(match (&action, listen) {
+        (Action::Unsubscribe(_), Some(_)) => DEFAULT_UNSUBSCRIBE_WAIT_SECS,
+        _ => 0.0,
+    });
+    if !(wait.is_finite() && wait >= 0.0) {
+        bail!("--wait must be a number of seconds");
+    }
+    let o = BsmOptions {
+        bsm: &bsm_url,
+        bsm_fqdn: a.bsm_fqdn.as_deref().or_else(|| section.and_then(|b| b.fqdn.as_deref())),
+        bsf: &bsf_url,
+        bsf_host: a.bsf_host.as_deref().or_else(|| cfg.bsf.as_ref().and_then(|b| b.host.as_deref())),
+    };
+    let runtime =
+        tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the tokio runtime")?;
+    let name = action.name();
+    let json = a.json;
+    let outcome = runtime.block_on(async {
+        let mut shell = account_shell(card, &o, section, interface, listen, state.next_request_id).await?;
+        restore_state(&mut shell, &state);
+        let btid_before = shell.bootstrap_state().b_tid().map(str::to_owned);
+        let result = account_action(&mut shell, &action, interface).await;
+        let mut pushes = 0usize;
+        if result.is_ok() && wait > 0.0 && shell.udp_addr(interface).is_some() {
+            let deadline = tokio::time::Instant::now() + Duration::from_secs_f64(wait);
+            loop {
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                if left.is_zero() {
+                    break;
+                }
+                match shell.recv_ltkm(left).await {
+                    Ok(Some(r)) if r.report.is_ok() => pushes += 1,
+                    Ok(Some(_)) => {}
+                    Ok(None) => break,
+                    Err(e) => {
+                        eprintln!("LTKM socket: {e}");
+                        break;
+                    }
+                }
+            }
+        }
+        let btid_after = shell.bootstrap_state().b_tid().map(str::to_owned);
+        let bootstrapped = btid_after.is_some() && btid_after != btid_before;
+        capture_state(&shell, &mut state);
+        match (&action, &result) {
+            (Action::Register, Ok(Some(_))) => {
+                state.registration = Some(Registration {
+                    interface,
+                    bsm_address: http_host(&bsm_url.replacen("https://", "http://", 1), "--bsm")
+                        .map(|h| h.0)
+                        .unwrap_or_default(),
+                    at: now(),
+                })
+            }
+            (Action::Deregister, Ok(_)) => state.registration = None,
+            _ => {}
+        }
+        // Saved whatever the outcome: a bootstrap or a request ID spent must not be reused.
+        state_file.save(&state).context("saving the terminal state")?;
+        Ok::<_, anyhow::Error>((result, bootstrapped, btid_after, pushes))
+    })?;
+    let (result, bootstrapped, b_tid, pushes) = outcome;
+    let answer = result.with_context(|| format!("terminal {name}"))?;
+    if json {
+        let v = serde_json::json!({
+            "command": name,
+            "bootstrapped": bootstrapped,
+            "b_tid": b_tid,
+            "answer": answer.as_ref().map(answer_json),
+            "pushed_ltkms": pushes,
+            "purchases": state.purchases.iter().map(purchase_json).collect::<Vec<_>>(),
+        });
+        println!("{v:#}");
+    } else {
+        let boot = if bootstrapped { "bootstrapped" } else { "B-TID reused" };
+        match &answer {
+            Some(x) => println!("{name}: {} ({boot}; {pushes} LTKMs pushed)", answer_line(x)),
+            None => println!("{name}: nothing to send ({boot})"),
+        }
+    }
+    let refused = answer.as_ref().and_then(|x| x.response.global_status()).is_some_and(|c| !c.is_success());
+    Ok(if refused { ExitCode::from(REFUSED) } else { ExitCode::SUCCESS })
+}
+
+/// A shell for an account command: the card, the push listener when configured, TLS.
+async fn account_shell(
+    card: PersistentCard,
+    o: &BsmOptions<'_>,
+    section: Option<&BsmSection>,
+    interface: Interface,
+    listen: Option<SocketAddr>,
+    first_request_id: u32,
+) -> Result<TerminalShell<PersistentCard>> {
+    let https = o.bsm.strip_prefix("https://");
+    let plain_url = https.map(|rest| format!("http://{rest}"));
+    let (bsm_address, bsm_host) = http_host(plain_url.as_deref().unwrap_or(o.bsm), "--bsm")?;
+    let (bsf_address, bsf_host) = http_host(o.bsf, "--bsf")?;
+    let impi = card.usim().identity.impi.clone();
+    let user_agent = format!("Keycast-terminal/{}", env!("CARGO_PKG_VERSION"));
+    let bootstrap = BootstrapConfig {
+        bsf_host: o.bsf_host.map_or(bsf_host, str::to_owned),
+        impi,
+        user_agent: user_agent.clone(),
+        mode: GbaMode::GbaU,
+    };
+    let fqdn = o.bsm_fqdn.unwrap_or(&bsm_host).to_owned();
+    let mut client = ClientConfig::new(&fqdn, &user_agent);
+    client.first_request_id = first_request_id;
+    let mut shell_config = ShellConfig::new(&bsm_address, &bsf_address, bootstrap, client);
+    shell_config.registration_interface = interface;
+    shell_config.oma_bcast_udp = None;
+    shell_config.mbms_udp = None;
+    match interface {
+        Interface::OmaBcast => shell_config.oma_bcast_udp = listen,
+        Interface::Mbms => shell_config.mbms_udp = listen,
+    }
+    OsRandom.fill(&mut [0u8; 1]);
+    let mut shell = TerminalShell::new(shell_config, card, system_clock(), Box::new(OsRandom)).await?;
+    if https.is_some() {
+        use rustls_pki_types::pem::PemObject as _;
+        let ca = section.and_then(|s| s.ca_file.as_ref()).context("an https:// BSM needs [bsm] ca_file")?;
+        let mut roots = rustls::RootCertStore::empty();
+        for c in
+            rustls_pki_types::CertificateDer::pem_file_iter(ca).with_context(|| format!("reading {}", ca.display()))?
+        {
+            roots.add(c.with_context(|| format!("reading {}", ca.display()))?)?;
+        }
+        let client_cert = match section.map(|s| (&s.client_cert_file, &s.client_key_file)) {
+            Some((Some(cert), Some(key))) => {
+                let chain = rustls_pki_types::CertificateDer::pem_file_iter(cert)
+                    .and_then(|i| i.collect::<Result<Vec<_>, _>>())
+                    .with_context(|| format!("reading {}", cert.display()))?;
+                let key = rustls_pki_types::PrivateKeyDer::from_pem_file(key)
+                    .with_context(|| format!("reading {}", key.display()))?;
+                Some((chain, key))
+            }
+            Some((None, None)) | None => None,
+            _ => bail!("[bsm] client_cert_file and client_key_file go together"),
+        };
+        let tls = keycast_terminal::shell::bsm_tls_config(roots, client_cert)?;
+        let name = rustls_pki_types::ServerName::try_from(fqdn.clone())
+            .with_context(|| format!("{fqdn:?} is no server name"))?;
+        shell.use_bsm_tls(tls, name);
+    }
+    Ok(shell)
+}
+
+/// Sends the request of `action`; `Ok(None)` when there was nothing to send.
+async fn account_action(
+    shell: &mut TerminalShell<PersistentCard>,
+    action: &Action<'_>,
+    interface: Interface,
+) -> Result<Option<Answer>> {
+    let item = |id: &str, offer: Option<&String>| PurchaseRequestItem {
+        item: PurchaseItemRef::new(id, offer.map(String::as_str)),
+        price: None,
+    };
+    Ok(match action {
+        Action::Subscribe(s) => Some(shell.subscribe(vec![(item(&s.item, s.offer.as_ref()), None)]).await?),
+        Action::Buy(b) => match b.group {
+            None => Some(shell.subscribe(vec![(item(&b.item, b.offer.as_ref()), None)]).await?),
+            Some(group) => {
+                let domain = key_domain(b.key_domain.as_deref(), shell.card(), group)?;
+                let request = shell.client_mut().token_purchase(vec![TokenPurchaseItem {
+                    key_id: key_id(domain, group, b.number),
+                    global_id_ref: Some(b.item.clone()),
+                    number_of_tokens: b.tokens,
+                    price: None,
+                }])?;
+                Some(shell.execute(request).await?)
+            }
+        },
+        Action::Unsubscribe(u) => {
+            let items = u.item.as_ref().map(|i| vec![PurchaseItemRef::new(i, None)]);
+            let request = shell.client_mut().unsubscribe(items);
+            Some(shell.execute(request).await?)
+        }
+        Action::Register => shell.connect().await?,
+        Action::Deregister => {
+            shell.ensure_credentials().await?;
+            let request = match interface {
+                Interface::OmaBcast => shell.client_mut().deregistration(now()),
+                Interface::Mbms => shell.client_mut().mbms_deregister(now()),
+            };
+            match request {
+                Ok(r) => Some(shell.execute(r).await?),
+                Err(ProvisioningError::NothingToRequest(_)) => None,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Action::Keys(k) => {
+            let domain = key_domain(k.key_domain.as_deref(), shell.card(), k.group)?;
+            Some(shell.request_keys(interface, &[key_id(domain, k.group, k.number)]).await?)
+        }
+    })
+}
+
+fn time_text(t: UtcTime) -> String {
+    let (y, mo, d, h, mi, s) = t.fields();
+    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}Z")
+}
+
+fn purchase_json(p: &Purchase) -> serde_json::Value {
+    serde_json::json!({
+        "item": p.item.global_id_ref,
+        "offer": p.item.purchase_data_id_ref,
+        "valid_until": p.valid_until.map(time_text),
+    })
+}
+
+fn run_status(cfg: &TerminalConfig, a: &StatusArgs) -> Result<ExitCode> {
+    let card_path = cfg.card_path(a.card.as_ref())?;
+    let state_path = cfg.state_path(a.state.as_ref(), &card_path);
+    let state = StateFile::new(&state_path).load_or_default().context("reading the terminal state")?;
+    let usim = CardFile::new(&card_path).load().with_context(|| format!("reading {}", card_path.display()))?;
+    let t = now();
+    let bootstrap = state.bootstrap.as_ref().map(|b| {
+        serde_json::json!({
+            "b_tid": b.b_tid,
+            "lifetime": time_text(b.lifetime),
+            "valid": b.lifetime.unix_seconds() > t.unix_seconds(),
+        })
+    });
+    let mut groups = Vec::new();
+    for r in &usim.mbms.msks {
+        let keys: Vec<serde_json::Value> = r
+            .keys
+            .iter()
+            .map(|e| {
+                let window = match e.validity {
+                    KeyValidity::TekIdWindow { seq_l, seq_u } => serde_json::json!({"tek_id": [seq_l, seq_u]}),
+                    KeyValidity::TsWindow { ts_low, ts_high } => serde_json::json!({"ts": [ts_low, ts_high]}),
+                };
+                serde_json::json!({
+                    "key_number": e.id.key_number,
+                    "window": window,
+                    "invalidated": e.is_invalidated(),
+                    "views_left": e.rights.views_left,
+                    "play_backs_left": e.rights.play_backs_left,
+                })
+            })
+            .collect();
+        groups.push(serde_json::json!({
+            "key_domain": hex::encode(r.key_domain_id.0),
+            "key_group": r.key_group,
+            "keys": keys,
+        }));
+    }
+    let v = serde_json::json!({
+        "card": {
+            "file": card_path.display().to_string(),
+            "impi": usim.identity.impi,
+            "imsi": usim.identity.imsi,
+            "iccid": usim.identity.iccid,
+        },
+        "state_file": state_path.display().to_string(),
+        "bootstrap": bootstrap,
+        "next_request_id": state.next_request_id,
+        "purchases": state.purchases.iter().map(purchase_json).collect::<Vec<_>>(),
+        "registration": state.registration.as_ref().map(|r| serde_json::json!({
+            "interface": match r.interface { Interface::OmaBcast => "oma-bcast", Interface::Mbms => "mbms" },
+            "bsm": r.bsm_address,
+            "at": time_text(r.at),
+        })),
+        "key_groups": groups,
+    });
+    if a.json {
+        println!("{v:#}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("card {}: IMPI {}, IMSI {}", card_path.display(), usim.identity.impi, usim.identity.imsi);
+    match &state.bootstrap {
+        Some(b) => {
+            let valid = if b.lifetime.unix_seconds() > t.unix_seconds() { "valid" } else { "expired" };
+            println!("B-TID {} until {} ({valid})", b.b_tid, time_text(b.lifetime));
+        }
+        None => println!("not bootstrapped"),
+    }
+    match &state.registration {
+        Some(r) => println!("registered with {} at {}", r.bsm_address, time_text(r.at)),
+        None => println!("not registered"),
+    }
+    println!("{} purchases", state.purchases.len());
+    for p in state.purchases.iter() {
+        let until = p.valid_until.map_or_else(|| "no end known".to_owned(), |u| format!("until {}", time_text(u)));
+        println!("  {} offer {} {until}", p.item.global_id_ref, p.item.purchase_data_id_ref.as_deref().unwrap_or("-"));
+    }
+    for r in &usim.mbms.msks {
+        println!("Key Domain {} / Key Group {}:", hex::encode(r.key_domain_id.0), r.key_group);
+        for e in &r.keys {
+            let window = match e.validity {
+                KeyValidity::TekIdWindow { seq_l, seq_u } => format!("TEK ID {seq_l}..{seq_u}"),
+                KeyValidity::TsWindow { ts_low, ts_high } => format!("TS {ts_low}..={ts_high}"),
+            };
+            let state = if e.is_invalidated() { "invalidated" } else { "usable" };
+            println!(
+                "  key {} {window} {state}, views left {}, play-backs left {}",
+                e.id.key_number, e.rights.views_left, e.rights.play_backs_left
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 #[cfg(test)]
@@ -614,5 +1409,61 @@ mod tests {
         assert_eq!(http_host("http://[::1]:80", "x").unwrap(), ("[::1]:80".into(), "::1".into()));
         assert!(http_host("https://a", "x").is_err());
         assert!(http_host("http://", "x").is_err());
+    }
+
+    fn config(text: &str) -> Result<TerminalConfig> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("terminal.toml");
+        std::fs::write(&path, text).unwrap();
+        TerminalConfig::load(&path)
+    }
+
+    #[test]
+    fn configuration_paths_defaults_and_refusals() {
+        let c = config(
+            "card = \"card.kc\"\n[bsf]\nurl = \"http://127.0.0.1:1\"\n[bsm]\nurl = \"http://127.0.0.1:2\"\n\
+             fqdn = \"bmsc.example.org\"\n[media]\nsrtp = \"239.1.1.1:5004\"\nrtpmap = \"H264/90000\"\n",
+        )
+        .unwrap();
+        let card = c.card_path(None).unwrap();
+        assert!(card.is_absolute() && card.ends_with("card.kc"), "{card:?}");
+        // The state file defaults to <card>.state; an option wins over the configuration.
+        assert!(c.state_path(None, &card).to_string_lossy().ends_with("card.kc.state"));
+        let other = PathBuf::from("/x/other.kc");
+        assert_eq!(c.card_path(Some(&other)).unwrap(), other);
+        let w = WatchArgs {
+            card: None,
+            stkm_port: None,
+            srtp: Some("0.0.0.0:6000".parse().unwrap()),
+            rtp_out: None,
+            sdp: None,
+            media: None,
+            payload_type: 96,
+            rtpmap: None,
+            fmtp: None,
+            rcc: RccArg::Rfc3711,
+            roc_rate: None,
+            card_recheck: 1,
+            bsm: None,
+            bsm_fqdn: None,
+            bsf: None,
+            bsf_host: None,
+            mbms: false,
+            packets: None,
+            duration: None,
+            state: None,
+        };
+        let r = c.resolve_watch(&w).unwrap();
+        assert_eq!(r.srtp, Some("0.0.0.0:6000".parse().unwrap()), "the option wins");
+        assert_eq!(r.rtpmap.as_deref(), Some("H264/90000"), "the configuration fills in");
+        assert_eq!(r.bsm.as_deref(), Some("http://127.0.0.1:2"));
+        assert_eq!(r.bsm_fqdn.as_deref(), Some("bmsc.example.org"));
+        assert!(r.state.is_some());
+
+        assert!(config("card = \"c\"\nbogus = 1\n").is_err(), "unknown keys are refused");
+        assert!(config("gba = \"gba-me\"\n").unwrap_err().to_string().contains("not supported"));
+        assert!(config("[bsm]\nurl = \"http://a:1\"\n").unwrap_err().to_string().contains("go together"));
+        assert!(config("[bsf]\nurl = \"http://a:1\"\n[bsm]\nurl = \"http://b:1\"\ninterface = \"x\"\n").is_err());
+        assert!(TerminalConfig::default().card_path(None).is_err());
     }
 }

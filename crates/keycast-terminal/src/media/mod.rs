@@ -326,6 +326,8 @@ pub struct Watcher {
     /// Index of the service that opened the last packet (tried first).
     last_hit: usize,
     stats: WatchStats,
+    /// The content-protection state (K_sac, TBKs): unwraps channel- and TBK-wrapped TEKs.
+    protection: Option<crate::protection::ProtectionState>,
 }
 
 impl core::fmt::Debug for Watcher {
@@ -348,7 +350,23 @@ impl Watcher {
     /// A watcher holding no TEK yet.
     #[must_use]
     pub fn new(config: WatchConfig) -> Self {
-        Watcher { config, services: Vec::new(), requested: Vec::new(), last_hit: 0, stats: WatchStats::default() }
+        Watcher {
+            config,
+            services: Vec::new(),
+            requested: Vec::new(),
+            last_hit: 0,
+            stats: WatchStats::default(),
+            protection: None,
+        }
+    }
+
+    /// Gives the watcher the terminal's content-protection state: TEKs the card releases
+    /// wrapped for the secure authenticated channel (P-10) or under a terminal binding key
+    /// (P-11.5) are then unwrapped with it ([`crate::protection::usable_tek_for`]) instead of
+    /// being [`Unusable`]. Replaces an earlier state (e.g. after the channel was established
+    /// again).
+    pub fn set_protection(&mut self, state: crate::protection::ProtectionState) {
+        self.protection = Some(state);
     }
 
     /// The configuration.
@@ -504,6 +522,22 @@ impl Watcher {
         now: Instant,
     ) -> Event {
         let mki = Mki::new(sek_u32(sek_pek_id), tek_id);
+        // A wrapped TEK becomes a clear one when the protection state holds its key; the unwrap
+        // error itself is not kept (it names no key, and the reason below says enough).
+        let out = match (out, &self.protection) {
+            (out @ (TekOut::TbkWrapped { .. } | TekOut::ChannelWrapped(_)), Some(state)) => {
+                let tbk_id = ext.as_ref().and_then(|e| e.tbk_id);
+                let wrapped_reason = match &out {
+                    TekOut::TbkWrapped { .. } => Unusable::TbkWrapped,
+                    _ => Unusable::ChannelWrapped,
+                };
+                match crate::protection::usable_tek_for(state, out, tbk_id) {
+                    Ok((tek, salt)) => TekOut::Clear { tek, salt },
+                    Err(_) => return Event::Unusable { key_domain, mki, reason: wrapped_reason },
+                }
+            }
+            (out, _) => out,
+        };
         let (tek, salt) = match out {
             TekOut::Clear { tek, salt: Some(salt) } => (tek, salt),
             TekOut::Clear { salt: None, .. } => return Event::Unusable { key_domain, mki, reason: Unusable::NoSalt },

@@ -1,0 +1,284 @@
+//! `keycast terminal` as a user runs it, with a configuration file: real `keycast serve bsf` and
+//! `keycast serve bsm` processes on loopback, a card file made by `keycast card new`, and the
+//! terminal's account commands in separate processes, so that everything carried from one run to
+//! the next goes through the card file and the terminal state file.
+//!
+//! subscribe → status shows the purchase and the key → a second run reuses the saved B-TID (the
+//! BSF counted one bootstrap) → unsubscribe (the BSM pushes the invalidation to the terminal's
+//! LTKM listener) → status shows the key invalidated → buy tokens → deregister.
+
+mod served;
+
+use std::fs;
+use std::io::Write as _;
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use serde_json::Value;
+use served::stack::{ADMIN, FQDN, http, write_secret};
+use served::{Served, free_port};
+
+/// Milenage test set 1 (TS 35.208 §4.3).
+const K: &str = "465b5ce8b199b49faa5f0a2ee238a6bc";
+const OP: &str = "cdc202d5123e20f62b6d676ac72cb318";
+const SQN1: u64 = 0xff9b_b4d0_b607;
+const IMPI: &str = "001010000000001@ims.mnc001.mcc001.3gppnetwork.org";
+const IMSI: &str = "001010000000001";
+const BSF_HOST: &str = "bsf.example.org";
+const ZN_TOKEN: &str = "bsm-zn-token-8c1f0e5d2b7a4936";
+
+fn keycast(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_keycast")).args(args).env("RUST_LOG", "info").output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn keycast_stdin(args: &[&str], stdin: &str) -> (bool, String, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_keycast"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `keycast terminal --config CONFIG ARGS… --json`, parsed.
+fn terminal(config: &Path, args: &[&str]) -> Value {
+    let mut all = vec!["terminal", "--config", config.to_str().unwrap()];
+    all.extend_from_slice(args);
+    all.push("--json");
+    let (ok, out, err) = keycast(&all);
+    assert!(ok, "terminal {args:?} failed:\n{out}\n{err}");
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}\n{err}"))
+}
+
+fn metric(port: u16, name: &str) -> String {
+    let text = http(port, "GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    text.lines().filter(|l| l.starts_with(name)).collect::<Vec<_>>().join("\n")
+}
+
+/// The keys of Key Group 1 in a status answer.
+fn group1_keys(status: &Value) -> Vec<Value> {
+    status["key_groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|g| g["key_group"] == 1)
+        .flat_map(|g| g["keys"].as_array().unwrap().clone())
+        .collect()
+}
+
+#[test]
+fn subscribe_status_restart_unsubscribe_buy_deregister() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+
+    // The BSF, with set 1's subscriber.
+    let (bsf_port, bsf_metrics) = (free_port(), free_port());
+    write_secret(&d.join("bsf-storage.key"), "5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a\n");
+    write_secret(&d.join("bsf-server.secret"), &format!("{}\n", "c0ffee".repeat(10) + "c0ff"));
+    write_secret(&d.join("zn.token"), &format!("{ZN_TOKEN}\n"));
+    let bsf_config = d.join("bsf.toml");
+    fs::write(
+        &bsf_config,
+        format!(
+            "domain = \"{BSF_HOST}\"\nstorage_key_file = \"bsf-storage.key\"\nserver_secret_file = \"bsf-server.secret\"\n\
+             listen = \"127.0.0.1:{bsf_port}\"\nfake_amf = \"b9b9\"\n\
+             [zn]\nauthorised_nafs = [\"{FQDN}\"]\n[[zn.tokens]]\nnaf = \"{FQDN}\"\ntoken_file = \"zn.token\"\n\
+             [metrics]\nlisten = \"127.0.0.1:{bsf_metrics}\"\n"
+        ),
+    )
+    .unwrap();
+    write_secret(&d.join("set1.keys"), &format!("K={K}\nOP={OP}\n"));
+    let sqn = format!("{:x}", SQN1 - 32);
+    let (ok, out, err) = keycast(&[
+        "bsf",
+        "subscriber",
+        "add",
+        "--impi",
+        IMPI,
+        "--imsi",
+        IMSI,
+        "--amf",
+        "b9b9",
+        "--gba-type",
+        "gba-u",
+        "--sqn",
+        &sqn,
+        "--keys-file",
+        d.join("set1.keys").to_str().unwrap(),
+        "--config",
+        bsf_config.to_str().unwrap(),
+    ]);
+    assert!(ok, "{out}{err}");
+    let mut bsf = Served::start(
+        &["serve", "bsf", "--config", bsf_config.to_str().unwrap()],
+        d.join("bsf.log"),
+        &[bsf_port, bsf_metrics],
+    );
+
+    // The BSM, with a catalogue and a live key in Key Group 1.
+    let (bsm_port, admin_port) = (free_port(), free_port());
+    // The terminal's LTKM socket: a free port, which the BSM pushes to (`[push] oma_bcast_port`).
+    let ltkm_port = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    write_secret(&d.join("storage.key"), "000102030405060708090a0b0c0d0e0f\n");
+    write_secret(&d.join("ua.secret"), &format!("{}\n", "ab".repeat(32)));
+    write_secret(&d.join("admin.token"), &format!("{ADMIN}\n"));
+    let bsm_config = d.join("bsm.toml");
+    fs::write(
+        &bsm_config,
+        format!(
+            "fqdn = \"{FQDN}\"\nlisten = \"127.0.0.1:{bsm_port}\"\nstorage_key_file = \"storage.key\"\n\
+             ua_secret_file = \"ua.secret\"\n[bsf]\naddress = \"127.0.0.1:{bsf_port}\"\nhost = \"{BSF_HOST}\"\n\
+             token_file = \"zn.token\"\n[admin]\nlisten = \"127.0.0.1:{admin_port}\"\ntoken_file = \"admin.token\"\n\
+             [push]\noma_bcast_port = {ltkm_port}\n"
+        ),
+    )
+    .unwrap();
+    let mut bsm = Served::start(
+        &["serve", "bsm", "--config", bsm_config.to_str().unwrap()],
+        d.join("bsm.log"),
+        &[bsm_port, admin_port],
+    );
+    let catalogue = d.join("catalogue.toml");
+    fs::write(
+        &catalogue,
+        "[[service]]\nid = \"news\"\nname = \"News\"\nmcc = \"001\"\nmnc = \"01\"\nkey_group = 1\nstreaming = true\n\
+         [[purchase_item]]\nid = \"all\"\nname = \"All\"\nservices = [\"news\"]\n\
+         [[purchase_item]]\nid = \"news-tokens\"\nname = \"News by the view\"\nservices = [\"news\"]\n\
+         [[offer]]\nid = \"all-month\"\nitem = \"all\"\namount = \"9.99\"\ncurrency = \"EUR\"\nkind = \"subscription\"\n\
+         period_secs = 2592000\n\
+         [[offer]]\nid = \"five-views\"\nitem = \"news-tokens\"\namount = \"1.00\"\ncurrency = \"EUR\"\nkind = \"tokens\"\n\
+         tokens = 5\nperiod_secs = 86400\n",
+    )
+    .unwrap();
+    let bsm_cli = |args: &[&str]| {
+        let mut all = vec!["bsm", "--config", bsm_config.to_str().unwrap()];
+        all.extend_from_slice(args);
+        keycast(&all)
+    };
+    let (ok, out, err) = bsm_cli(&["apply", catalogue.to_str().unwrap()]);
+    assert!(ok, "{out}{err}");
+    let rollover = [
+        "rollover",
+        "--group",
+        "1",
+        "--mcc",
+        "001",
+        "--mnc",
+        "01",
+        "--key-lifetime-secs",
+        "86400",
+        "--lead-secs",
+        "3600",
+    ];
+    let (ok, out, err) = bsm_cli(&rollover);
+    assert!(ok, "{out}{err}");
+
+    // The card and the terminal configuration.
+    let card = d.join("card.kc");
+    let (ok, out, err) = keycast_stdin(
+        &[
+            "card",
+            "new",
+            "--file",
+            card.to_str().unwrap(),
+            "--imsi",
+            IMSI,
+            "--impi",
+            IMPI,
+            "--iccid",
+            "8900100000000000001",
+        ],
+        &format!("K={K}\nOP={OP}\n"),
+    );
+    assert!(ok, "{out}{err}");
+    let config = d.join("terminal.toml");
+    fs::write(
+        &config,
+        format!(
+            "card = \"card.kc\"\nstate = \"terminal.state\"\n[bsf]\nurl = \"http://127.0.0.1:{bsf_port}\"\nhost = \"{BSF_HOST}\"\n\
+             [bsm]\nurl = \"http://127.0.0.1:{bsm_port}\"\nfqdn = \"{FQDN}\"\nltkm_listen = \"127.0.0.1:{ltkm_port}\"\n"
+        ),
+    )
+    .unwrap();
+
+    // Subscribe: bootstrap, Service Request, the key into the card, the state saved.
+    let sub = terminal(&config, &["subscribe", "--item", "all", "--offer", "all-month"]);
+    assert_eq!(sub["bootstrapped"], true, "{sub:#}");
+    assert_eq!(sub["answer"]["status"], 0, "{sub:#}");
+    assert!(sub["answer"]["ltkms_taken"].as_u64().unwrap() >= 1, "{sub:#}");
+    let b_tid = sub["b_tid"].as_str().unwrap().to_owned();
+    let state_file = d.join("terminal.state");
+    assert_eq!(fs::metadata(&state_file).unwrap().permissions().mode() & 0o777, 0o600);
+
+    let status = terminal(&config, &["status"]);
+    assert_eq!(status["card"]["impi"], IMPI);
+    assert_eq!(status["bootstrap"]["b_tid"], b_tid.as_str());
+    assert_eq!(status["bootstrap"]["valid"], true);
+    assert_eq!(status["purchases"][0]["item"], "all", "{status:#}");
+    assert_eq!(status["purchases"][0]["offer"], "all-month");
+    let keys = group1_keys(&status);
+    assert!(!keys.is_empty() && keys.iter().all(|k| k["invalidated"] == false), "{status:#}");
+    // No key bytes: the status names no SEK/PEK and the text form neither.
+    let (ok, text, _) = keycast(&["terminal", "--config", config.to_str().unwrap(), "status"]);
+    assert!(ok && text.contains("1 purchases") && text.contains("usable"), "{text}");
+
+    // A second process: register; the saved B-TID is used, no new bootstrap.
+    let reg = terminal(&config, &["register"]);
+    assert_eq!(reg["bootstrapped"], false, "{reg:#}");
+    assert_eq!(reg["b_tid"], b_tid.as_str());
+    assert_eq!(reg["answer"]["status"], 0, "{reg:#}");
+    let boots = metric(bsf_metrics, "keycast_bsf_bootstraps_total");
+    assert!(boots.contains("keycast_bsf_bootstraps_total{gba_type=\"gba-u\"} 1"), "{boots}");
+    let status = terminal(&config, &["status"]);
+    assert_eq!(status["registration"]["bsm"], format!("127.0.0.1:{bsm_port}"), "{status:#}");
+
+    // Unsubscribe: the purchase goes, the BSM pushes the invalidation to the listener.
+    let unsub = terminal(&config, &["unsubscribe", "--item", "all", "--wait", "5"]);
+    assert_eq!(unsub["bootstrapped"], false);
+    assert_eq!(unsub["answer"]["status"], 0, "{unsub:#}");
+    assert!(unsub["pushed_ltkms"].as_u64().unwrap() >= 1, "{unsub:#}\n{}", bsm.log_text());
+    let status = terminal(&config, &["status"]);
+    assert_eq!(status["purchases"].as_array().unwrap().len(), 0, "{status:#}");
+    let keys = group1_keys(&status);
+    assert!(keys.iter().any(|k| k["invalidated"] == true), "{status:#}");
+
+    // Tokens for the current key of Key Group 1 (Key Domain from the card's record).
+    let buy = terminal(&config, &["buy", "--item", "news-tokens", "--group", "1", "--tokens", "5"]);
+    assert_eq!(buy["answer"]["status"], 0, "{buy:#}");
+    assert!(buy["answer"]["ltkms_taken"].as_u64().unwrap() >= 1, "{buy:#}");
+    let status = terminal(&config, &["status"]);
+    assert!(group1_keys(&status).iter().any(|k| k["views_left"] == 5 && k["invalidated"] == false), "{status:#}");
+
+    // Deregister: the registration is forgotten.
+    let dereg = terminal(&config, &["deregister"]);
+    assert_eq!(dereg["bootstrapped"], false, "{dereg:#}");
+    let status = terminal(&config, &["status"]);
+    assert!(status["registration"].is_null(), "{status:#}");
+    let boots = metric(bsf_metrics, "keycast_bsf_bootstraps_total");
+    assert!(boots.contains("keycast_bsf_bootstraps_total{gba_type=\"gba-u\"} 1"), "{boots}");
+
+    // A corrupted state file is refused, not silently replaced.
+    let mut bytes = fs::read(&state_file).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    fs::write(&state_file, &bytes).unwrap();
+    let (ok, _, err) = keycast(&["terminal", "--config", config.to_str().unwrap(), "status"]);
+    assert!(!ok && err.contains("checksum"), "{err}");
+
+    assert!(bsm.terminate().success());
+    assert!(bsf.terminate().success());
+}
