@@ -751,7 +751,10 @@ struct MediaSection {
 
 impl TerminalConfig {
     /// Reads `path`; relative paths in it are taken from its directory.
-    fn load(path: &std::path::Path) -> Result<Self> {
+    ///
+    /// # Errors
+    /// Unreadable file, TOML errors (unknown keys named), refused values.
+    pub fn load(path: &std::path::Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         let mut c: TerminalConfig = toml::from_str(&text).with_context(|| format!("{}", path.display()))?;
         let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
@@ -788,7 +791,11 @@ impl TerminalConfig {
         Ok(c)
     }
 
-    fn card_path(&self, cli: Option<&PathBuf>) -> Result<PathBuf> {
+    /// The card file: the command line's, else the configuration's.
+    ///
+    /// # Errors
+    /// Neither names one.
+    pub fn card_path(&self, cli: Option<&PathBuf>) -> Result<PathBuf> {
         cli.or(self.card.as_ref()).cloned().context("give --card or a configuration with `card`")
     }
 
