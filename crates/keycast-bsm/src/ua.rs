@@ -54,7 +54,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use keycast_crypto::hmac::hmac_sha256;
 use keycast_provisioning::digest::{
     Algorithm, Challenge, Credentials, GbaRealmPrefix, MAX_HEADER_LEN, NcError, NcPolicy, NcTracker, NonceCount,
-    NonceError, NonceInfo, NonceIssuer, NonceKind, Qop, VerifyError, realm_host_matches, split_gba_realm,
+    NonceError, NonceInfo, NonceIssuer, NonceKind, Password, Qop, VerifyError, realm_host_matches, split_gba_realm,
     uri_names_request,
 };
 use zeroize::Zeroizing;
@@ -293,6 +293,9 @@ pub enum UaVerdict {
 pub struct Authenticated {
     keys: Arc<KeyRecord>,
     credentials: Box<Credentials>,
+    /// The Ua password the response verified with, kept for `rspauth` (one copy per request,
+    /// not two; it remembers its HA1).
+    password: Password,
 }
 
 impl Authenticated {
@@ -337,7 +340,7 @@ impl Authenticated {
     /// the echoed values cannot be written back (the parser accepted them, so not expected).
     #[must_use]
     pub fn authentication_info(&self, response_body: &[u8]) -> Option<String> {
-        let info = self.credentials.authentication_info(&self.keys.ua_password(), response_body, None).ok()?;
+        let info = self.credentials.authentication_info(&self.password, response_body, None).ok()?;
         info.to_header_value().ok()
     }
 }
@@ -549,7 +552,8 @@ impl UaAuthenticator {
         if !keys.is_valid_at(now) {
             return Err(self.refuse(now, random, UaFailure::ExpiredKey));
         }
-        match query.credentials.verify_response(&keys.ua_password(), &query.method, body) {
+        let password = keys.ua_password();
+        match query.credentials.verify_response(&password, &query.method, body) {
             Ok(()) => {}
             Err(VerifyError::Mismatch) => return Err(self.refuse(now, random, UaFailure::WrongResponse)),
             Err(_) => return Err(UaResponse::bad_request("response cannot be checked")),
@@ -558,7 +562,7 @@ impl UaAuthenticator {
         let nc = query.credentials.nc.unwrap_or(NonceCount(0));
         let per_terminal = NonceInfo { id: self.nc_index(&query.nonce, query.btid()), ..query.nonce };
         match lock(&self.nc).accept(&per_terminal, nc, now) {
-            Ok(()) => Ok(Authenticated { keys, credentials: query.credentials }),
+            Ok(()) => Ok(Authenticated { keys, credentials: query.credentials, password }),
             Err(NcError::Forgotten) => Err(self.refuse(now, random, UaFailure::UntrackedNonce)),
             Err(_) => Err(self.refuse(now, random, UaFailure::ReplayedNc)),
         }

@@ -186,8 +186,11 @@ pub fn parse(body: &[u8], max_len: usize) -> Result<Element, XmlError> {
     let mut root: Option<Element> = None;
     loop {
         let (ns, event) = reader.read_resolved_event().map_err(syntax)?;
+        // Copied out only for the events that make an element: end tags resolve their namespace
+        // too, and a copy per end tag was an allocation per element for nothing.
+        let makes_element = matches!(event, Event::Start(_) | Event::Empty(_));
         let ns = match ns {
-            ResolveResult::Bound(n) => Some(n.as_ref().to_owned()),
+            ResolveResult::Bound(n) => makes_element.then(|| n.as_ref().to_owned()),
             ResolveResult::Unbound => None,
             ResolveResult::Unknown(p) => return Err(XmlError::Syntax(format!("unbound namespace prefix `{p}`"))),
         };
@@ -255,6 +258,9 @@ pub fn parse(body: &[u8], max_len: usize) -> Result<Element, XmlError> {
 
 fn push_text(stack: &mut [Element], text: &str) -> Result<(), XmlError> {
     match stack.last_mut() {
+        // White space before any other text is never read (`Element::text` trims it, and an
+        // element with children has no text): not kept, so that indentation costs no allocation.
+        Some(el) if el.text.is_empty() && trim_ws(text).is_empty() => {}
         Some(el) => el.text.push_str(text),
         None if trim_ws(text).is_empty() => {}
         None => return Err(XmlError::Syntax("text outside the root element".into())),

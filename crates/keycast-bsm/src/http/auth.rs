@@ -151,7 +151,13 @@ fn single_header(headers: &HeaderMap, name: HeaderName) -> Result<Option<&str>, 
 }
 
 fn record(event: UaEvent, btid: Option<&str>, detail: Option<&str>) {
-    metrics::counter!("keycast_bsm_ua_requests_total", "outcome" => event.as_str()).increment(1);
+    // The usual outcome with a literal label, which the macro makes a static key: a label given as
+    // an expression builds (and allocates) the key on every request.
+    if event == (UaEvent::Accepted { auth_int: true }) {
+        metrics::counter!("keycast_bsm_ua_requests_total", "outcome" => "accepted_auth_int").increment(1);
+    } else {
+        metrics::counter!("keycast_bsm_ua_requests_total", "outcome" => event.as_str()).increment(1);
+    }
     match (event, detail) {
         (_, Some(detail)) => tracing::warn!(btid = ?btid, outcome = event.as_str(), detail, "ua"),
         (UaEvent::Accepted { .. }, None) => tracing::info!(btid = ?btid, outcome = event.as_str(), "ua"),
@@ -237,8 +243,17 @@ pub async fn require_ua_digest(State(guard): State<Arc<UaGuard>>, request: Reque
     let Ok(user_agent) = single_header(&parts.headers, USER_AGENT) else {
         return malformed("User-Agent must be one visible-ASCII header field");
     };
-    let uri = parts.uri.to_string();
-    let head = UaRequest { method: parts.method.as_str(), uri: &uri, authorization, user_agent };
+    // The Request-URI as received: origin form (`/path?query`, what terminals send) borrowed
+    // as it is, only the absolute form written out again.
+    let absolute;
+    let uri = match (parts.uri.scheme(), parts.uri.path_and_query()) {
+        (None, Some(origin)) => origin.as_str(),
+        _ => {
+            absolute = parts.uri.to_string();
+            absolute.as_str()
+        }
+    };
+    let head = UaRequest { method: parts.method.as_str(), uri, authorization, user_agent };
     let query = match guard.authenticator.begin(&head, now, &random) {
         UaStep::Respond(response) => return send(response, None),
         UaStep::NeedKeys(query) => query,

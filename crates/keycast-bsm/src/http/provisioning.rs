@@ -36,8 +36,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::{ConnectInfo, State};
+use axum::body::{Body, Bytes};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
@@ -231,11 +231,11 @@ pub fn bsm_app<S: BsmStore + Send + Sync + 'static>(state: Arc<ProvisioningState
         .with_state(state)
 }
 
-/// The media type of `Content-Type` without parameters, lower case; `None` when absent or not
-/// text.
-fn media_type(headers: &HeaderMap) -> Option<String> {
+/// The media type of `Content-Type` without parameters (as sent: compare it ignoring ASCII
+/// case); `None` when absent or not text.
+fn media_type(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(CONTENT_TYPE)?.to_str().ok()?;
-    Some(value.split(';').next().unwrap_or_default().trim().to_ascii_lowercase())
+    Some(value.split(';').next().unwrap_or_default().trim())
 }
 
 fn expect_content(
@@ -244,7 +244,8 @@ fn expect_content(
     body: &Bytes,
     max: usize,
 ) -> Result<(), ProvisioningHttpError> {
-    if media_type(headers).as_deref() != Some(expected) {
+    // Compared in place rather than lower-cased into a new string: every request passes here.
+    if !media_type(headers).is_some_and(|m| m.eq_ignore_ascii_case(expected)) {
         return Err(ProvisioningHttpError::UnsupportedMediaType { expected });
     }
     if body.len() > max {
@@ -287,9 +288,13 @@ async fn sprov_handler<S: BsmStore + Send + Sync + 'static>(
     ConnectInfo(source): ConnectInfo<SocketAddr>,
     RequestChannel(channel): RequestChannel,
     terminal: UaIdentity,
-    headers: HeaderMap,
-    body: Bytes,
+    request: Request,
 ) -> Result<Response, ProvisioningHttpError> {
+    // The request taken whole rather than as `HeaderMap` + `Bytes`: the `HeaderMap` extractor
+    // copies every header of every request. The body was read (and bounded) by the Ua layer.
+    let (parts, body) = request.into_parts();
+    let headers = parts.headers;
+    let body = body_bytes(body, sprov::MAX_XML_LEN).await?;
     expect_content(&headers, sprov::CONTENT_TYPE, &body, sprov::MAX_XML_LEN)?;
     let message = SprovMessage::from_xml(&body)?;
     if !message.is_request() {
@@ -308,6 +313,11 @@ async fn sprov_handler<S: BsmStore + Send + Sync + 'static>(
     tracing::info!(btid = terminal.btid(), request = kind, intents = outcome.intents.len(), "sprov");
     store_intents(&state, outcome.intents).await?;
     Ok(xml_answer(sprov::CONTENT_TYPE, outcome.response.to_xml()))
+}
+
+/// The request body, refused with 413 past `max` octets.
+async fn body_bytes(body: Body, max: usize) -> Result<Bytes, ProvisioningHttpError> {
+    axum::body::to_bytes(body, max).await.map_err(|_| ProvisioningHttpError::TooLarge { max })
 }
 
 /// Hands the intents to the sink and waits until they are stored.
@@ -395,7 +405,8 @@ mod tests {
     fn media_type_ignores_parameters_and_case() {
         let mut h = HeaderMap::new();
         h.insert(CONTENT_TYPE, "Application/VND.oma.bcast.sprov+xml; charset=utf-8".parse().unwrap());
-        assert_eq!(media_type(&h).as_deref(), Some(sprov::CONTENT_TYPE));
+        assert!(media_type(&h).is_some_and(|m| m.eq_ignore_ascii_case(sprov::CONTENT_TYPE)));
+        assert!(expect_content(&h, sprov::CONTENT_TYPE, &Bytes::new(), 1).is_ok());
         assert_eq!(media_type(&HeaderMap::new()), None);
     }
 }

@@ -16,6 +16,7 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
+use std::borrow::Cow;
 use std::fmt;
 
 /// The largest header value, in bytes, that is parsed or produced (8 KiB).
@@ -387,12 +388,12 @@ impl Credentials {
         if !response.is_empty() && !is_hex32(&response) {
             return Err(invalid("response", "expected 32 hex digits"));
         }
-        let algorithm = p.take("algorithm").map(|a| Algorithm::from_name(&a));
+        let algorithm = p.take_str("algorithm").map(|a| Algorithm::from_name(&a));
         let cnonce = p.take("cnonce");
         let opaque = p.take("opaque");
-        let qop = p.take("qop").map(|q| Qop::from_token(&q));
-        let nc = p.take("nc").map(|n| NonceCount::parse(&n)).transpose()?;
-        let auts = p.take("auts").map(|a| decode_auts(&a)).transpose()?;
+        let qop = p.take_str("qop").map(|q| Qop::from_token(&q));
+        let nc = p.take_str("nc").map(|n| NonceCount::parse(&n)).transpose()?;
+        let auts = p.take_str("auts").map(|a| decode_auts(&a)).transpose()?;
         check_qop_companions(qop.is_some(), cnonce.is_some(), nc.is_some())?;
         Ok(Credentials {
             username,
@@ -502,8 +503,10 @@ impl AuthenticationInfo {
         if let Some(c) = &self.cnonce {
             w.quoted("cnonce", c)?;
         }
-        if let Some(nc) = self.nc {
-            w.token_or_quoted("nc", &nc.to_string())?;
+        let nc_hex = self.nc.map(NonceCount::hex);
+        if let Some(hex) = &nc_hex {
+            // 8 ASCII hex digits, written without the formatting machinery.
+            w.token_or_quoted("nc", std::str::from_utf8(hex).unwrap_or_default())?;
         }
         if let Some(n) = &self.nextnonce {
             w.quoted("nextnonce", n)?;
@@ -571,14 +574,16 @@ fn is_quotable(b: u8) -> bool {
     b == b'\t' || (b >= 0x20 && b != 0x7f)
 }
 
-/// The raw parameter list of one header value.
-struct Params {
-    items: Vec<(String, String)>,
+/// The raw parameter list of one header value. Names and values are borrowed from the header
+/// where they need no change (a lowercase name, a token, a quoted-string without escapes): a
+/// server parses one per request, so only the values taken out are copied.
+struct Params<'a> {
+    items: Vec<(Cow<'a, str>, Cow<'a, str>)>,
 }
 
-impl Params {
+impl<'a> Params<'a> {
     /// Parses `[Digest] #auth-param`, refusing duplicates.
-    fn parse(value: &str, with_scheme: bool) -> Result<Self, HeaderError> {
+    fn parse(value: &'a str, with_scheme: bool) -> Result<Self, HeaderError> {
         if value.len() > MAX_HEADER_LEN {
             return Err(HeaderError::TooLong { len: value.len(), max: MAX_HEADER_LEN });
         }
@@ -594,7 +599,8 @@ impl Params {
                 return Err(HeaderError::Syntax { offset: pos, expected: "whitespace after the scheme" });
             }
         }
-        let mut items: Vec<(String, String)> = Vec::new();
+        // The Digest parameters of RFC 2617 number at most 11 in a header.
+        let mut items: Vec<(Cow<'a, str>, Cow<'a, str>)> = Vec::with_capacity(12);
         pos = skip_ows(b, pos);
         while pos < b.len() {
             if b[pos] == b',' {
@@ -606,7 +612,12 @@ impl Params {
             if pos == start {
                 return Err(HeaderError::Syntax { offset: pos, expected: "parameter name" });
             }
-            let name = value[start..pos].to_ascii_lowercase();
+            let name = &value[start..pos];
+            let name = if name.bytes().any(|c| c.is_ascii_uppercase()) {
+                Cow::Owned(name.to_ascii_lowercase())
+            } else {
+                Cow::Borrowed(name)
+            };
             pos = skip_ows(b, pos);
             if b.get(pos) != Some(&b'=') {
                 return Err(HeaderError::Syntax { offset: pos, expected: "`=`" });
@@ -619,14 +630,14 @@ impl Params {
                 if end == pos {
                     return Err(HeaderError::Syntax { offset: pos, expected: "token or quoted-string" });
                 }
-                (value[pos..end].to_owned(), end)
+                (Cow::Borrowed(&value[pos..end]), end)
             };
             pos = skip_ows(b, next);
             if pos < b.len() && b[pos] != b',' {
                 return Err(HeaderError::Syntax { offset: pos, expected: "`,`" });
             }
             if items.iter().any(|(n, _)| *n == name) {
-                return Err(HeaderError::DuplicateParameter(name));
+                return Err(HeaderError::DuplicateParameter(name.into_owned()));
             }
             items.push((name, val));
         }
@@ -634,11 +645,19 @@ impl Params {
     }
 
     fn take(&mut self, name: &str) -> Option<String> {
+        self.take_str(name).map(Cow::into_owned)
+    }
+
+    /// [`Self::take`] without the copy, for values that are decoded at once.
+    fn take_str(&mut self, name: &str) -> Option<Cow<'a, str>> {
         self.items.iter().position(|(n, _)| n == name).map(|i| self.items.remove(i).1)
     }
 
     fn rest(self) -> Vec<AuthParam> {
-        self.items.into_iter().map(|(name, value)| AuthParam { name, value }).collect()
+        self.items
+            .into_iter()
+            .map(|(name, value)| AuthParam { name: name.into_owned(), value: value.into_owned() })
+            .collect()
     }
 }
 
@@ -649,10 +668,20 @@ fn skip_ows(b: &[u8], mut pos: usize) -> usize {
     pos
 }
 
-/// Reads a quoted-string starting at the opening quote; returns the unescaped text and the
-/// offset after the closing quote.
-fn read_quoted(value: &str, open: usize) -> Result<(String, usize), HeaderError> {
+/// Reads a quoted-string starting at the opening quote; returns the unescaped text (borrowed
+/// when it holds no escape) and the offset after the closing quote.
+fn read_quoted(value: &str, open: usize) -> Result<(Cow<'_, str>, usize), HeaderError> {
     let b = value.as_bytes();
+    // The usual case first: no backslash before the closing quote, so the text is the slice.
+    let mut pos = open + 1;
+    while let Some(&c) = b.get(pos) {
+        match c {
+            b'"' => return Ok((Cow::Borrowed(&value[open + 1..pos]), pos + 1)),
+            b'\\' => break,
+            c if is_quotable(c) => pos += 1,
+            _ => return Err(HeaderError::Syntax { offset: pos, expected: "no control character" }),
+        }
+    }
     let mut out = Vec::new();
     let mut pos = open + 1;
     loop {
@@ -676,30 +705,35 @@ fn read_quoted(value: &str, open: usize) -> Result<(String, usize), HeaderError>
     // Only ASCII backslashes were removed from valid UTF-8, so the bytes stay valid UTF-8; the
     // error arm is kept rather than an unwrap so that no input can panic.
     let text = String::from_utf8(out).map_err(|_| HeaderError::Syntax { offset: open, expected: "UTF-8 text" })?;
-    Ok((text, pos + 1))
+    Ok((Cow::Owned(text), pos + 1))
 }
 
 /// Writes an auth-param list and checks each value.
-struct Writer {
+struct Writer<'a> {
     out: String,
     first: bool,
-    names: Vec<String>,
+    /// The names written so far (borrowed: a server writes a header per request).
+    names: Vec<&'a str>,
 }
 
-impl Writer {
+impl<'a> Writer<'a> {
     fn new(with_scheme: bool) -> Self {
-        let out = if with_scheme { String::from("Digest ") } else { String::new() };
-        Writer { out, first: true, names: Vec::new() }
+        // Room for the usual header (an `Authentication-Info` is ≈ 100 octets, a challenge ≈ 150).
+        let mut out = String::with_capacity(256);
+        if with_scheme {
+            out.push_str("Digest ");
+        }
+        Writer { out, first: true, names: Vec::with_capacity(12) }
     }
 
-    fn start(&mut self, name: &str, value: &str) -> Result<(), HeaderError> {
+    fn start(&mut self, name: &'a str, value: &str) -> Result<(), HeaderError> {
         if value.bytes().any(|c| !is_quotable(c)) {
             return Err(invalid(name, "control character"));
         }
-        if self.names.iter().any(|n| n == name) {
+        if self.names.contains(&name) {
             return Err(HeaderError::DuplicateParameter(name.to_owned()));
         }
-        self.names.push(name.to_owned());
+        self.names.push(name);
         if !self.first {
             self.out.push_str(", ");
         }
@@ -709,7 +743,7 @@ impl Writer {
         Ok(())
     }
 
-    fn quoted(&mut self, name: &str, value: &str) -> Result<(), HeaderError> {
+    fn quoted(&mut self, name: &'a str, value: &str) -> Result<(), HeaderError> {
         self.start(name, value)?;
         self.out.push('"');
         for c in value.chars() {
@@ -722,7 +756,7 @@ impl Writer {
         Ok(())
     }
 
-    fn token_or_quoted(&mut self, name: &str, value: &str) -> Result<(), HeaderError> {
+    fn token_or_quoted(&mut self, name: &'a str, value: &str) -> Result<(), HeaderError> {
         if is_token(value) {
             self.start(name, value)?;
             self.out.push_str(value);
@@ -732,7 +766,7 @@ impl Writer {
         }
     }
 
-    fn others(&mut self, others: &[AuthParam], known: &[&str]) -> Result<(), HeaderError> {
+    fn others(&mut self, others: &'a [AuthParam], known: &[&str]) -> Result<(), HeaderError> {
         for p in others {
             if !is_token(&p.name) || p.name.bytes().any(|c| c.is_ascii_uppercase()) {
                 return Err(invalid(&p.name, "parameter name is not a lowercase token"));
