@@ -46,6 +46,7 @@
 //! ```
 
 use keycast_terminal::download::DownloadError;
+use keycast_terminal::guide_client::GuideClient;
 use std::io::{IsTerminal as _, Write as _};
 use std::net::SocketAddr;
 use std::num::NonZeroU16;
@@ -106,6 +107,9 @@ pub enum TerminalCommand {
     /// The terminal's state: card identity, B-TID, purchases, registration, keys in the card
     /// (never key bytes). No network.
     Status(StatusArgs),
+    /// The Service Guide the BSM publishes: services and their offers with prices, periods and
+    /// tokens, and for each offer whether it is bought here or at a portal.
+    Services(ServicesArgs),
     /// Subscribe (Service Request) to a purchase item with an offer (subscription, pay-per-view,
     /// pay-per-time); the LTKMs of the answer go to the card.
     Subscribe(SubscribeArgs),
@@ -324,6 +328,7 @@ pub fn run(args: &TerminalArgs) -> Result<ExitCode> {
         TerminalCommand::Play(a) => run_play(&cfg.resolve_play(a)?),
         TerminalCommand::Open(a) => run_open(&OpenArgs { card: Some(cfg.card_path(a.card.as_ref())?), ..a.clone() }),
         TerminalCommand::Status(a) => run_status(&cfg, a),
+        TerminalCommand::Services(a) => run_services(&cfg, a),
         TerminalCommand::Subscribe(a) => run_account(&cfg, &a.account, Action::Subscribe(a)),
         TerminalCommand::Buy(a) => run_account(&cfg, &a.account, Action::Buy(a)),
         TerminalCommand::Unsubscribe(a) => run_account(&cfg, &a.account, Action::Unsubscribe(a)),
@@ -674,6 +679,55 @@ fn run_play(a: &PlayArgs) -> Result<ExitCode> {
     }
 }
 
+fn run_services(cfg: &TerminalConfig, a: &ServicesArgs) -> Result<ExitCode> {
+    let url = a.bsm.clone().or_else(|| cfg.bsm.as_ref().map(|b| b.url.clone())).context("give --bsm or [bsm]")?;
+    let (address, host) = http_host(&url, "--bsm")?;
+    let runtime =
+        tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the tokio runtime")?;
+    let mut client = GuideClient::new(keycast_gba::client::http::HttpClient::plain(address), &host);
+    let guide = runtime.block_on(client.load()).with_context(|| format!("loading the Service Guide from {url}"))?;
+    let services = guide.offers();
+    if a.json {
+        let list: Vec<serde_json::Value> = services
+            .iter()
+            .map(|s| {
+                let offers: Vec<serde_json::Value> = s
+                    .offers
+                    .iter()
+                    .map(|o| {
+                        serde_json::json!({
+                            "user_service_id": o.user_service_id,
+                            "item": o.global_purchase_item_id,
+                            "offer": o.purchase_data_id,
+                            "prices": o.prices.iter().map(|p| format!("{} {}", p.amount, p.currency)).collect::<Vec<_>>(),
+                            "period": o.subscription_period,
+                            "tokens": o.tokens.as_ref().map(|t| t.count),
+                            "portal": o.portal_url,
+                        })
+                    })
+                    .collect();
+                serde_json::json!({"service": s.service_id, "name": s.name, "offers": offers})
+            })
+            .collect();
+        println!("{}", serde_json::json!({"version": guide.version, "services": list}));
+        return Ok(ExitCode::SUCCESS);
+    }
+    for s in &services {
+        println!("{} {}", s.service_id, s.name.as_deref().unwrap_or(""));
+        for o in &s.offers {
+            let prices: Vec<String> = o.prices.iter().map(|p| format!("{} {}", p.amount, p.currency)).collect();
+            let period = o.subscription_period.as_deref().map(|p| format!(" per {p}")).unwrap_or_default();
+            let tokens = o.tokens.as_ref().map(|t| format!(", {} tokens", t.count)).unwrap_or_default();
+            let how = o.portal_url.as_deref().map_or_else(
+                || format!("terminal subscribe --item {} --offer {}", o.global_purchase_item_id, o.purchase_data_id),
+                |p| format!("buy at {p}"),
+            );
+            println!("  {}{period}{tokens}: {how}", prices.join(" / "));
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 fn run_open(a: &OpenArgs) -> Result<ExitCode> {
     let dcf = std::fs::read(&a.file).with_context(|| format!("reading {}", a.file.display()))?;
     let stkm = std::fs::read(&a.stkm).with_context(|| format!("reading {}", a.stkm.display()))?;
@@ -897,6 +951,18 @@ pub struct StatusArgs {
     /// The terminal state file.
     #[arg(long, value_name = "PATH")]
     pub state: Option<PathBuf>,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Options of `terminal services`.
+#[derive(Debug, Clone, Args)]
+pub struct ServicesArgs {
+    /// The BSM's provisioning URL (`http://host:port`; default: the configuration's `[bsm] url`),
+    /// which also serves the guide (`/guide/v1/…`).
+    #[arg(long, value_name = "URL")]
+    pub bsm: Option<String>,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,

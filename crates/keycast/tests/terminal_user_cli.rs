@@ -215,6 +215,16 @@ fn subscribe_status_restart_unsubscribe_buy_deregister() {
     )
     .unwrap();
 
+    // The Service Guide the BSM publishes from its catalogue: the offer to subscribe to, with its
+    // price, and that it is bought from the terminal (no portal).
+    let services = terminal(&config, &["services"]);
+    let offers: Vec<&Value> =
+        services["services"].as_array().unwrap().iter().flat_map(|s| s["offers"].as_array().unwrap()).collect();
+    let month = offers.iter().find(|o| o["offer"] == "all-month").unwrap_or_else(|| panic!("{services:#}"));
+    assert_eq!(month["item"], "all", "{services:#}");
+    assert!(!month["prices"].as_array().unwrap().is_empty(), "{services:#}");
+    assert!(month["portal"].is_null(), "{services:#}");
+
     // Subscribe: bootstrap, Service Request, the key into the card, the state saved.
     let sub = terminal(&config, &["subscribe", "--item", "all", "--offer", "all-month"]);
     assert_eq!(sub["bootstrapped"], true, "{sub:#}");
