@@ -1,8 +1,9 @@
 //! The terminal loads the Service Guide the real BSM publishes from its own catalogue
 //! (keycast-bsm `http::guide` over the loopback BSM's SQLite store, on 127.0.0.1), lists the
 //! offers with their prices, resolves the offer to a Service Request that the real BSM accepts
-//! (the subscription's LTKM reaches the card), and, with a PortalURL in the PurchaseChannel,
-//! resolves the same offer to the portal.
+//! (the subscription's LTKM reaches the card); through the other entry point the published USD
+//! and SPD lead to an MBMS registration the real BSM accepts; and, with a PortalURL in the
+//! PurchaseChannel, the same offer resolves to the portal.
 
 mod loopback;
 
@@ -18,11 +19,12 @@ use keycast_gba::client::http::HttpClient;
 use keycast_guide::RegistrationInterface;
 use keycast_guide::fragments::{KeyGroupRef, KmsType};
 use keycast_mikey::SekPekId;
+use keycast_provisioning::mbms::RegisterRequest;
 use keycast_provisioning::sprov::{Price, StatusCode};
 use keycast_provisioning::time::UtcTime;
 use keycast_terminal::guide_client::{Action, GuideClient, GuideClientError};
 use keycast_terminal::ltkm_intake::{LtkmEvent, bcast_key};
-use keycast_terminal::provisioning::Response;
+use keycast_terminal::provisioning::{Request, Response};
 use loopback::*;
 
 /// Serves `config`'s guide over the BSM's store on a listener of its own.
@@ -94,6 +96,22 @@ async fn scenario() {
     let sek = bcast_key(kd(), SekPekId { key_group: 1, key_number: 2 });
     assert_eq!(answer.ltkms[0].as_ref().unwrap().event, LtkmEvent::Accepted { key: sek });
     assert_eq!(terminal.client().purchases().active(clock.utc()()), [item.item]);
+
+    // The other entry point (seed 6.8.1.1): the MBMS USD and its SPD lead to an MBMS User
+    // Service Registration at the key management server the SPD names, which the real BSM
+    // accepts for the USD's serviceId now that the item is bought, and refuses for another.
+    let (usd_bundle, spd) = (loaded.usds.values().next().unwrap(), loaded.spds.values().next().unwrap());
+    let usd = &usd_bundle.services[0];
+    let via_usd = keycast_guide::via_usd(usd, spd).unwrap();
+    assert_eq!(via_usd.registration, RegistrationInterface::MbmsUserServiceRegistration);
+    assert_eq!(via_usd.key_management_servers, [format!("http://{}/keymanagement", bsm.running.addr)]);
+    assert_eq!(via_usd.key_groups, [KeyGroupRef { key_domain_id: kd().0, key_group: 1 }]);
+    let ids = [via_usd.user_service_ids.clone(), vec!["nosuchservice".to_owned()]].concat();
+    let answer = terminal.execute(Request::MbmsRegister(RegisterRequest { service_ids: ids.clone() })).await.unwrap();
+    let Response::MbmsRegister(register) = &answer.response else { panic!("{answer:?}") };
+    let codes: Vec<(&str, u16)> =
+        register.responses.iter().map(|r| (r.service_id.as_str(), r.response_code.code)).collect();
+    assert_eq!(codes, [(ids[0].as_str(), 200), ("nosuchservice", 403)]);
 
     // With a PortalURL in the PurchaseChannel the same offer sends the user to the portal.
     let (portal_addr, portal_task) = serve_guide(&bsm, Some("https://shop.example.org/buy")).await;
