@@ -7,28 +7,36 @@
 //! of the card file (`keycast_card::persist`): a temporary file next to the state file
 //! (`.NAME.tmp`, mode 0600), `fsync`, rename, `fsync` of the directory.
 //!
-//! # Format (version 1)
+//! # Format (versions 1 and 2)
 //!
 //! Big-endian, every variable-length field length-prefixed:
 //!
 //! ```text
 //! offset 0   magic            "KEYCAST-TERM\0" (13 bytes)
-//!        13  format version   u16 (= 1)
+//!        13  format version   u16 (1 or 2)
 //!        15  body length      u32
 //!        19  body             opt bootstrap { str B-TID ‖ u64 lifetime (Unix seconds) ‖ u8 mode }
 //!                             ‖ u32 next request ID
 //!                             ‖ list of purchase { str globalIDRef ‖ opt str purchaseDataIDRef ‖
 //!                                                  opt u64 valid until (Unix seconds) }
 //!                             ‖ opt registration { u8 interface ‖ str BSM address ‖ u64 when }
+//!                             ‖ version 2 only: list of TBK { u32 terminal_binding_key_id ‖
+//!                                                             key (16) }
 //! end-32     checksum         HMAC-SHA-256(key = CHECKSUM_KEY, every byte before it)
 //! ```
 //!
 //! `str`: `u32 length ‖ UTF-8`; `opt`: `u8 0` or `u8 1 ‖ value`; `list`: `u32 count ‖ items`;
 //! mode: 1 GBA_U, 2 GBA_U with a non-MBMS card, 3 GBA_ME; interface: 1 OMA BCAST, 2 MBMS.
 //!
-//! The file holds no key: Ks, the SMK, K_sac and the SEK/PEKs stay in the card file (GBA_U) or
-//! the GBA_ME store file; terminal binding keys are fetched again when needed \[chosen\]. The
-//! checksum detects corruption only (its key is public).
+//! Version 2 adds the terminal binding keys (TBKs, `profile: P-11.5`) the terminal fetched from
+//! the BSM's key center (`keycast terminal protect`), so that play-back and watching in later
+//! processes unwrap terminal-bound TEKs without the network. [`encode`] writes version 1 when no
+//! TBK is held (a file older builds still read) and version 2 otherwise; [`decode`] reads both
+//! \[chosen\]. TBKs are the only keys in the file: they are worth protecting like the card file
+//! (mode 0600, written atomically), they zeroize in memory ([`Tbk`]), and the debug form never
+//! shows them. Ks, the SMK, K_sac and the SEK/PEKs stay in the card file (GBA_U) or the GBA_ME
+//! store file. At most [`MAX_TBKS`] are kept. The checksum detects corruption only (its key is
+//! public).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read as _, Write as _};
@@ -36,6 +44,7 @@ use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 
 use keycast_crypto::hmac::{ct_eq, hmac_sha256};
+use keycast_crypto::keys::Tbk;
 use keycast_gba::client::{Bootstrapped, GbaMode};
 use keycast_provisioning::sprov::PurchaseItemRef;
 use keycast_provisioning::time::UtcTime;
@@ -45,8 +54,13 @@ use crate::provisioning::{Purchase, PurchaseList};
 
 /// The file's magic.
 pub const MAGIC: &[u8; 13] = b"KEYCAST-TERM\0";
-/// The version [`encode`] writes and [`decode`] reads.
-pub const FORMAT_VERSION: u16 = 1;
+/// The newest version: [`encode`] writes it when TBKs are held, [`decode`] reads it and
+/// [`FORMAT_VERSION_1`].
+pub const FORMAT_VERSION: u16 = 2;
+/// The version without TBKs, still written when none is held.
+pub const FORMAT_VERSION_1: u16 = 1;
+/// Most TBKs a state file holds (as [`crate::protection::MAX_TBKS`]).
+pub const MAX_TBKS: usize = crate::protection::MAX_TBKS;
 /// The public key of the checksum (corruption detection, not authentication).
 pub const CHECKSUM_KEY: &[u8] = b"keycast terminal state checksum v1";
 const CHECKSUM_LEN: usize = 32;
@@ -76,11 +90,19 @@ pub struct TerminalState {
     pub purchases: PurchaseList,
     /// The last registration (`None` after a deregistration).
     pub registration: Option<Registration>,
+    /// Terminal binding keys by terminal_binding_key_id (version 2; zeroized when dropped).
+    pub tbks: std::collections::BTreeMap<u32, Tbk>,
 }
 
 impl Default for TerminalState {
     fn default() -> Self {
-        TerminalState { bootstrap: None, next_request_id: 1, purchases: PurchaseList::default(), registration: None }
+        TerminalState {
+            bootstrap: None,
+            next_request_id: 1,
+            purchases: PurchaseList::default(),
+            registration: None,
+            tbks: std::collections::BTreeMap::new(),
+        }
     }
 }
 
@@ -207,10 +229,20 @@ pub fn encode(state: &TerminalState) -> Vec<u8> {
         b.str(&r.bsm_address);
         b.0.extend_from_slice(&r.at.unix_seconds().to_be_bytes());
     }
-    let body = b.0;
+    let version = if state.tbks.is_empty() { FORMAT_VERSION_1 } else { FORMAT_VERSION };
+    if version == FORMAT_VERSION {
+        let tbks: Vec<(&u32, &Tbk)> = state.tbks.iter().rev().take(MAX_TBKS).collect();
+        b.0.extend_from_slice(&u32::try_from(tbks.len()).unwrap_or(u32::MAX).to_be_bytes());
+        for (id, tbk) in tbks.into_iter().rev() {
+            b.0.extend_from_slice(&id.to_be_bytes());
+            b.0.extend_from_slice(tbk.expose_secret());
+        }
+    }
+    // The body holds TBKs from version 2 on: zeroized once copied out.
+    let body = zeroize::Zeroizing::new(b.0);
     let mut out = Vec::with_capacity(HEADER_LEN + body.len() + CHECKSUM_LEN);
     out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&FORMAT_VERSION.to_be_bytes());
+    out.extend_from_slice(&version.to_be_bytes());
     out.extend_from_slice(&u32::try_from(body.len()).unwrap_or(u32::MAX).to_be_bytes());
     out.extend_from_slice(&body);
     let sum = hmac_sha256(CHECKSUM_KEY, &[&out]);
@@ -278,7 +310,7 @@ pub fn decode(data: &[u8]) -> Result<TerminalState, StateError> {
         return Err(StateError::Truncated);
     }
     let version = u16::from_be_bytes([data[13], data[14]]);
-    if version != FORMAT_VERSION {
+    if version != FORMAT_VERSION && version != FORMAT_VERSION_1 {
         return Err(StateError::UnsupportedVersion(version));
     }
     let body_len = u32::from_be_bytes([data[15], data[16], data[17], data[18]]) as usize;
@@ -330,10 +362,24 @@ pub fn decode(data: &[u8]) -> Result<TerminalState, StateError> {
     } else {
         None
     };
+    let mut tbks = std::collections::BTreeMap::new();
+    if version == FORMAT_VERSION {
+        let at = r.at;
+        let count = r.u32("TBK count")? as usize;
+        if count > MAX_TBKS {
+            return Err(StateError::Corrupted { offset: HEADER_LEN + at, what: "TBK count" });
+        }
+        for _ in 0..count {
+            let id = r.u32("terminal_binding_key_id")?;
+            let tbk = Tbk::from_slice(r.take(16, "TBK")?)
+                .map_err(|_| StateError::Corrupted { offset: HEADER_LEN + r.at, what: "TBK" })?;
+            tbks.insert(id, tbk);
+        }
+    }
     if r.at != r.data.len() {
         return Err(StateError::Corrupted { offset: HEADER_LEN + r.at, what: "trailing bytes" });
     }
-    Ok(TerminalState { bootstrap, next_request_id: next_request_id.max(1), purchases, registration })
+    Ok(TerminalState { bootstrap, next_request_id: next_request_id.max(1), purchases, registration, tbks })
 }
 
 /// A state file on disk.
@@ -453,19 +499,54 @@ mod tests {
                 bsm_address: "127.0.0.1:8080".into(),
                 at: UtcTime::from_unix_seconds(1_800_000_000).unwrap(),
             }),
+            tbks: std::collections::BTreeMap::new(),
         }
+    }
+
+    fn with_tbks() -> TerminalState {
+        let mut s = sample();
+        s.tbks.insert(0x777, Tbk::from_bytes([0x77; 16]));
+        s.tbks.insert(0x888, Tbk::from_bytes([0x88; 16]));
+        s
     }
 
     #[test]
     fn round_trip() {
-        for s in [sample(), TerminalState::default()] {
+        for s in [sample(), TerminalState::default(), with_tbks()] {
             assert_eq!(decode(&encode(&s)).unwrap(), s);
         }
     }
 
     #[test]
+    fn version_1_without_tbks_and_version_2_with_them() {
+        // No TBK: version 1, byte for byte what a version-1 build reads and writes.
+        let v1 = encode(&sample());
+        assert_eq!(u16::from_be_bytes([v1[13], v1[14]]), FORMAT_VERSION_1);
+        let v2 = encode(&with_tbks());
+        assert_eq!(u16::from_be_bytes([v2[13], v2[14]]), FORMAT_VERSION);
+        // The version-2 body is the version-1 body and the TBK list.
+        assert_eq!(
+            v2[HEADER_LEN..HEADER_LEN + v1.len() - HEADER_LEN - CHECKSUM_LEN],
+            v1[HEADER_LEN..v1.len() - CHECKSUM_LEN]
+        );
+        assert_eq!(v2.len(), v1.len() + 4 + 2 * 20);
+        // The debug form never shows a TBK.
+        assert!(!format!("{:?}", with_tbks()).contains("7777"));
+        // A TBK count beyond the bound is refused.
+        let mut body = v1[HEADER_LEN..v1.len() - CHECKSUM_LEN].to_vec();
+        body.extend_from_slice(&(MAX_TBKS as u32 + 1).to_be_bytes());
+        let mut data = MAGIC.to_vec();
+        data.extend_from_slice(&FORMAT_VERSION.to_be_bytes());
+        data.extend_from_slice(&(body.len() as u32).to_be_bytes());
+        data.extend_from_slice(&body);
+        let sum = hmac_sha256(CHECKSUM_KEY, &[&data]);
+        data.extend_from_slice(&sum);
+        assert!(matches!(decode(&data), Err(StateError::Corrupted { what: "TBK count", .. })));
+    }
+
+    #[test]
     fn corrupted_files_are_refused() {
-        let bytes = encode(&sample());
+        let bytes = encode(&with_tbks());
         // Every single-bit flip is caught (magic, version, length, checksum or body).
         for i in 0..bytes.len() {
             let mut b = bytes.clone();
@@ -506,7 +587,8 @@ mod tests {
         let file = StateFile::new(dir.path().join("terminal.state"));
         assert_eq!(file.load_or_default().unwrap(), TerminalState::default());
         assert!(file.load().is_err());
-        file.save(&TerminalState::default()).unwrap();
+        file.save(&with_tbks()).unwrap();
+        assert_eq!(file.load().unwrap(), with_tbks());
         // A stale temporary file (a crash between write and rename) does not disturb a save.
         fs::write(file.temp_path().unwrap(), b"half written").unwrap();
         let s = sample();

@@ -8,7 +8,7 @@
 //! `subscribe`, `buy`, `unsubscribe`, `register`, `deregister`, `keys --request`) talk to the BSM
 //! (bootstrapping first when no valid B-TID is held) and keep the terminal state file
 //! ([`keycast_terminal::state`]: B-TID and lifetime, purchases, request ID counter,
-//! registration) next to the card file, so that a restart neither bootstraps again while the
+//! registration, terminal binding keys) next to the card file, so that a restart neither bootstraps again while the
 //! B-TID is valid nor forgets what was bought.
 //!
 //! # Configuration (`keycast terminal --config terminal.toml …`)
@@ -35,6 +35,35 @@
 //! With a configuration naming a BSM, `watch` and `record` register the state file's valid
 //! purchases at start (seed §6.4) and save the state at the end.
 //!
+//! # Content protection (`terminal protect`, profile P-10, P-11.5)
+//!
+//! Streams whose STKMs say protection_after_reception 0 or 1 get their TEK from the card only
+//! over the secure authenticated channel (SAC); with 2 the TEK is wrapped under a terminal
+//! binding key (TBK). \[chosen\] One command sets both up, once, and every later `watch`,
+//! `record` and `play` uses what it left, without the network: `keycast terminal protect`
+//! (an https:// BSM with `[bsm] ca_file`, `client_cert_file`, `client_key_file`: the key center
+//! answers over mutual TLS only) bootstraps when no valid B-TID is held, establishes the channel
+//! (Ks_local from the key center, the card's Local Key Establishment, its verification value
+//! checked) and fetches the TBKs named by the LTKMs of the keys in the card (or `--tbk-id N`).
+//! What persists, and where:
+//!
+//! - the channel: in the card file, which keeps the card's channel (K_sac, Counter Limit, use
+//!   count; `keycast_card::persist`). \[chosen\] The terminal's half of K_sac is not written
+//!   anywhere else: the CLI's card is the emulated card file, which holds the same K_sac, and
+//!   `watch`/`record`/`play` unwrap channel-wrapped TEKs with it. (A terminal on a real UICC
+//!   keeps its half from `ProtectionState::establish_sac` in protected memory instead.) The card
+//!   counts the TEKs it releases; when the Counter Limit is used up, `protect` again.
+//! - the TBKs: in the terminal state file (format version 2, mode 0600,
+//!   [`keycast_terminal::state`]), zeroized in memory.
+//!
+//! `watch`, `record` and `play` always run with the protection state (a channel-wrapped TEK is
+//! unwrapped with the card file's K_sac, a TBK-wrapped one with the state file's TBK the STKM
+//! names); when a stream needs the channel or a TBK that is not set up, they say so once on
+//! standard error ("… run `keycast terminal protect`") and the key stays unusable.
+//! \[chosen\] The unwrap is done in the key holder the media path calls (`ProtectedCard`),
+//! because `keycast_terminal::media::shell::watch` builds its watcher itself and offers no hook
+//! for `Watcher::set_protection`.
+//!
 //! ```text
 //! keycast card new --file card.kc --imsi … --impi … --iccid … < keys
 //! keycast terminal watch --card card.kc --srtp 239.1.1.1:5004 --sdp watch.sdp --rtpmap H264/90000
@@ -43,6 +72,7 @@
 //! keycast terminal play rec.mp4 --card card.kc --es out.raw --rtp-out 127.0.0.1:5006
 //! keycast terminal --config terminal.toml subscribe --item news --offer news-month
 //! keycast terminal --config terminal.toml status
+//! keycast terminal --config terminal.toml protect
 //! ```
 
 use keycast_terminal::download::DownloadError;
@@ -56,12 +86,17 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand, ValueEnum};
+use keycast_card::card::{Card, CardOpError};
+use keycast_card::gba_me::GbaMeStore;
+use keycast_card::mbms::{TekOut, unwrap_channel_tek};
 use keycast_card::persist::{CardFile, PersistentCard};
+use keycast_crypto::gba::GbaType;
 use keycast_gba::bsf::RandomSource as _;
 use keycast_gba::client::{BootstrapConfig, GbaMode};
 use keycast_mikey::KeyValidity;
 use keycast_provisioning::sprov::{BcastKeyId, PurchaseItemRef, PurchaseRequestItem, StatusCode, TokenPurchaseItem};
 use keycast_provisioning::time::UtcTime;
+use keycast_terminal::key_holder::MbmsKeyHolder;
 use keycast_terminal::ltkm_intake::Interface;
 use keycast_terminal::media::play::{ClearSample, Pace, PlayError, Player, play};
 use keycast_terminal::media::record::{RecordConfig, RecordError, Recorder};
@@ -69,6 +104,7 @@ use keycast_terminal::media::sdp::ClearStream;
 use keycast_terminal::media::shell::{Keys, STKM_PORT, WatchOptions, WatchSockets, WatchSummary, watch};
 use keycast_terminal::media::srtp::{RccMode, SrtpPolicy};
 use keycast_terminal::media::{DEFAULT_CARD_RECHECK, MediaTap, NoTap, WatchConfig};
+use keycast_terminal::protection::{ProtectionState, SacIdentity, stkm_tbk_id, usable_tek_for};
 use keycast_terminal::provisioning::ClientConfig;
 use keycast_terminal::provisioning::{Answer, ProvisioningError, Purchase};
 use keycast_terminal::shell::{OsRandom, ShellConfig, TerminalShell, system_clock};
@@ -125,6 +161,10 @@ pub enum TerminalCommand {
     Deregister(AccountArgs),
     /// Ask for keys (LTKM Request, or MSK request with `interface = "mbms"`).
     Keys(KeysArgs),
+    /// Set up content protection (P-10, P-11.5): the secure authenticated channel with the card
+    /// (through the BSM's key center, mutual TLS) and the terminal binding keys, kept for later
+    /// `watch`, `record` and `play`.
+    Protect(ProtectArgs),
 }
 
 /// Options of `terminal open`.
@@ -193,6 +233,13 @@ pub struct PlayArgs {
     /// The recording.
     #[arg(value_name = "FILE")]
     pub file: PathBuf,
+    /// The terminal state file, for its TBKs (from the configuration only; default
+    /// `<card>.state`).
+    #[arg(skip)]
+    pub state: Option<PathBuf>,
+    /// TLS toward an https:// BSM (from the configuration's `[bsm]`).
+    #[arg(skip)]
+    pub bsm_tls: BsmTlsFiles,
     /// The card file; its state is saved as the card changes (default: the configuration's
     /// `card`).
     #[arg(long, value_name = "PATH")]
@@ -307,9 +354,56 @@ pub struct WatchArgs {
     #[arg(long, value_name = "SECS")]
     pub duration: Option<f64>,
     /// The terminal state file (from the configuration only): with a BSM, the valid purchases
-    /// are registered at start and the state is saved at the end.
+    /// are registered at start and the state is saved at the end; its TBKs unwrap terminal-bound
+    /// TEKs (default `<card>.state`).
     #[arg(skip)]
     pub state: Option<PathBuf>,
+    /// TLS toward an https:// BSM (from the configuration's `[bsm]`).
+    #[arg(skip)]
+    pub bsm_tls: BsmTlsFiles,
+}
+
+/// The PEM files of `[bsm]` for an https:// BSM.
+#[derive(Debug, Clone, Default)]
+pub struct BsmTlsFiles {
+    ca_file: Option<PathBuf>,
+    client_cert_file: Option<PathBuf>,
+    client_key_file: Option<PathBuf>,
+}
+
+impl BsmTlsFiles {
+    fn of(section: Option<&BsmSection>) -> Self {
+        section.map_or_else(BsmTlsFiles::default, |s| BsmTlsFiles {
+            ca_file: s.ca_file.clone(),
+            client_cert_file: s.client_cert_file.clone(),
+            client_key_file: s.client_key_file.clone(),
+        })
+    }
+
+    /// The TLS client configuration: the roots of `ca_file`, the client certificate when given.
+    fn client_config(&self) -> Result<std::sync::Arc<rustls::ClientConfig>> {
+        use rustls_pki_types::pem::PemObject as _;
+        let ca = self.ca_file.as_ref().context("an https:// BSM needs [bsm] ca_file")?;
+        let mut roots = rustls::RootCertStore::empty();
+        for c in
+            rustls_pki_types::CertificateDer::pem_file_iter(ca).with_context(|| format!("reading {}", ca.display()))?
+        {
+            roots.add(c.with_context(|| format!("reading {}", ca.display()))?)?;
+        }
+        let client_cert = match (&self.client_cert_file, &self.client_key_file) {
+            (Some(cert), Some(key)) => {
+                let chain = rustls_pki_types::CertificateDer::pem_file_iter(cert)
+                    .and_then(|i| i.collect::<Result<Vec<_>, _>>())
+                    .with_context(|| format!("reading {}", cert.display()))?;
+                let key = rustls_pki_types::PrivateKeyDer::from_pem_file(key)
+                    .with_context(|| format!("reading {}", key.display()))?;
+                Some((chain, key))
+            }
+            (None, None) => None,
+            _ => bail!("[bsm] client_cert_file and client_key_file go together"),
+        };
+        Ok(keycast_terminal::shell::bsm_tls_config(roots, client_cert)?)
+    }
 }
 
 /// Runs `keycast terminal …`.
@@ -335,6 +429,7 @@ pub fn run(args: &TerminalArgs) -> Result<ExitCode> {
         TerminalCommand::Register(a) => run_account(&cfg, a, Action::Register),
         TerminalCommand::Deregister(a) => run_account(&cfg, a, Action::Deregister),
         TerminalCommand::Keys(a) => run_account(&cfg, &a.account, Action::Keys(a)),
+        TerminalCommand::Protect(a) => run_protect(&cfg, a),
     }
 }
 
@@ -410,7 +505,7 @@ fn watch_with(a: &WatchArgs, tap: &mut dyn MediaTap) -> Result<WatchSummary> {
         duration,
         key_interface: if a.mbms { Interface::Mbms } else { Interface::OmaBcast },
     };
-    let card = open_card(a.card.as_ref())?;
+    let card = protected_card(a.card.as_ref(), a.state.as_ref())?;
     if let Some(path) = &a.sdp {
         let sdp = ClearStream {
             rtp_out,
@@ -440,7 +535,7 @@ fn watch_with(a: &WatchArgs, tap: &mut dyn MediaTap) -> Result<WatchSummary> {
         match (&a.bsm, &a.bsf) {
             (Some(bsm), Some(bsf)) => {
                 let bsm = BsmOptions { bsm, bsm_fqdn: a.bsm_fqdn.as_deref(), bsf, bsf_host: a.bsf_host.as_deref() };
-                let mut shell = bsm_shell(card, &bsm).await?;
+                let mut shell = bsm_shell(card, &bsm, &a.bsm_tls).await?;
                 // Registration at start (seed §6.4) when a state file names purchases.
                 let state = match &a.state {
                     Some(path) => Some(register_at_start(&mut shell, &StateFile::new(path)).await?),
@@ -473,11 +568,14 @@ struct BsmOptions<'a> {
     bsf_host: Option<&'a str>,
 }
 
-/// A terminal shell around the card file for key requests at the BSM (GBA_U, no push sockets).
-async fn bsm_shell(card: PersistentCard, o: &BsmOptions<'_>) -> Result<TerminalShell<PersistentCard>> {
-    let (bsm_address, bsm_host) = http_host(o.bsm, "--bsm")?;
+/// A terminal shell around the card file for key requests at the BSM (GBA_U, no push sockets);
+/// TLS with `tls` for an https:// BSM.
+async fn bsm_shell(card: ProtectedCard, o: &BsmOptions<'_>, tls: &BsmTlsFiles) -> Result<TerminalShell<ProtectedCard>> {
+    let https = o.bsm.strip_prefix("https://");
+    let plain_url = https.map(|rest| format!("http://{rest}"));
+    let (bsm_address, bsm_host) = http_host(plain_url.as_deref().unwrap_or(o.bsm), "--bsm")?;
     let (bsf_address, bsf_host) = http_host(o.bsf, "--bsf")?;
-    let impi = card.usim().identity.impi.clone();
+    let impi = card.card.usim().identity.impi.clone();
     let user_agent = format!("Keycast-terminal/{}", env!("CARGO_PKG_VERSION"));
     let bootstrap = BootstrapConfig {
         bsf_host: o.bsf_host.map_or(bsf_host, str::to_owned),
@@ -485,14 +583,21 @@ async fn bsm_shell(card: PersistentCard, o: &BsmOptions<'_>) -> Result<TerminalS
         user_agent: user_agent.clone(),
         mode: GbaMode::GbaU,
     };
-    let client = ClientConfig::new(o.bsm_fqdn.unwrap_or(&bsm_host), &user_agent);
+    let fqdn = o.bsm_fqdn.unwrap_or(&bsm_host).to_owned();
+    let client = ClientConfig::new(&fqdn, &user_agent);
     let mut shell_config = ShellConfig::new(&bsm_address, &bsf_address, bootstrap, client);
     // The terminal takes no LTKM pushes here (yet): no push sockets.
     shell_config.oma_bcast_udp = None;
     shell_config.mbms_udp = None;
     // Fail early when the OS random generator does not work.
     OsRandom.fill(&mut [0u8; 1]);
-    Ok(TerminalShell::new(shell_config, card, system_clock(), Box::new(OsRandom)).await?)
+    let mut shell = TerminalShell::new(shell_config, card, system_clock(), Box::new(OsRandom)).await?;
+    if https.is_some() {
+        let name = rustls_pki_types::ServerName::try_from(fqdn.clone())
+            .with_context(|| format!("{fqdn:?} is no server name"))?;
+        shell.use_bsm_tls(tls.client_config()?, name);
+    }
+    Ok(shell)
 }
 
 /// The sample entry type of a recording: `--format`, or from the encoding of `--rtpmap`.
@@ -538,6 +643,147 @@ fn media_track(a: &RecordArgs) -> Result<MediaTrack> {
 fn open_card(path: Option<&PathBuf>) -> Result<PersistentCard> {
     let path = path.context("give --card or a configuration with `card`")?;
     PersistentCard::open(CardFile::new(path)).with_context(|| format!("opening the card file {}", path.display()))
+}
+
+/// The card file at `path` with the content protection of the state file (module docs): the
+/// TBKs of `state` (default `<card>.state`; none when it does not exist).
+fn protected_card(path: Option<&PathBuf>, state: Option<&PathBuf>) -> Result<ProtectedCard> {
+    let card = open_card(path)?;
+    let state_path = state.cloned().unwrap_or_else(|| TerminalConfig::default().state_path(None, card.file().path()));
+    let saved = StateFile::new(&state_path).load_or_default().context("reading the terminal state")?;
+    let mut tbks = ProtectionState::new();
+    for (id, tbk) in saved.tbks {
+        tbks.insert_tbk(id, tbk);
+    }
+    Ok(ProtectedCard { card, tbks, told_channel: false, told_tbk: false })
+}
+
+/// The card file with the terminal's content protection (module docs): the key holder the media
+/// path calls. TEKs the card releases channel-wrapped (protection_after_reception 0, 1; P-10)
+/// are unwrapped with the K_sac the card file keeps, TBK-wrapped ones (2; P-11.5) with the TBK
+/// the STKM names; what cannot be unwrapped is passed on as it came (the watcher or player then
+/// reports it unusable), with a hint on standard error once.
+struct ProtectedCard {
+    card: PersistentCard,
+    tbks: ProtectionState,
+    told_channel: bool,
+    told_tbk: bool,
+}
+
+impl ProtectedCard {
+    /// Says once that the stream needs `protect` (`what`: why).
+    fn tell(told: &mut bool, what: &str) {
+        if !*told {
+            *told = true;
+            eprintln!("{what}: run `keycast terminal protect`");
+        }
+    }
+
+    /// Whether `stkm` asks for content protection over the channel (protection_after_reception
+    /// 0 or 1).
+    fn needs_channel(stkm: &[u8]) -> bool {
+        use keycast_mikey::ProtectionAfterReception as P;
+        keycast_mikey::Stkm::decode(stkm)
+            .ok()
+            .and_then(|s| s.ext().map(|e| e.protection_after_reception))
+            .is_some_and(|p| matches!(p, P::MayRecord | P::MustNotRecord))
+    }
+}
+
+impl MbmsKeyHolder for ProtectedCard {
+    type Card = PersistentCard;
+
+    fn gba_type(&self) -> GbaType {
+        GbaType::GbaU
+    }
+
+    fn gba_parts(&mut self) -> (&mut PersistentCard, Option<&mut GbaMeStore>) {
+        (&mut self.card, None)
+    }
+
+    fn msk_update(&mut self, ltkm: &[u8]) -> Result<Option<Vec<u8>>, CardOpError> {
+        Card::msk_update(&mut self.card, ltkm)
+    }
+
+    fn mtk_generation(&mut self, stkm: &[u8]) -> Result<TekOut, CardOpError> {
+        let out = match Card::mtk_generation(&mut self.card, stkm) {
+            Ok(out) => out,
+            Err(e) => {
+                // 6982 for a content-protected STKM: no channel, or its Counter Limit is used up
+                // (TS 31.102 §7.1.1.7 with P-10).
+                if matches!(&e, CardOpError::Card(c) if c.status_word() == 0x6982) && Self::needs_channel(stkm) {
+                    let why = match &self.card.usim().mbms.sac {
+                        Some(s) if s.used >= s.counter_limit => {
+                            "the secure authenticated channel's Counter Limit is used up".to_owned()
+                        }
+                        _ => "this stream's TEKs are released only over the secure authenticated channel \
+                              (protection_after_reception 0 or 1), and none is set up with the card"
+                            .to_owned(),
+                    };
+                    Self::tell(&mut self.told_channel, &why);
+                }
+                return Err(e);
+            }
+        };
+        Ok(match out {
+            TekOut::ChannelWrapped(wrapped) => {
+                let clear = self
+                    .card
+                    .usim()
+                    .mbms
+                    .sac
+                    .as_ref()
+                    .and_then(|s| unwrap_channel_tek(s.expose_k_sac(), &wrapped).ok());
+                match clear {
+                    Some((tek, salt)) => TekOut::Clear { tek, salt: Some(salt) },
+                    None => {
+                        Self::tell(
+                            &mut self.told_channel,
+                            "the card released a TEK for a channel this terminal does not hold",
+                        );
+                        TekOut::ChannelWrapped(wrapped)
+                    }
+                }
+            }
+            out @ TekOut::TbkWrapped { .. } => {
+                let id = stkm_tbk_id(stkm);
+                match usable_tek_for(&self.tbks, out.clone(), id) {
+                    Ok((tek, salt)) => TekOut::Clear { tek, salt },
+                    Err(_) => {
+                        let id = id.map_or_else(|| "unnamed".to_owned(), |i| i.to_string());
+                        let why = format!(
+                            "this stream's TEKs are bound to terminal binding key {id}, which this terminal does not hold"
+                        );
+                        Self::tell(&mut self.told_tbk, &why);
+                        out
+                    }
+                }
+            }
+            clear => clear,
+        })
+    }
+
+    fn msk_deletion(&mut self, key_domain_id: keycast_mikey::KeyDomainId, key_group: u16) -> Result<(), CardOpError> {
+        Card::msk_deletion(&mut self.card, key_domain_id, key_group)
+    }
+}
+
+/// A key holder backed by the card file (the account commands' bare card, the media path's
+/// [`ProtectedCard`]).
+trait CardFileHolder: MbmsKeyHolder<Card = PersistentCard> + Send {
+    fn card_file(&self) -> &PersistentCard;
+}
+
+impl CardFileHolder for PersistentCard {
+    fn card_file(&self) -> &PersistentCard {
+        self
+    }
+}
+
+impl CardFileHolder for ProtectedCard {
+    fn card_file(&self) -> &PersistentCard {
+        &self.card
+    }
 }
 
 /// Exit code of a recording or play-back the content rules refused.
@@ -614,7 +860,7 @@ fn run_play(a: &PlayArgs) -> Result<ExitCode> {
     init_logging();
     let data = std::fs::read(&a.file).with_context(|| format!("reading {}", a.file.display()))?;
     let mut player = Player::open(&data).with_context(|| format!("opening the recording {}", a.file.display()))?;
-    let card = open_card(a.card.as_ref())?;
+    let card = protected_card(a.card.as_ref(), a.state.as_ref())?;
     let es = match &a.es {
         Some(p) => Some(std::io::BufWriter::new(
             std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?,
@@ -645,7 +891,7 @@ fn run_play(a: &PlayArgs) -> Result<ExitCode> {
         match (&a.bsm, &a.bsf) {
             (Some(bsm), Some(bsf)) => {
                 let o = BsmOptions { bsm, bsm_fqdn: a.bsm_fqdn.as_deref(), bsf, bsf_host: a.bsf_host.as_deref() };
-                let mut shell = bsm_shell(card, &o).await?;
+                let mut shell = bsm_shell(card, &o, &a.bsm_tls).await?;
                 Ok::<_, anyhow::Error>(play(&mut player, Keys::Shell(&mut shell), None, pace, &mut sink).await)
             }
             _ => {
@@ -880,6 +1126,7 @@ impl TerminalConfig {
             w.bsm_fqdn = bsm.fqdn.clone();
             w.bsf = Some(bsf.url.clone());
             w.bsf_host = bsf.host.clone();
+            w.bsm_tls = BsmTlsFiles::of(Some(bsm));
             if self.bsm.as_ref().is_some_and(|b| b.interface.as_deref() == Some("mbms")) {
                 w.mbms = true;
             }
@@ -901,6 +1148,11 @@ impl TerminalConfig {
             p.bsm_fqdn = bsm.fqdn.clone();
             p.bsf = Some(bsf.url.clone());
             p.bsf_host = bsf.host.clone();
+            p.bsm_tls = BsmTlsFiles::of(Some(bsm));
+        }
+        if self.card.is_some() || self.state.is_some() {
+            let card = p.card.clone().unwrap_or_default();
+            p.state = Some(self.state_path(None, &card));
         }
         Ok(p)
     }
@@ -1039,6 +1291,138 @@ pub struct KeysArgs {
     pub account: AccountArgs,
 }
 
+/// Options of `terminal protect`.
+#[derive(Debug, Clone, Args)]
+#[command(after_help = "Needs an https:// BSM with [bsm] ca_file, client_cert_file and client_key_file: the \
+BSM's key center answers over mutual TLS only. The channel is kept in the card file, the TBKs in the terminal \
+state file; `watch`, `record` and `play` then open streams with protection_after_reception 0, 1 (channel) and \
+2 (TBK). Run it again when the Counter Limit is used up, after a new bootstrap, or after buying a \
+terminal-bound service. Exit code 3 when the key center refuses a TBK.")]
+pub struct ProtectArgs {
+    /// A terminal binding key to fetch (repeatable) [default: every ID the LTKMs of the keys in
+    /// the card name].
+    #[arg(long = "tbk-id", value_name = "N")]
+    pub tbk_id: Vec<u32>,
+    /// The Terminal_ID of the channel (Ks_local derivation, TS 33.110 Annex A).
+    #[arg(long, value_name = "ID", default_value = DEFAULT_TERMINAL_ID)]
+    pub terminal_id: String,
+    /// Only fetch TBKs; leave the card's channel as it is.
+    #[arg(long)]
+    pub no_channel: bool,
+    /// The account options.
+    #[command(flatten)]
+    pub account: AccountArgs,
+}
+
+/// Default `--terminal-id` \[chosen\]: a terminal without an IMEI of its own.
+const DEFAULT_TERMINAL_ID: &str = "keycast-terminal";
+
+/// The TBK IDs the LTKMs of the keys in `card` name (their tbk_flag, profile P-4).
+fn card_tbk_ids(card: &PersistentCard) -> std::collections::BTreeSet<u32> {
+    card.usim()
+        .mbms
+        .msks
+        .iter()
+        .flat_map(|r| r.keys.iter())
+        .filter_map(|k| k.ext.as_ref().and_then(|e| e.tbk_id))
+        .collect()
+}
+
+fn run_protect(cfg: &TerminalConfig, a: &ProtectArgs) -> Result<ExitCode> {
+    init_logging();
+    let acc = &a.account;
+    let card_path = cfg.card_path(acc.card.as_ref())?;
+    let state_file = StateFile::new(cfg.state_path(acc.state.as_ref(), &card_path));
+    let mut state = state_file.load_or_default().context("reading the terminal state")?;
+    let card = open_card(Some(&card_path))?;
+    let bsm_url = acc.bsm.clone().or_else(|| cfg.bsm.as_ref().map(|b| b.url.clone())).context("give --bsm or [bsm]")?;
+    let bsf_url = acc.bsf.clone().or_else(|| cfg.bsf.as_ref().map(|b| b.url.clone())).context("give --bsf or [bsf]")?;
+    let Some(rest) = bsm_url.strip_prefix("https://") else {
+        bail!(
+            "the BSM's key center answers over mutual TLS only: give an https:// BSM with [bsm] ca_file, \
+             client_cert_file and client_key_file (got {bsm_url:?})"
+        );
+    };
+    let section = cfg.bsm.as_ref();
+    if section.is_none_or(|s| s.client_cert_file.is_none()) {
+        bail!("the BSM's key center needs a client certificate: [bsm] client_cert_file and client_key_file");
+    }
+    let (bsm_address, bsm_host) = http_host(&format!("http://{rest}"), "--bsm")?;
+    let fqdn = acc.bsm_fqdn.clone().or_else(|| section.and_then(|b| b.fqdn.clone())).unwrap_or(bsm_host);
+    let o = BsmOptions {
+        bsm: &bsm_url,
+        bsm_fqdn: Some(&fqdn),
+        bsf: &bsf_url,
+        bsf_host: acc.bsf_host.as_deref().or_else(|| cfg.bsf.as_ref().and_then(|b| b.host.as_deref())),
+    };
+    let tbk_ids: std::collections::BTreeSet<u32> =
+        if a.tbk_id.is_empty() { card_tbk_ids(&card) } else { a.tbk_id.iter().copied().collect() };
+    let tls = BsmTlsFiles::of(section).client_config()?;
+    let server =
+        rustls_pki_types::ServerName::try_from(fqdn.clone()).with_context(|| format!("{fqdn:?} is no server name"))?;
+    // The Ua user agent carries the GBA token (TS 33.220 §5.3.0, profile P-7).
+    let user_agent = format!("Keycast-terminal/{} 3gpp-gba", env!("CARGO_PKG_VERSION"));
+    let runtime =
+        tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the tokio runtime")?;
+    let mut refused = 0usize;
+    runtime.block_on(async {
+        let mut shell = account_shell(card, &o, section, Interface::OmaBcast, None, state.next_request_id).await?;
+        restore_state(&mut shell, &state);
+        let result = async {
+            shell.ensure_credentials().await.context("bootstrapping")?;
+            let bootstrap = shell.bootstrap_state().clone();
+            let identity = shell.card().usim().identity.clone();
+            let creds = MbmsKeyHolder::naf_keys(shell.card_mut(), &bootstrap, &fqdn, &identity.impi)
+                .context("deriving the Ua credentials")?;
+            let mut https =
+                keycast_gba::client::http::HttpClient::tls(bsm_address.clone(), server.clone(), tls.clone())
+                    .with_timeout(Duration::from_secs(30));
+            let mut protection = ProtectionState::new();
+            if !a.no_channel {
+                let mut randx = [0u8; 16];
+                let mut cnonce = [0u8; 16];
+                OsRandom.fill(&mut randx);
+                OsRandom.fill(&mut cnonce);
+                let ids = SacIdentity::platform(a.terminal_id.as_bytes(), identity.iccid.as_bytes());
+                let sac = protection
+                    .establish_sac(&mut https, &creds, &user_agent, shell.card_mut(), &ids, randx, &cnonce)
+                    .await
+                    .context("establishing the secure authenticated channel")?;
+                let until =
+                    UtcTime::from_unix_seconds(sac.expires).map(time_text).unwrap_or_else(|_| sac.expires.to_string());
+                println!(
+                    "secure channel established with the card: Counter Limit {}, until {until}",
+                    sac.counter_limit
+                );
+            }
+            for id in &tbk_ids {
+                let mut cnonce = [0u8; 16];
+                OsRandom.fill(&mut cnonce);
+                match protection.fetch_tbk(&mut https, &creds, &user_agent, *id, &cnonce).await {
+                    Ok(tbk) => {
+                        state.tbks.insert(*id, tbk.clone());
+                        println!("terminal binding key {id} received");
+                    }
+                    Err(e) => {
+                        refused += 1;
+                        eprintln!("terminal binding key {id}: {e}");
+                    }
+                }
+            }
+            if tbk_ids.is_empty() {
+                println!("no terminal binding key named by the keys in the card");
+            }
+            Ok::<_, anyhow::Error>(())
+        }
+        .await;
+        capture_state(&shell, &mut state);
+        // Saved whatever the outcome: a bootstrap made here must not be lost.
+        state_file.save(&state).context("saving the terminal state")?;
+        result
+    })?;
+    Ok(if refused > 0 { ExitCode::from(REFUSED) } else { ExitCode::SUCCESS })
+}
+
 /// One account command.
 enum Action<'a> {
     Subscribe(&'a SubscribeArgs),
@@ -1068,7 +1452,7 @@ fn now() -> UtcTime {
 }
 
 /// Copies what the shell holds into `state`.
-fn capture_state(shell: &TerminalShell<PersistentCard>, state: &mut TerminalState) {
+fn capture_state<K: CardFileHolder>(shell: &TerminalShell<K>, state: &mut TerminalState) {
     state.bootstrap = shell.bootstrap_state().current().cloned();
     state.next_request_id = shell.client().next_request_id();
     state.purchases = shell.client().purchases().clone();
@@ -1076,8 +1460,8 @@ fn capture_state(shell: &TerminalShell<PersistentCard>, state: &mut TerminalStat
 
 /// Loads `file` into `shell`: the bootstrap (when the card still holds that B-TID), the request
 /// ID counter, the purchases.
-fn restore_state(shell: &mut TerminalShell<PersistentCard>, state: &TerminalState) {
-    let card_btid = shell.card().usim().gba.as_ref().and_then(|g| g.b_tid.clone());
+fn restore_state<K: CardFileHolder>(shell: &mut TerminalShell<K>, state: &TerminalState) {
+    let card_btid = shell.card().card_file().usim().gba.as_ref().and_then(|g| g.b_tid.clone());
     if let Some(b) = &state.bootstrap
         && card_btid.as_deref() == Some(b.b_tid.as_str())
         && b.mode == GbaMode::GbaU
@@ -1090,7 +1474,7 @@ fn restore_state(shell: &mut TerminalShell<PersistentCard>, state: &TerminalStat
 }
 
 /// Registration at start of `watch`/`record` when the state names purchases; the state.
-async fn register_at_start(shell: &mut TerminalShell<PersistentCard>, file: &StateFile) -> Result<TerminalState> {
+async fn register_at_start<K: CardFileHolder>(shell: &mut TerminalShell<K>, file: &StateFile) -> Result<TerminalState> {
     let state = file.load_or_default().context("reading the terminal state")?;
     restore_state(shell, &state);
     if !state.purchases.is_empty() {
@@ -1280,27 +1664,7 @@ async fn account_shell(
     OsRandom.fill(&mut [0u8; 1]);
     let mut shell = TerminalShell::new(shell_config, card, system_clock(), Box::new(OsRandom)).await?;
     if https.is_some() {
-        use rustls_pki_types::pem::PemObject as _;
-        let ca = section.and_then(|s| s.ca_file.as_ref()).context("an https:// BSM needs [bsm] ca_file")?;
-        let mut roots = rustls::RootCertStore::empty();
-        for c in
-            rustls_pki_types::CertificateDer::pem_file_iter(ca).with_context(|| format!("reading {}", ca.display()))?
-        {
-            roots.add(c.with_context(|| format!("reading {}", ca.display()))?)?;
-        }
-        let client_cert = match section.map(|s| (&s.client_cert_file, &s.client_key_file)) {
-            Some((Some(cert), Some(key))) => {
-                let chain = rustls_pki_types::CertificateDer::pem_file_iter(cert)
-                    .and_then(|i| i.collect::<Result<Vec<_>, _>>())
-                    .with_context(|| format!("reading {}", cert.display()))?;
-                let key = rustls_pki_types::PrivateKeyDer::from_pem_file(key)
-                    .with_context(|| format!("reading {}", key.display()))?;
-                Some((chain, key))
-            }
-            Some((None, None)) | None => None,
-            _ => bail!("[bsm] client_cert_file and client_key_file go together"),
-        };
-        let tls = keycast_terminal::shell::bsm_tls_config(roots, client_cert)?;
+        let tls = BsmTlsFiles::of(section).client_config()?;
         let name = rustls_pki_types::ServerName::try_from(fqdn.clone())
             .with_context(|| format!("{fqdn:?} is no server name"))?;
         shell.use_bsm_tls(tls, name);
@@ -1426,6 +1790,14 @@ fn run_status(cfg: &TerminalConfig, a: &StatusArgs) -> Result<ExitCode> {
             "at": time_text(r.at),
         })),
         "key_groups": groups,
+        // Content protection: IDs and counters only, never K_sac or a TBK.
+        "protection": serde_json::json!({
+            "channel": usim.mbms.sac.as_ref().map(|c| serde_json::json!({
+                "counter_limit": c.counter_limit.to_string(),
+                "used": c.used.to_string(),
+            })),
+            "tbk_ids": state.tbks.keys().collect::<Vec<_>>(),
+        }),
     });
     if a.json {
         println!("{v:#}");
@@ -1443,6 +1815,12 @@ fn run_status(cfg: &TerminalConfig, a: &StatusArgs) -> Result<ExitCode> {
         Some(r) => println!("registered with {} at {}", r.bsm_address, time_text(r.at)),
         None => println!("not registered"),
     }
+    match &usim.mbms.sac {
+        Some(c) => println!("secure channel with the card: {} of {} TEKs used", c.used, c.counter_limit),
+        None => println!("no secure channel with the card"),
+    }
+    let tbk_ids: Vec<String> = state.tbks.keys().map(u32::to_string).collect();
+    println!("terminal binding keys: {}", if tbk_ids.is_empty() { "none".to_owned() } else { tbk_ids.join(", ") });
     println!("{} purchases", state.purchases.len());
     for p in state.purchases.iter() {
         let until = p.valid_until.map_or_else(|| "no end known".to_owned(), |u| format!("until {}", time_text(u)));
@@ -1525,6 +1903,7 @@ mod tests {
             packets: None,
             duration: None,
             state: None,
+            bsm_tls: BsmTlsFiles::default(),
         };
         let r = c.resolve_watch(&w).unwrap();
         assert_eq!(r.srtp, Some("0.0.0.0:6000".parse().unwrap()), "the option wins");
