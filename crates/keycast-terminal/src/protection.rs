@@ -128,6 +128,37 @@ pub struct SacKey {
     pub counter_limit: u128,
 }
 
+impl SacKey {
+    /// A channel key the terminal saved earlier (its state file), with its limits.
+    #[must_use]
+    pub fn restore(k_sac: [u8; 16], expires: u64, counter_limit: u128) -> Self {
+        SacKey { k_sac: Zeroizing::new(k_sac), expires, counter_limit }
+    }
+
+    /// The key's bytes, for the terminal's own protected storage only (its 0600 state file);
+    /// never for logs or the wire.
+    #[must_use]
+    pub fn expose_k_sac(&self) -> &[u8; 16] {
+        &self.k_sac
+    }
+}
+
+impl PartialEq for SacKey {
+    fn eq(&self, other: &Self) -> bool {
+        ct_eq(&self.k_sac[..], &other.k_sac[..])
+            && self.expires == other.expires
+            && self.counter_limit == other.counter_limit
+    }
+}
+
+impl Eq for SacKey {}
+
+impl Clone for SacKey {
+    fn clone(&self) -> Self {
+        SacKey::restore(*self.k_sac, self.expires, self.counter_limit)
+    }
+}
+
 impl core::fmt::Debug for SacKey {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("SacKey")
@@ -255,6 +286,11 @@ impl ProtectionState {
     #[must_use]
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Takes back a channel key saved by an earlier process (see [`SacKey::restore`]).
+    pub fn restore_sac(&mut self, key: SacKey) {
+        self.sac = Some(key);
     }
 
     /// The channel key, if a channel is established.

@@ -22,20 +22,24 @@
 //!                             ‖ opt registration { u8 interface ‖ str BSM address ‖ u64 when }
 //!                             ‖ version 2 only: list of TBK { u32 terminal_binding_key_id ‖
 //!                                                             key (16) }
+//!                             ‖ version 2 only: opt channel { K_sac (16) ‖ u64 expires (Unix
+//!                                                             seconds) ‖ u128 Counter Limit }
 //! end-32     checksum         HMAC-SHA-256(key = CHECKSUM_KEY, every byte before it)
 //! ```
 //!
 //! `str`: `u32 length ‖ UTF-8`; `opt`: `u8 0` or `u8 1 ‖ value`; `list`: `u32 count ‖ items`;
 //! mode: 1 GBA_U, 2 GBA_U with a non-MBMS card, 3 GBA_ME; interface: 1 OMA BCAST, 2 MBMS.
 //!
-//! Version 2 adds the terminal binding keys (TBKs, `profile: P-11.5`) the terminal fetched from
-//! the BSM's key center (`keycast terminal protect`), so that play-back and watching in later
-//! processes unwrap terminal-bound TEKs without the network. [`encode`] writes version 1 when no
-//! TBK is held (a file older builds still read) and version 2 otherwise; [`decode`] reads both
-//! \[chosen\]. TBKs are the only keys in the file: they are worth protecting like the card file
-//! (mode 0600, written atomically), they zeroize in memory ([`Tbk`]), and the debug form never
-//! shows them. Ks, the SMK, K_sac and the SEK/PEKs stay in the card file (GBA_U) or the GBA_ME
-//! store file. At most [`MAX_TBKS`] are kept. The checksum detects corruption only (its key is
+//! Version 2 adds what content protection needs in later processes (`keycast terminal
+//! protect`): the terminal binding keys (TBKs, `profile: P-11.5`) fetched from the BSM's key
+//! center, and the terminal's half of the secure channel with the card (K_sac, `profile: P-10`),
+//! so that watching and play-back unwrap terminal-bound and channel-wrapped TEKs without the
+//! network. [`encode`] writes version 1 when neither is held (a file older builds still read)
+//! and version 2 otherwise; [`decode`] reads both \[chosen\]. These are the only keys in the
+//! file: they are worth protecting like the card file (mode 0600, written atomically), they
+//! zeroize in memory, and the debug form never shows them. Ks, the SMK and the SEK/PEKs stay in
+//! the card (file) or the GBA_ME store file; the card keeps its own K_sac, which never leaves it.
+//! At most [`MAX_TBKS`] TBKs are kept. The checksum detects corruption only (its key is
 //! public).
 
 use std::fs::{self, File, OpenOptions};
@@ -50,6 +54,7 @@ use keycast_provisioning::sprov::PurchaseItemRef;
 use keycast_provisioning::time::UtcTime;
 
 use crate::ltkm_intake::Interface;
+use crate::protection::SacKey;
 use crate::provisioning::{Purchase, PurchaseList};
 
 /// The file's magic.
@@ -92,6 +97,8 @@ pub struct TerminalState {
     pub registration: Option<Registration>,
     /// Terminal binding keys by terminal_binding_key_id (version 2; zeroized when dropped).
     pub tbks: std::collections::BTreeMap<u32, Tbk>,
+    /// The terminal's half of the secure channel with the card (version 2; zeroized when dropped).
+    pub sac: Option<SacKey>,
 }
 
 impl Default for TerminalState {
@@ -102,6 +109,7 @@ impl Default for TerminalState {
             purchases: PurchaseList::default(),
             registration: None,
             tbks: std::collections::BTreeMap::new(),
+            sac: None,
         }
     }
 }
@@ -229,13 +237,19 @@ pub fn encode(state: &TerminalState) -> Vec<u8> {
         b.str(&r.bsm_address);
         b.0.extend_from_slice(&r.at.unix_seconds().to_be_bytes());
     }
-    let version = if state.tbks.is_empty() { FORMAT_VERSION_1 } else { FORMAT_VERSION };
+    let version = if state.tbks.is_empty() && state.sac.is_none() { FORMAT_VERSION_1 } else { FORMAT_VERSION };
     if version == FORMAT_VERSION {
         let tbks: Vec<(&u32, &Tbk)> = state.tbks.iter().rev().take(MAX_TBKS).collect();
         b.0.extend_from_slice(&u32::try_from(tbks.len()).unwrap_or(u32::MAX).to_be_bytes());
         for (id, tbk) in tbks.into_iter().rev() {
             b.0.extend_from_slice(&id.to_be_bytes());
             b.0.extend_from_slice(tbk.expose_secret());
+        }
+        b.flag(state.sac.is_some());
+        if let Some(sac) = &state.sac {
+            b.0.extend_from_slice(sac.expose_k_sac());
+            b.0.extend_from_slice(&sac.expires.to_be_bytes());
+            b.0.extend_from_slice(&sac.counter_limit.to_be_bytes());
         }
     }
     // The body holds TBKs from version 2 on: zeroized once copied out.
@@ -376,10 +390,19 @@ pub fn decode(data: &[u8]) -> Result<TerminalState, StateError> {
             tbks.insert(id, tbk);
         }
     }
+    let sac = if version == FORMAT_VERSION && r.flag("channel")? {
+        let mut k_sac = zeroize::Zeroizing::new([0u8; 16]);
+        k_sac.copy_from_slice(r.take(16, "K_sac")?);
+        let expires = u64::from_be_bytes(r.take(8, "channel expiry")?.try_into().unwrap_or_default());
+        let counter_limit = u128::from_be_bytes(r.take(16, "Counter Limit")?.try_into().unwrap_or_default());
+        Some(SacKey::restore(*k_sac, expires, counter_limit))
+    } else {
+        None
+    };
     if r.at != r.data.len() {
         return Err(StateError::Corrupted { offset: HEADER_LEN + r.at, what: "trailing bytes" });
     }
-    Ok(TerminalState { bootstrap, next_request_id: next_request_id.max(1), purchases, registration, tbks })
+    Ok(TerminalState { bootstrap, next_request_id: next_request_id.max(1), purchases, registration, tbks, sac })
 }
 
 /// A state file on disk.
@@ -500,6 +523,7 @@ mod tests {
                 at: UtcTime::from_unix_seconds(1_800_000_000).unwrap(),
             }),
             tbks: std::collections::BTreeMap::new(),
+            sac: None,
         }
     }
 
@@ -510,9 +534,15 @@ mod tests {
         s
     }
 
+    fn with_channel() -> TerminalState {
+        let mut s = with_tbks();
+        s.sac = Some(SacKey::restore([0x5a; 16], 1_900_000_000, 65_536));
+        s
+    }
+
     #[test]
     fn round_trip() {
-        for s in [sample(), TerminalState::default(), with_tbks()] {
+        for s in [sample(), TerminalState::default(), with_tbks(), with_channel()] {
             assert_eq!(decode(&encode(&s)).unwrap(), s);
         }
     }
@@ -529,7 +559,10 @@ mod tests {
             v2[HEADER_LEN..HEADER_LEN + v1.len() - HEADER_LEN - CHECKSUM_LEN],
             v1[HEADER_LEN..v1.len() - CHECKSUM_LEN]
         );
-        assert_eq!(v2.len(), v1.len() + 4 + 2 * 20);
+        assert_eq!(v2.len(), v1.len() + 4 + 2 * 20 + 1);
+        // The channel key adds its 40 bytes; the debug form never shows it.
+        assert_eq!(encode(&with_channel()).len(), v2.len() + 16 + 8 + 16);
+        assert!(!format!("{:?}", with_channel()).contains("5a5a"));
         // The debug form never shows a TBK.
         assert!(!format!("{:?}", with_tbks()).contains("7777"));
         // A TBK count beyond the bound is refused.

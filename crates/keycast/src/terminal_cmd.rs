@@ -47,17 +47,15 @@
 //! checked) and fetches the TBKs named by the LTKMs of the keys in the card (or `--tbk-id N`).
 //! What persists, and where:
 //!
-//! - the channel: in the card file, which keeps the card's channel (K_sac, Counter Limit, use
-//!   count; `keycast_card::persist`). \[chosen\] The terminal's half of K_sac is not written
-//!   anywhere else: the CLI's card is the emulated card file, which holds the same K_sac, and
-//!   `watch`/`record`/`play` unwrap channel-wrapped TEKs with it. (A terminal on a real UICC
-//!   keeps its half from `ProtectionState::establish_sac` in protected memory instead.) The card
-//!   counts the TEKs it releases; when the Counter Limit is used up, `protect` again.
+//! - the channel: the card keeps its half (K_sac, Counter Limit, use count) and counts the TEKs
+//!   it releases; the terminal keeps its own half — K_sac as the key center's Ks_local gave it,
+//!   never read from the card — in the terminal state file (format version 2, mode 0600,
+//!   [`keycast_terminal::state`]). When the Counter Limit is used up, `protect` again.
 //! - the TBKs: in the terminal state file (format version 2, mode 0600,
 //!   [`keycast_terminal::state`]), zeroized in memory.
 //!
 //! `watch`, `record` and `play` always run with the protection state (a channel-wrapped TEK is
-//! unwrapped with the card file's K_sac, a TBK-wrapped one with the state file's TBK the STKM
+//! unwrapped with the state file's K_sac, a TBK-wrapped one with the state file's TBK the STKM
 //! names); when a stream needs the channel or a TBK that is not set up, they say so once on
 //! standard error ("… run `keycast terminal protect`") and the key stays unusable.
 //! \[chosen\] The unwrap is done in the key holder the media path calls (`ProtectedCard`),
@@ -88,7 +86,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand, ValueEnum};
 use keycast_card::card::{Card, CardOpError};
 use keycast_card::gba_me::GbaMeStore;
-use keycast_card::mbms::{TekOut, unwrap_channel_tek};
+use keycast_card::mbms::TekOut;
 use keycast_card::persist::{CardFile, PersistentCard};
 use keycast_crypto::gba::GbaType;
 use keycast_gba::bsf::RandomSource as _;
@@ -104,7 +102,7 @@ use keycast_terminal::media::sdp::ClearStream;
 use keycast_terminal::media::shell::{Keys, STKM_PORT, WatchOptions, WatchSockets, WatchSummary, watch};
 use keycast_terminal::media::srtp::{RccMode, SrtpPolicy};
 use keycast_terminal::media::{DEFAULT_CARD_RECHECK, MediaTap, NoTap, WatchConfig};
-use keycast_terminal::protection::{ProtectionState, SacIdentity, stkm_tbk_id, usable_tek_for};
+use keycast_terminal::protection::{ProtectionState, SacIdentity, stkm_tbk_id, usable_tek, usable_tek_for};
 use keycast_terminal::provisioning::ClientConfig;
 use keycast_terminal::provisioning::{Answer, ProvisioningError, Purchase};
 use keycast_terminal::shell::{OsRandom, ShellConfig, TerminalShell, system_clock};
@@ -651,21 +649,24 @@ fn protected_card(path: Option<&PathBuf>, state: Option<&PathBuf>) -> Result<Pro
     let card = open_card(path)?;
     let state_path = state.cloned().unwrap_or_else(|| TerminalConfig::default().state_path(None, card.file().path()));
     let saved = StateFile::new(&state_path).load_or_default().context("reading the terminal state")?;
-    let mut tbks = ProtectionState::new();
+    let mut protection = ProtectionState::new();
     for (id, tbk) in saved.tbks {
-        tbks.insert_tbk(id, tbk);
+        protection.insert_tbk(id, tbk);
     }
-    Ok(ProtectedCard { card, tbks, told_channel: false, told_tbk: false })
+    if let Some(sac) = saved.sac {
+        protection.restore_sac(sac);
+    }
+    Ok(ProtectedCard { card, protection, told_channel: false, told_tbk: false })
 }
 
 /// The card file with the terminal's content protection (module docs): the key holder the media
 /// path calls. TEKs the card releases channel-wrapped (protection_after_reception 0, 1; P-10)
-/// are unwrapped with the K_sac the card file keeps, TBK-wrapped ones (2; P-11.5) with the TBK
+/// are unwrapped with the terminal's K_sac (state file), TBK-wrapped ones (2; P-11.5) with the TBK
 /// the STKM names; what cannot be unwrapped is passed on as it came (the watcher or player then
 /// reports it unusable), with a hint on standard error once.
 struct ProtectedCard {
     card: PersistentCard,
-    tbks: ProtectionState,
+    protection: ProtectionState,
     told_channel: bool,
     told_tbk: bool,
 }
@@ -727,16 +728,11 @@ impl MbmsKeyHolder for ProtectedCard {
         };
         Ok(match out {
             TekOut::ChannelWrapped(wrapped) => {
-                let clear = self
-                    .card
-                    .usim()
-                    .mbms
-                    .sac
-                    .as_ref()
-                    .and_then(|s| unwrap_channel_tek(s.expose_k_sac(), &wrapped).ok());
-                match clear {
-                    Some((tek, salt)) => TekOut::Clear { tek, salt: Some(salt) },
-                    None => {
+                // The terminal's own K_sac (from the key center, kept in its state file), never
+                // the card's.
+                match usable_tek(&self.protection, TekOut::ChannelWrapped(wrapped.clone())) {
+                    Ok((tek, salt)) => TekOut::Clear { tek, salt },
+                    Err(_) => {
                         Self::tell(
                             &mut self.told_channel,
                             "the card released a TEK for a channel this terminal does not hold",
@@ -747,7 +743,7 @@ impl MbmsKeyHolder for ProtectedCard {
             }
             out @ TekOut::TbkWrapped { .. } => {
                 let id = stkm_tbk_id(stkm);
-                match usable_tek_for(&self.tbks, out.clone(), id) {
+                match usable_tek_for(&self.protection, out.clone(), id) {
                     Ok((tek, salt)) => TekOut::Clear { tek, salt },
                     Err(_) => {
                         let id = id.map_or_else(|| "unnamed".to_owned(), |i| i.to_string());
@@ -1390,6 +1386,8 @@ fn run_protect(cfg: &TerminalConfig, a: &ProtectArgs) -> Result<ExitCode> {
                     .context("establishing the secure authenticated channel")?;
                 let until =
                     UtcTime::from_unix_seconds(sac.expires).map(time_text).unwrap_or_else(|_| sac.expires.to_string());
+                // The terminal's half of the channel, for later processes (state file, 0600).
+                state.sac = Some(sac.clone());
                 println!(
                     "secure channel established with the card: Counter Limit {}, until {until}",
                     sac.counter_limit
