@@ -82,6 +82,52 @@ fn demo_holds_every_expectation() {
                 w.len() == 5 && w[0] == w[2] && w[3] == "expectations"
             })
         }))
+        // (j) Pay-per-view and tokens on one service.
+        .stdout(predicate::str::contains("ok      terminal A buys the pay-per-view (ServiceRequest events / final-ppv)"))
+        .stdout(predicate::str::contains("ok      terminal A's card opens the program's STKM (program ID 1001)"))
+        .stdout(predicate::str::contains("ok      terminal A's card refuses an STKM under the same PEK for program ID 1002: refused as expected — SW 6985"))
+        .stdout(predicate::str::contains("ok      terminal A buys 2 view tokens (TokenPurchaseRequest for SEK 00060001)"))
+        .stdout(predicate::str::contains("program ID 2001: TEK ‖ salt match the broadcaster's; the same program: no unit taken"))
+        .stdout(predicate::str::contains("ok      terminal A's card refuses the token key: STKM TEK ID 4 for program ID 2003: refused as expected — SW 6985"))
+        // (k) Record and play back within the play-back counter, then refused.
+        .stdout(predicate::str::contains("ok      terminal A's card takes SEK 00080001 with pay-per-view and 2 play-backs (P-4 code 3)"))
+        .stdout(predicate::str::contains("ok      terminal A records the stream (keycast-terminal's watcher and Recorder, adapted PDCF): 2 STKMs and 10 samples"))
+        .stdout(predicate::str::contains("ok      play-back 1 of 2 through the card: 10 samples equal the RTP payloads sent; the card counts 1 play-back(s) left"))
+        .stdout(predicate::str::contains("ok      play-back 2 of 2 through the card: 10 samples equal the RTP payloads sent; the card counts 0 play-back(s) left"))
+        .stdout(predicate::str::contains("ok      play-back 3: the card refuses the recording's first STKM: refused as expected — SW 9865"))
+        // (l) A reboot: B restarts from its card and state, registers, gets the key it missed.
+        .stdout(predicate::str::contains("ok      terminal B powers off: it writes its state, the card leaves the shell: state file of"))
+        .stdout(predicate::str::contains("ok      operator: while B is off, rollover of Key Group 3 makes the next SEK (admin API): 201: SEK 00030003"))
+        .stdout(predicate::str::contains("ok      terminal B powers on: a new keycast-terminal shell around the same card, restored from the state: the state reads back equal"))
+        .stdout(predicate::str::contains("ok      terminal B registers on the MBMS interface after the restart: 200; no new bootstrap"))
+        .stdout(predicate::str::contains("SEK 00030003: the card stores it; the terminal sends the verification message back"))
+        .stdout(predicate::str::contains("ok      terminal B's card opens STKM TEK ID 1 under SEK 00030003: the key rolled over while B was off"))
+        // (m) An ended purchase is purged at Deregistration.
+        .stdout(predicate::str::contains("ok      admin API lists B's purchases: 2 purchase(s): basic / basic-month, events / short-ppv"))
+        .stdout(predicate::str::contains("ok      terminal B deregisters (DeregistrationRequest): success for basic"))
+        .stdout(predicate::str::contains("ok      the BSM purged the ended purchase: the admin API no longer lists it: 1 purchase(s): basic / basic-month"))
+        // (n) BCAST_Client_ID over mutual TLS.
+        .stdout(predicate::str::contains("ok      device B without a BCAST_Client_ID: the BSM asks for it at Registration: 403 send_BCAST_Client_ID"))
+        .stdout(predicate::str::contains("ok      device B with a BCAST_Client_ID registers (OMA BCAST RegistrationRequest over mutual TLS): 403 send_BCAST_Client_ID, then the Registration again with the ID"))
+        .stdout(predicate::str::contains("ok      the BSM stores the device's BCAST_Client_ID"))
+        .stdout(predicate::function(|s: &str| {
+            // The summary table: a row per section, each "ok" with held = total, adding up to
+            // the summary line's count.
+            let Some((_, rest)) = s.split_once("\nsummary by section:\n") else { return false };
+            let table = rest.split("\n\n").next().unwrap_or_default();
+            let rows: Vec<Vec<&str>> =
+                table.lines().skip(1).map(|l| l.split_whitespace().rev().take(3).collect()).collect();
+            let labels =
+                [
+                    "(a) ", "(b) ", "(c) ", "(d) ", "(e) ", "(f) ", "(g) ", "(h) ", "(i) ", "(j) ", "(k) ", "(l) ", "(m) ",
+                    "(n) ",
+                ];
+            let held: usize = rows.iter().filter_map(|r| r.get(2)?.parse::<usize>().ok()).sum();
+            labels.iter().all(|l| table.contains(&format!("\n  {l}")))
+                && rows.len() == labels.len() + 1
+                && rows.iter().all(|r| r.len() == 3 && r[0] == "ok" && r[1] == r[2])
+                && s.contains(&format!("\nsummary: {held} of {held} expectations held\n"))
+        }))
         .stdout(predicate::str::ends_with("demo: ok\n"));
 }
 

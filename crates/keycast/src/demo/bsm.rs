@@ -60,14 +60,14 @@ use super::{
 };
 
 /// The subscriber of terminal B (a demo choice in the form of the others).
-const IMPI_B: &str = "001010000000003@ims.mnc001.mcc001.3gppnetwork.org";
+pub(super) const IMPI_B: &str = "001010000000003@ims.mnc001.mcc001.3gppnetwork.org";
 const IMSI_B: &str = "001010000000003";
 /// The SQN the BSF's first vector for terminal B carries (any value a step above zero works).
 const SQN_B: &str = "000000001000";
 /// Key Group of the BSM's service: apart from the groups (a)–(g) left on terminal A's card.
-const KEY_GROUP: u16 = 3;
+pub(super) const KEY_GROUP: u16 = 3;
 /// Lifetime of each SEK the admin API makes, and how long before its end the next one is made.
-const KEY_LIFETIME: u64 = 7_200;
+pub(super) const KEY_LIFETIME: u64 = 7_200;
 const KEY_LEAD: u64 = 3_600;
 /// Subscription period of the offer.
 const PERIOD: u64 = 30 * 86_400;
@@ -146,13 +146,13 @@ impl CollectedIntents {
 }
 
 /// One server task and the sender that stops it.
-struct Served {
+pub(super) struct Served {
     stop: oneshot::Sender<()>,
     task: JoinHandle<()>,
 }
 
 impl Served {
-    async fn stop(self) {
+    pub(super) async fn stop(self) {
         let _ = self.stop.send(());
         let _ = tokio::time::timeout(STOP_WAIT, self.task).await;
     }
@@ -175,8 +175,9 @@ fn serve(listener: TcpListener, app: axum::Router) -> Served {
 
 /// The running BSM.
 pub(super) struct Bsm {
-    store: SqliteStore,
-    addr: SocketAddr,
+    pub(super) store: SqliteStore,
+    /// The provisioning listener (a restarting terminal's state names it, section (l)).
+    pub(super) addr: SocketAddr,
     /// The admin listener, which also serves the broadcaster API (section (i)).
     pub(super) admin_addr: SocketAddr,
     admin_token: Zeroizing<String>,
@@ -184,9 +185,14 @@ pub(super) struct Bsm {
     pub(super) broadcaster_token: Zeroizing<String>,
     intents: Arc<CollectedIntents>,
     writer: IntentWriter<SqliteStore, BsmRandom>,
-    keys: Arc<ZnClient>,
+    /// Its Zn client (section (k) seals a key under a terminal's SMK from it).
+    pub(super) keys: Arc<ZnClient>,
     pub(super) clock: DemoClock,
     servers: Vec<Served>,
+    /// The provisioning routes' Ua guard (section (n) serves the routes over mutual TLS too).
+    guard: Arc<UaGuard>,
+    /// The routes' intent sink.
+    sink: Arc<CollectedIntents>,
 }
 
 /// 32 bytes for one of the BSM's fixed secrets, from the demo seed.
@@ -241,9 +247,10 @@ impl Bsm {
         // until its lifetime ends), and the demo's terminals bootstrap more than once.
         let guard = Arc::new(UaGuard::new(authenticator, keys.clone()).with_clock(clock.unix()));
         let intents = Arc::new(CollectedIntents::default());
-        let state = ProvisioningState::new(Provisioning::new(store.clone(), ProvisioningConfig::new(BSM_FQDN)), guard)
-            .with_clock(clock.unix())
-            .with_intents(intents.clone());
+        let state =
+            ProvisioningState::new(Provisioning::new(store.clone(), ProvisioningConfig::new(BSM_FQDN)), guard.clone())
+                .with_clock(clock.unix())
+                .with_intents(intents.clone());
         let admin_token = Zeroizing::new(hex::encode(&secret(seed, "admin token")[..16]));
         let material = SeededMaterial { seed: seed.to_be_bytes(), calls: AtomicU32::new(0) };
         let admin = AdminState::new(store.clone(), admin_token.clone())
@@ -264,9 +271,46 @@ impl Bsm {
         ];
         // The writer's scheduler only draws jitter, which the demo's scheduler has none of.
         let writer = IntentWriter::new(store.clone(), scheduler(PushPorts::default()), BsmRandom::new(seed));
-        let bsm =
-            Bsm { store, addr, admin_addr, admin_token, broadcaster_token, intents, writer, keys, clock, servers };
+        let sink = intents.clone();
+        let bsm = Bsm {
+            store,
+            addr,
+            admin_addr,
+            admin_token,
+            broadcaster_token,
+            intents,
+            writer,
+            keys,
+            clock,
+            servers,
+            guard,
+            sink,
+        };
         Ok((bsm, dir))
+    }
+
+    /// Serves the provisioning routes once more on a loopback port over TLS with client
+    /// certificates required, asking for the BCAST_Client_ID at Registration (section (n)).
+    pub(super) async fn serve_mutual_tls(&self, tls: rustls::ServerConfig) -> Result<(SocketAddr, Served), String> {
+        let state = ProvisioningState::new(
+            Provisioning::new(self.store.clone(), ProvisioningConfig::new(BSM_FQDN)),
+            self.guard.clone(),
+        )
+        .with_clock(self.clock.unix())
+        .with_intents(self.sink.clone())
+        .with_client_id_policy(keycast_bsm::client_id::BcastClientIdPolicy::Request);
+        let listener = TcpListener::bind("127.0.0.1:0").await.map_err(|e| format!("TLS listener: {e}"))?;
+        let addr = listener.local_addr().map_err(|e| format!("TLS listener: {e}"))?;
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(keycast_bsm::http::tls::serve(
+            listener,
+            bsm_app(Arc::new(state)),
+            Some(Arc::new(tls)),
+            async {
+                let _ = stopped.await;
+            },
+        ));
+        Ok((addr, Served { stop, task }))
     }
 
     async fn stop(self) {
@@ -308,7 +352,7 @@ impl Bsm {
     }
 }
 
-fn ntp(unix: u64) -> u32 {
+pub(super) fn ntp(unix: u64) -> u32 {
     // The demo's clock stays within hours of T0, far inside the first NTP era.
     u32::try_from(unix + NTP_UNIX).unwrap_or(u32::MAX)
 }
@@ -334,13 +378,27 @@ async fn new_shell(
     interface: Interface,
     rng: &mut DemoRng,
 ) -> Result<Shell, String> {
-    let mut config = ShellConfig::new(
-        &bsm.addr.to_string(),
-        &bsf.to_string(),
-        terminal(impi, TerminalMode::GbaU),
-        ClientConfig::new(BSM_FQDN, "Keycast-demo"),
-    );
     let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
+    new_shell_at((bsm, bsm.addr), bsf, card, impi, (interface, loopback), demo_client(), rng).await
+}
+
+/// The terminals' provisioning client configuration.
+pub(super) fn demo_client() -> ClientConfig {
+    ClientConfig::new(BSM_FQDN, "Keycast-demo")
+}
+
+/// [`new_shell`] toward the BSM's listener at `addr`, with the LTKM socket bound to `loopback` and `client`'s
+/// configuration (a terminal restarting from its state file, section (l); over TLS, (n)).
+pub(super) async fn new_shell_at(
+    (bsm, addr): (&Bsm, SocketAddr),
+    bsf: SocketAddr,
+    card: CardReader,
+    impi: &str,
+    (interface, loopback): (Interface, SocketAddr),
+    client: ClientConfig,
+    rng: &mut DemoRng,
+) -> Result<Shell, String> {
+    let mut config = ShellConfig::new(&addr.to_string(), &bsf.to_string(), terminal(impi, TerminalMode::GbaU), client);
     config.registration_interface = interface;
     config.oma_bcast_udp = (interface == Interface::OmaBcast).then_some(loopback);
     config.mbms_udp = (interface == Interface::Mbms).then_some(loopback);
@@ -451,6 +509,32 @@ async fn scenario(
             // (i) runs on what (h) left: the BSM, its push worker and terminal B.
             if n.failed == failed {
                 super::stream::run_stream(n, rng, &bsm, &worker, &mut b).await;
+            }
+            // (j) on the same BSM, with terminal A (its basic subscription ended in (h)).
+            if n.failed == failed {
+                super::ppv::run_ppv(n, rng, &bsm, &mut a).await;
+            }
+            // (k) with terminal A: its own key, sealed on the BSM's side (see the module).
+            if n.failed == failed {
+                super::playback::run_playback(n, rng, &bsm, &mut a).await;
+            }
+            // (l) terminal B restarts from its card and state while a key rolls over.
+            let mut b = if n.failed == failed {
+                super::reboot::run_reboot(n, rng, &bsm, &worker, bsf, b).await
+            } else {
+                Some(b)
+            };
+            // (m) the restarted B buys a short program and deregisters after it ended.
+            if let Some(b) = b.as_mut()
+                && n.failed == failed
+            {
+                super::purge::run_purge(n, &bsm, b).await;
+            }
+            // (n) B's card in a device with a client certificate, toward the BSM over mutual TLS.
+            if n.failed == failed
+                && let Some(b) = b.take()
+            {
+                super::client_id::run_client_id(n, rng, &bsm, bsf, b).await;
             }
             // The shells hold keep-alive connections to the BSM: closed before the servers stop.
             drop((a, b, worker));
@@ -742,7 +826,7 @@ async fn catalogue(n: &mut Narrator, bsm: &Bsm, sek1: SekPekId) -> bool {
 }
 
 /// `POST …/rollover`; expects 201 for `want`, valid from `from` for KEY_LIFETIME.
-async fn rollover(bsm: &Bsm, want: SekPekId, from: u64) -> Result<String, String> {
+pub(super) async fn rollover(bsm: &Bsm, want: SekPekId, from: u64) -> Result<String, String> {
     let body = format!(r#"{{"mcc":"001","mnc":"01","key_lifetime_secs":{KEY_LIFETIME},"lead_secs":{KEY_LEAD}}}"#);
     let (status, answer) = bsm.admin("POST", &format!("/admin/v1/key-groups/{KEY_GROUP}/rollover"), &body).await?;
     let json: serde_json::Value = serde_json::from_str(&answer).map_err(|e| format!("{status}: {e}"))?;
@@ -761,7 +845,7 @@ async fn rollover(bsm: &Bsm, want: SekPekId, from: u64) -> Result<String, String
 }
 
 /// The broadcaster reads the SEK (and its RAND) from the BSM's store.
-async fn broadcaster_key(n: &mut Narrator, bsm: &Bsm, id: SekPekId) -> Result<StoredKey, ()> {
+pub(super) async fn broadcaster_key(n: &mut Narrator, bsm: &Bsm, id: SekPekId) -> Result<StoredKey, ()> {
     match bsm.sek(id).await {
         Ok(k) => {
             n.demo_key(&format!("SEK {} (broadcaster, from the BSM's store)", id_hex(id)), k.key.expose_secret());
@@ -777,7 +861,7 @@ async fn broadcaster_key(n: &mut Narrator, bsm: &Bsm, id: SekPekId) -> Result<St
 /// One push round, the terminal's socket read once per key, the verification messages taken in.
 /// `effect` says what the card did with each LTKM (stored the key, applied an invalidation).
 #[allow(clippy::too_many_arguments)]
-async fn push_and_verify(
+pub(super) async fn push_and_verify(
     n: &mut Narrator,
     bsm: &Bsm,
     worker: &Worker,
