@@ -163,6 +163,13 @@ fn store_error(e: StoreError) -> Response {
 
 /// Whether the request carries the admin token and comes from loopback.
 fn authorised<S>(state: &AdminState<S>, peer: SocketAddr, headers: &HeaderMap) -> bool {
+    bearer_from_loopback(&state.token, peer, headers)
+}
+
+/// Whether `headers` carry `Authorization: Bearer <expected>` (compared in constant time) and
+/// `peer` is a loopback address; an empty `expected` admits no one. The admin and broadcaster
+/// APIs' rule (\[chosen\], module docs).
+pub(crate) fn bearer_from_loopback(expected: &str, peer: SocketAddr, headers: &HeaderMap) -> bool {
     let token = headers
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -173,8 +180,8 @@ fn authorised<S>(state: &AdminState<S>, peer: SocketAddr, headers: &HeaderMap) -
         std::net::IpAddr::V4(ip) => ip.is_loopback(),
         std::net::IpAddr::V6(ip) => ip.is_loopback() || ip.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()),
     };
-    let matches = bool::from(token.as_bytes().ct_eq(state.token.as_bytes()));
-    loopback && matches && !state.token.is_empty()
+    let matches = bool::from(token.as_bytes().ct_eq(expected.as_bytes()));
+    loopback && matches && !expected.is_empty()
 }
 
 /// A service as the API shows and takes it.

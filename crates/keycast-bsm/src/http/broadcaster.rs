@@ -24,11 +24,10 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{ConnectInfo, Path, State};
-use axum::http::{HeaderMap, StatusCode, header::AUTHORIZATION};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde::{Deserialize, Serialize};
-use subtle::ConstantTimeEq as _;
 use zeroize::Zeroizing;
 
 use crate::domain::{KeyGroup, ntp_seconds};
@@ -134,18 +133,7 @@ pub fn broadcaster_app<S: BsmStore + Send + Sync + 'static>(state: Arc<Broadcast
 }
 
 fn authorised<S>(state: &BroadcasterState<S>, peer: SocketAddr, headers: &HeaderMap) -> bool {
-    let token = headers
-        .get(AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
-        .unwrap_or_default();
-    let loopback = match peer.ip() {
-        std::net::IpAddr::V4(ip) => ip.is_loopback(),
-        std::net::IpAddr::V6(ip) => ip.is_loopback() || ip.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()),
-    };
-    let matches = bool::from(token.as_bytes().ct_eq(state.token.as_bytes()));
-    loopback && matches && !state.token.is_empty()
+    super::admin::bearer_from_loopback(&state.token, peer, headers)
 }
 
 async fn require_token<S: Send + Sync + 'static>(
