@@ -27,17 +27,9 @@ use keycast_mikey::{
 };
 use keycast_terminal::media::srtp::{Mki, SrtpMasterKey, SrtpPolicy, SrtpSender};
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair};
-use served::stack::{ADMIN, BROADCAST, FQDN, live, write_secret};
+use served::stack::{ADMIN, BROADCAST, BSF_HOST, FQDN, IMPI, IMSI, SET1_K, SET1_OP, bsf_with_set1, live, write_secret};
 use served::{Served, free_port};
 
-/// Milenage test set 1 (TS 35.208 §4.3).
-const K: &str = "465b5ce8b199b49faa5f0a2ee238a6bc";
-const OP: &str = "cdc202d5123e20f62b6d676ac72cb318";
-const SQN1: u64 = 0xff9b_b4d0_b607;
-const IMPI: &str = "001010000000001@ims.mnc001.mcc001.3gppnetwork.org";
-const IMSI: &str = "001010000000001";
-const BSF_HOST: &str = "bsf.example.org";
-const ZN_TOKEN: &str = "bsm-zn-token-8c1f0e5d2b7a4936";
 /// The TBK the BSM binds Key Group 1 to (`[key_center] tbk_bindings`).
 const TBK_ID: u32 = 1911;
 const TBK_SECRET: [u8; 32] = [0x3b; 32];
@@ -278,46 +270,7 @@ fn protect_sets_up_the_channel_and_tbks_that_watch_then_uses() {
     ca.leaf(d, "terminal", "terminal-0001.devices.example.org", ExtendedKeyUsagePurpose::ClientAuth);
 
     // The BSF, with set 1's subscriber.
-    let bsf_port = free_port();
-    write_secret(&d.join("bsf-storage.key"), "5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a\n");
-    write_secret(&d.join("bsf-server.secret"), &format!("{}\n", "c0ffee".repeat(10) + "c0ff"));
-    write_secret(&d.join("zn.token"), &format!("{ZN_TOKEN}\n"));
-    let bsf_config = d.join("bsf.toml");
-    let bsf_metrics = free_port();
-    fs::write(
-        &bsf_config,
-        format!(
-            "domain = \"{BSF_HOST}\"\nstorage_key_file = \"bsf-storage.key\"\nserver_secret_file = \"bsf-server.secret\"\n\
-             listen = \"127.0.0.1:{bsf_port}\"\nfake_amf = \"b9b9\"\n\
-             [zn]\nauthorised_nafs = [\"{FQDN}\"]\n[[zn.tokens]]\nnaf = \"{FQDN}\"\ntoken_file = \"zn.token\"\n\
-             [metrics]\nlisten = \"127.0.0.1:{bsf_metrics}\"\n"
-        ),
-    )
-    .unwrap();
-    write_secret(&d.join("set1.keys"), &format!("K={K}\nOP={OP}\n"));
-    let sqn = format!("{:x}", SQN1 - 32);
-    let (ok, out, err) = keycast(&[
-        "bsf",
-        "subscriber",
-        "add",
-        "--impi",
-        IMPI,
-        "--imsi",
-        IMSI,
-        "--amf",
-        "b9b9",
-        "--gba-type",
-        "gba-u",
-        "--sqn",
-        &sqn,
-        "--keys-file",
-        d.join("set1.keys").to_str().unwrap(),
-        "--config",
-        bsf_config.to_str().unwrap(),
-    ]);
-    assert!(ok, "{out}{err}");
-    let _bsf =
-        Served::start(&["serve", "bsf", "--config", bsf_config.to_str().unwrap()], d.join("bsf.log"), &[bsf_port]);
+    let (_bsf, bsf_port, _) = bsf_with_set1(d);
 
     // The BSM over HTTPS with client certificates, its key center binding Key Group 1 to TBK 1911.
     let (bsm_port, admin_port, metrics_port) = (free_port(), free_port(), free_port());
@@ -387,7 +340,7 @@ fn protect_sets_up_the_channel_and_tbks_that_watch_then_uses() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(format!("K={K}\nOP={OP}\n").as_bytes()).unwrap();
+    child.stdin.take().unwrap().write_all(format!("K={SET1_K}\nOP={SET1_OP}\n").as_bytes()).unwrap();
     let made = child.wait_with_output().unwrap();
     assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
     let config = d.join("terminal.toml");

@@ -16,17 +16,8 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 use serde_json::Value;
-use served::stack::{ADMIN, FQDN, http, write_secret};
+use served::stack::{ADMIN, BSF_HOST, FQDN, IMPI, IMSI, SET1_K, SET1_OP, bsf_with_set1, http, write_secret};
 use served::{Served, free_port};
-
-/// Milenage test set 1 (TS 35.208 §4.3).
-const K: &str = "465b5ce8b199b49faa5f0a2ee238a6bc";
-const OP: &str = "cdc202d5123e20f62b6d676ac72cb318";
-const SQN1: u64 = 0xff9b_b4d0_b607;
-const IMPI: &str = "001010000000001@ims.mnc001.mcc001.3gppnetwork.org";
-const IMSI: &str = "001010000000001";
-const BSF_HOST: &str = "bsf.example.org";
-const ZN_TOKEN: &str = "bsm-zn-token-8c1f0e5d2b7a4936";
 
 fn keycast(args: &[&str]) -> (bool, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_keycast")).args(args).env("RUST_LOG", "info").output().unwrap();
@@ -86,48 +77,7 @@ fn subscribe_status_restart_unsubscribe_buy_deregister() {
     let d = dir.path();
 
     // The BSF, with set 1's subscriber.
-    let (bsf_port, bsf_metrics) = (free_port(), free_port());
-    write_secret(&d.join("bsf-storage.key"), "5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a\n");
-    write_secret(&d.join("bsf-server.secret"), &format!("{}\n", "c0ffee".repeat(10) + "c0ff"));
-    write_secret(&d.join("zn.token"), &format!("{ZN_TOKEN}\n"));
-    let bsf_config = d.join("bsf.toml");
-    fs::write(
-        &bsf_config,
-        format!(
-            "domain = \"{BSF_HOST}\"\nstorage_key_file = \"bsf-storage.key\"\nserver_secret_file = \"bsf-server.secret\"\n\
-             listen = \"127.0.0.1:{bsf_port}\"\nfake_amf = \"b9b9\"\n\
-             [zn]\nauthorised_nafs = [\"{FQDN}\"]\n[[zn.tokens]]\nnaf = \"{FQDN}\"\ntoken_file = \"zn.token\"\n\
-             [metrics]\nlisten = \"127.0.0.1:{bsf_metrics}\"\n"
-        ),
-    )
-    .unwrap();
-    write_secret(&d.join("set1.keys"), &format!("K={K}\nOP={OP}\n"));
-    let sqn = format!("{:x}", SQN1 - 32);
-    let (ok, out, err) = keycast(&[
-        "bsf",
-        "subscriber",
-        "add",
-        "--impi",
-        IMPI,
-        "--imsi",
-        IMSI,
-        "--amf",
-        "b9b9",
-        "--gba-type",
-        "gba-u",
-        "--sqn",
-        &sqn,
-        "--keys-file",
-        d.join("set1.keys").to_str().unwrap(),
-        "--config",
-        bsf_config.to_str().unwrap(),
-    ]);
-    assert!(ok, "{out}{err}");
-    let mut bsf = Served::start(
-        &["serve", "bsf", "--config", bsf_config.to_str().unwrap()],
-        d.join("bsf.log"),
-        &[bsf_port, bsf_metrics],
-    );
+    let (mut bsf, bsf_port, bsf_metrics) = bsf_with_set1(d);
 
     // The BSM, with a catalogue and a live key in Key Group 1.
     let (bsm_port, admin_port) = (free_port(), free_port());
@@ -202,7 +152,7 @@ fn subscribe_status_restart_unsubscribe_buy_deregister() {
             "--iccid",
             "8900100000000000001",
         ],
-        &format!("K={K}\nOP={OP}\n"),
+        &format!("K={SET1_K}\nOP={SET1_OP}\n"),
     );
     assert!(ok, "{out}{err}");
     let config = d.join("terminal.toml");

@@ -288,3 +288,52 @@ pub fn card_with_policy(
 pub const IMSI: &str = "001010000000001";
 pub const IMPI: &str = "001010000000001@ims.mnc001.mcc001.3gppnetwork.org";
 pub const ICCID: &str = "8900100000000000001";
+
+/// Milenage test set 1 (TS 35.208 §4.3): the subscriber of [`bsf_with_set1`].
+pub const SET1_K: &str = "465b5ce8b199b49faa5f0a2ee238a6bc";
+/// Test set 1's OP.
+pub const SET1_OP: &str = "cdc202d5123e20f62b6d676ac72cb318";
+/// Test set 1's SQN.
+pub const SET1_SQN: u64 = 0xff9b_b4d0_b607;
+/// The BSF's name.
+pub const BSF_HOST: &str = "bsf.example.org";
+/// The token the BSM `FQDN` has on the BSF's Zn.
+pub const ZN_TOKEN: &str = "bsm-zn-token-8c1f0e5d2b7a4936";
+
+/// `serve bsf` in `d` with test set 1's subscriber ([`IMPI`], [`IMSI`]; its first challenge
+/// takes SQN1) and [`ZN_TOKEN`] for the NAF [`FQDN`]: the process, its Ub/Zn port and its metrics
+/// port.
+pub fn bsf_with_set1(d: &Path) -> (Served, u16, u16) {
+    let (bsf_port, bsf_metrics) = (free_port(), free_port());
+    write_secret(&d.join("bsf-storage.key"), "5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a\n");
+    write_secret(&d.join("bsf-server.secret"), &format!("{}\n", "c0ffee".repeat(10) + "c0ff"));
+    write_secret(&d.join("zn.token"), &format!("{ZN_TOKEN}\n"));
+    let bsf_config = d.join("bsf.toml");
+    fs::write(
+        &bsf_config,
+        format!(
+            "domain = \"{BSF_HOST}\"\nstorage_key_file = \"bsf-storage.key\"\nserver_secret_file = \"bsf-server.secret\"\n\
+             listen = \"127.0.0.1:{bsf_port}\"\nfake_amf = \"b9b9\"\n\
+             [zn]\nauthorised_nafs = [\"{FQDN}\"]\n[[zn.tokens]]\nnaf = \"{FQDN}\"\ntoken_file = \"zn.token\"\n\
+             [metrics]\nlisten = \"127.0.0.1:{bsf_metrics}\"\n"
+        ),
+    )
+    .unwrap();
+    write_secret(&d.join("set1.keys"), &format!("K={SET1_K}\nOP={SET1_OP}\n"));
+    let sqn = format!("{:x}", SET1_SQN - 32);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_keycast"))
+        .args(["bsf", "subscriber", "add", "--impi", IMPI, "--imsi", IMSI, "--amf", "b9b9", "--gba-type", "gba-u"])
+        .args(["--sqn", &sqn, "--keys-file"])
+        .arg(d.join("set1.keys"))
+        .arg("--config")
+        .arg(&bsf_config)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let bsf = Served::start(
+        &["serve", "bsf", "--config", bsf_config.to_str().unwrap()],
+        d.join("bsf.log"),
+        &[bsf_port, bsf_metrics],
+    );
+    (bsf, bsf_port, bsf_metrics)
+}
