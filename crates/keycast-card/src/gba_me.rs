@@ -43,6 +43,17 @@ impl GbaMeStore {
         self.bootstrap = Some(Bootstrap { ks: gba::ks_from_ck_ik(ck, ik), rand, b_tid: b_tid.to_owned() });
     }
 
+    /// The bootstrapped set (Ks, RAND, B-TID), for the key store file
+    /// ([`crate::persist::gba_me`]).
+    pub(crate) fn bootstrap_parts(&self) -> Option<(&Ks, &[u8; 16], &str)> {
+        self.bootstrap.as_ref().map(|b| (&b.ks, &b.rand, b.b_tid.as_str()))
+    }
+
+    /// A store as the key store file holds it.
+    pub(crate) fn from_parts(bootstrap: Option<(Ks, [u8; 16], String)>, mbms: MbmsStore) -> Self {
+        Self { bootstrap: bootstrap.map(|(ks, rand, b_tid)| Bootstrap { ks, rand, b_tid }), mbms }
+    }
+
     /// The B-TID of the current bootstrap.
     pub fn b_tid(&self) -> Option<&str> {
         self.bootstrap.as_ref().map(|b| b.b_tid.as_str())

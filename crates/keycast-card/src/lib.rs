@@ -50,6 +50,14 @@ pub mod fuzzing {
         }
     }
 
+    /// The GBA_ME key store decoder; whatever decodes must encode back to the same store.
+    pub fn gba_me_file(data: &[u8]) {
+        use crate::persist::gba_me::{decode, encode};
+        if let Ok(store) = decode(data) {
+            assert_eq!(decode(&encode(&store)).expect("re-encoded GBA_ME store decodes"), store);
+        }
+    }
+
     /// The card-file decoder; whatever decodes must encode back to the same bytes' meaning.
     pub fn card_file(data: &[u8]) {
         if let Ok(usim) = crate::persist::decode(data) {

@@ -104,6 +104,8 @@ use crate::mbms::{Capacity, MbmsStore, MskEntry, MskRecord, MskUpdate, MtkAnswer
 use crate::sac::{LocalKeyIds, LocalKeyStatus, SecureChannel};
 use crate::usim::{AkaAnswer, GbaContext, LocalKeyRequest, NafKeyRecord, Usim, UsimIdentity};
 
+pub mod gba_me;
+
 /// The first 13 bytes of every card file.
 pub const MAGIC: &[u8; 13] = b"KEYCAST-CARD\0";
 
@@ -140,12 +142,16 @@ const VALIDITY_TS: u8 = 2;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum PersistError {
-    /// The file does not start with `KEYCAST-CARD\0`.
-    #[error("not a Keycast card file (wrong magic)")]
-    WrongMagic,
+    /// The file does not start with the magic of the kind expected (`KEYCAST-CARD\0` for a card
+    /// file).
+    #[error("not a Keycast {expected} (wrong magic)")]
+    WrongMagic {
+        /// The kind of file expected: "card file", "GBA_ME key store".
+        expected: &'static str,
+    },
     /// The file was written by another Keycast version.
     #[error(
-        "card file from another Keycast version: format version {found}, this Keycast reads version {oldest} to \
+        "key file from another Keycast version: format version {found}, this Keycast reads version {oldest} to \
          {supported}",
         oldest = OLDEST_FORMAT_VERSION
     )]
@@ -157,7 +163,7 @@ pub enum PersistError {
         supported: u16,
     },
     /// The structure is inconsistent at this byte offset although the checksum matched.
-    #[error("card file corrupted at byte {offset}: bad {what}")]
+    #[error("key file corrupted at byte {offset}: bad {what}")]
     Corrupted {
         /// Offset of the field from the start of the file.
         offset: usize,
@@ -165,10 +171,10 @@ pub enum PersistError {
         what: &'static str,
     },
     /// The checksum does not match the contents: the file was damaged.
-    #[error("card file corrupted: checksum mismatch")]
+    #[error("key file corrupted: checksum mismatch")]
     ChecksumMismatch,
     /// The file ends before its header says it does.
-    #[error("card file truncated: {len} bytes, {needed} expected")]
+    #[error("key file truncated: {len} bytes, {needed} expected")]
     Truncated {
         /// Bytes present.
         len: usize,
@@ -287,13 +293,67 @@ pub fn encode(usim: &Usim) -> Zeroizing<Vec<u8>> {
 /// Encodes in format `version` ([`OLDEST_FORMAT_VERSION`]..=[`FORMAT_VERSION`]); only the tests
 /// write older versions.
 fn encode_as(usim: &Usim, version: u16) -> Zeroizing<Vec<u8>> {
+    frame(&CARD_FRAME, version, |w| encode_body(w, usim, version))
+}
+
+/// The framing shared by the files of this module (the card file, the GBA_ME key store file):
+/// magic ‖ u16 version ‖ u32 body length ‖ body ‖ HMAC-SHA-256 checksum.
+struct Frame {
+    /// What the file is, for [`PersistError::WrongMagic`].
+    kind: &'static str,
+    magic: &'static [u8; 13],
+    oldest: u16,
+    newest: u16,
+    checksum_key: &'static [u8],
+}
+
+const CARD_FRAME: Frame = Frame {
+    kind: "card file",
+    magic: MAGIC,
+    oldest: OLDEST_FORMAT_VERSION,
+    newest: FORMAT_VERSION,
+    checksum_key: CHECKSUM_KEY,
+};
+
+fn frame(f: &Frame, version: u16, body: impl FnOnce(&mut Writer)) -> Zeroizing<Vec<u8>> {
     let mut w = Writer::new();
-    w.put(MAGIC);
+    w.put(f.magic);
     w.u16(version);
-    w.nested(|w| encode_body(w, usim, version));
-    let sum = hmac_sha256(CHECKSUM_KEY, &[&w.buf]);
+    w.nested(body);
+    let sum = hmac_sha256(f.checksum_key, &[&w.buf]);
     w.put(&sum);
     w.buf
+}
+
+/// Checks the frame (magic, version, length, checksum, in this order) and returns the version
+/// and a reader over the body.
+fn unframe<'a>(f: &Frame, data: &'a [u8]) -> Res<(u16, Reader<'a>)> {
+    let magic_len = f.magic.len().min(data.len());
+    if data[..magic_len] != f.magic[..magic_len] {
+        return Err(PersistError::WrongMagic { expected: f.kind });
+    }
+    if data.len() < HEADER_LEN {
+        return Err(PersistError::Truncated { len: data.len(), needed: HEADER_LEN + CHECKSUM_LEN });
+    }
+    let mut r = Reader::at(&data[..HEADER_LEN], 0);
+    r.take(f.magic.len(), "magic")?;
+    let version = r.u16("format version")?;
+    if !(f.oldest..=f.newest).contains(&version) {
+        return Err(PersistError::UnsupportedVersion { found: version, supported: f.newest });
+    }
+    let body_len = r.len("body length")?;
+    let needed = HEADER_LEN.saturating_add(body_len).saturating_add(CHECKSUM_LEN);
+    if data.len() < needed {
+        return Err(PersistError::Truncated { len: data.len(), needed });
+    }
+    if data.len() > needed {
+        return Err(PersistError::Corrupted { offset: needed, what: "end of file (bytes after the checksum)" });
+    }
+    let (signed, sum) = data.split_at(needed - CHECKSUM_LEN);
+    if !ct_eq(&hmac_sha256(f.checksum_key, &[signed]), sum) {
+        return Err(PersistError::ChecksumMismatch);
+    }
+    Ok((version, Reader::at(&signed[HEADER_LEN..], HEADER_LEN)))
 }
 
 fn encode_body(w: &mut Writer, usim: &Usim, version: u16) {
@@ -558,32 +618,7 @@ impl<'a> Reader<'a> {
 
 /// Decodes a card file. Never panics; see the module docs for the order of the checks.
 pub fn decode(data: &[u8]) -> Result<Usim, PersistError> {
-    let magic_len = MAGIC.len().min(data.len());
-    if data[..magic_len] != MAGIC[..magic_len] {
-        return Err(PersistError::WrongMagic);
-    }
-    if data.len() < HEADER_LEN {
-        return Err(PersistError::Truncated { len: data.len(), needed: HEADER_LEN + CHECKSUM_LEN });
-    }
-    let mut r = Reader::at(&data[..HEADER_LEN], 0);
-    r.take(MAGIC.len(), "magic")?;
-    let version = r.u16("format version")?;
-    if !(OLDEST_FORMAT_VERSION..=FORMAT_VERSION).contains(&version) {
-        return Err(PersistError::UnsupportedVersion { found: version, supported: FORMAT_VERSION });
-    }
-    let body_len = r.len("body length")?;
-    let needed = HEADER_LEN.saturating_add(body_len).saturating_add(CHECKSUM_LEN);
-    if data.len() < needed {
-        return Err(PersistError::Truncated { len: data.len(), needed });
-    }
-    if data.len() > needed {
-        return Err(PersistError::Corrupted { offset: needed, what: "end of file (bytes after the checksum)" });
-    }
-    let (signed, sum) = data.split_at(needed - CHECKSUM_LEN);
-    if !ct_eq(&hmac_sha256(CHECKSUM_KEY, &[signed]), sum) {
-        return Err(PersistError::ChecksumMismatch);
-    }
-    let mut body = Reader::at(&signed[HEADER_LEN..], HEADER_LEN);
+    let (version, mut body) = unframe(&CARD_FRAME, data)?;
     decode_body(&mut body, version)
 }
 
@@ -740,7 +775,7 @@ pub enum CardFileError {
         error: io::Error,
     },
     /// `create` refuses to overwrite an existing file.
-    #[error("{path} already exists; a card file is never overwritten by create", path = .path.display())]
+    #[error("{path} already exists; create never overwrites a key file", path = .path.display())]
     AlreadyExists {
         /// The file.
         path: PathBuf,
@@ -760,7 +795,7 @@ pub enum CardFileError {
         path: PathBuf,
     },
     /// The file is larger than any card file ([`MAX_FILE_LEN`]).
-    #[error("{path}: {len} bytes, too large for a card file", path = .path.display())]
+    #[error("{path}: {len} bytes, too large for a Keycast key file", path = .path.display())]
     TooLarge {
         /// The file.
         path: PathBuf,
@@ -788,8 +823,13 @@ impl CardFile {
 
     /// Writes a new card file; refuses when `path` exists. The file appears complete or not at all.
     pub fn create(path: impl Into<PathBuf>, usim: &Usim) -> Result<Self, CardFileError> {
+        Self::create_bytes(path, &encode(usim))
+    }
+
+    /// [`Self::create`] for encoded bytes (any key file of this module).
+    fn create_bytes(path: impl Into<PathBuf>, bytes: &[u8]) -> Result<Self, CardFileError> {
         let file = Self::new(path);
-        let tmp = file.write_temp(usim)?;
+        let tmp = file.write_temp(bytes)?;
         // A hard link claims the name atomically and fails if it is taken.
         match fs::hard_link(&tmp, &file.path) {
             Ok(()) => {
@@ -804,7 +844,7 @@ impl CardFile {
                 // the empty file atomically.
                 let _ = fs::remove_file(&tmp);
                 match OpenOptions::new().write(true).create_new(true).mode(0o600).open(&file.path) {
-                    Ok(_) => file.save(usim)?,
+                    Ok(_) => file.save_bytes(bytes)?,
                     Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                         return Err(CardFileError::AlreadyExists { path: file.path });
                     }
@@ -839,6 +879,12 @@ impl CardFile {
 
     /// Reads and decodes the card file.
     pub fn load(&self) -> Result<Usim, CardFileError> {
+        let data = self.load_bytes()?;
+        decode(&data).map_err(|error| CardFileError::Format { path: self.path.clone(), error })
+    }
+
+    /// The file's bytes (at most [`MAX_FILE_LEN`]), wiped on drop.
+    fn load_bytes(&self) -> Result<Zeroizing<Vec<u8>>, CardFileError> {
         let mut f = File::open(&self.path).map_err(io_err("opening", &self.path))?;
         let len = f.metadata().map_err(io_err("reading", &self.path))?.len();
         if len > MAX_FILE_LEN {
@@ -847,20 +893,24 @@ impl CardFile {
         // Sized up front (bounded above), so the buffer holding keys is never reallocated.
         let mut data = Zeroizing::new(Vec::with_capacity(usize::try_from(len).unwrap_or(0) + 1));
         f.read_to_end(&mut data).map_err(io_err("reading", &self.path))?;
-        decode(&data).map_err(|error| CardFileError::Format { path: self.path.clone(), error })
+        Ok(data)
     }
 
     /// Replaces the card file with `usim`'s state, atomically: temporary file, `fsync`, rename,
     /// `fsync` of the directory.
     pub fn save(&self, usim: &Usim) -> Result<(), CardFileError> {
-        let tmp = self.write_temp(usim)?;
+        self.save_bytes(&encode(usim))
+    }
+
+    /// [`Self::save`] for encoded bytes.
+    fn save_bytes(&self, bytes: &[u8]) -> Result<(), CardFileError> {
+        let tmp = self.write_temp(bytes)?;
         fs::rename(&tmp, &self.path).map_err(io_err("renaming over", &self.path))?;
         self.sync_dir()
     }
 
-    fn write_temp(&self, usim: &Usim) -> Result<PathBuf, CardFileError> {
+    fn write_temp(&self, bytes: &[u8]) -> Result<PathBuf, CardFileError> {
         let tmp = self.temp_path()?;
-        let bytes = encode(usim);
         // A temporary file left by a crash is replaced; created anew so its mode is ours.
         match fs::remove_file(&tmp) {
             Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(io_err("removing", &tmp)(e)),
@@ -870,7 +920,7 @@ impl CardFile {
             OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp).map_err(io_err("creating", &tmp))?;
         // The umask can only take bits away; set exactly 0600 whatever it is.
         f.set_permissions(fs::Permissions::from_mode(0o600)).map_err(io_err("setting the mode of", &tmp))?;
-        f.write_all(&bytes).map_err(io_err("writing", &tmp))?;
+        f.write_all(bytes).map_err(io_err("writing", &tmp))?;
         f.sync_all().map_err(io_err("syncing", &tmp))?;
         Ok(tmp)
     }
@@ -902,15 +952,72 @@ pub enum PersistentCardError {
 pub struct PersistentCard {
     usim: Usim,
     file: CardFile,
-    live_batch: u32,
-    pending_live: u32,
-    writes: u64,
+    saves: SavePolicy,
 }
 
 /// What of a key's rights an STKM may change without the change needing a save of its own:
 /// everything but the audit count of live STKMs.
 fn rights_view(r: &Rights) -> Rights {
     Rights { live_count: 0, ..r.clone() }
+}
+
+/// The key an STKM addresses, when it decodes.
+fn stkm_slot(stkm: &[u8]) -> Option<(KeyDomainId, SekPekId)> {
+    Stkm::decode(stkm).ok().map(|s| (s.key_domain_id(), s.sek_pek_id()))
+}
+
+/// What an STKM may change that must be saved before the TEK leaves: the addressed key's rights
+/// (but the live count) and the secure channel's use count.
+type StkmView = (Option<Rights>, Option<u128>);
+
+fn stkm_view(m: &MbmsStore, slot: Option<(KeyDomainId, SekPekId)>) -> StkmView {
+    (slot.and_then(|(kd, id)| m.msk(kd, id)).map(|e| rights_view(&e.rights)), m.sac.as_ref().map(|s| s.used))
+}
+
+/// The save counters of the durability policy (module docs), shared by every persistent key
+/// holder of this module.
+#[derive(Debug, Clone, Copy)]
+struct SavePolicy {
+    live_batch: u32,
+    pending_live: u32,
+    writes: u64,
+}
+
+impl SavePolicy {
+    const fn new() -> Self {
+        Self { live_batch: PersistentCard::DEFAULT_LIVE_BATCH, pending_live: 0, writes: 0 }
+    }
+
+    fn set_live_batch(&mut self, n: u32) {
+        self.live_batch = n.max(1);
+    }
+
+    fn saved(&mut self) {
+        self.writes += 1;
+        self.pending_live = 0;
+    }
+
+    fn writes(&self) -> u64 {
+        self.writes
+    }
+
+    fn pending_live(&self) -> u32 {
+        self.pending_live
+    }
+
+    /// After an accepted STKM: whether the state must be written before the TEK leaves (rights
+    /// or counters changed, or the key was not found before), or a live advance was counted and
+    /// the batch is full. A play-back STKM inside a running session changes nothing.
+    fn after_stkm(&mut self, before: &StkmView, after: &StkmView, play_back: bool) -> bool {
+        if before != after || before.0.is_none() {
+            return true;
+        }
+        if play_back {
+            return false;
+        }
+        self.pending_live += 1;
+        self.pending_live >= self.live_batch
+    }
 }
 
 impl PersistentCard {
@@ -930,14 +1037,14 @@ impl PersistentCard {
     }
 
     fn with_state(file: CardFile, usim: Usim) -> Self {
-        Self { usim, file, live_batch: Self::DEFAULT_LIVE_BATCH, pending_live: 0, writes: 0 }
+        Self { usim, file, saves: SavePolicy::new() }
     }
 
     /// Sets how many live STKMs may be accepted between two saves (at least 1: 1 saves after
     /// every STKM).
     #[must_use]
     pub fn with_live_batch(mut self, n: u32) -> Self {
-        self.live_batch = n.max(1);
+        self.saves.set_live_batch(n);
         self
     }
 
@@ -953,25 +1060,24 @@ impl PersistentCard {
 
     /// Saves written by this handle so far (the creating write of [`Self::create`] not counted).
     pub fn writes(&self) -> u64 {
-        self.writes
+        self.saves.writes()
     }
 
     /// Live STKMs accepted since the last save.
     pub fn pending_live(&self) -> u32 {
-        self.pending_live
+        self.saves.pending_live()
     }
 
     /// Writes the state now.
     pub fn save(&mut self) -> Result<(), CardFileError> {
         self.file.save(&self.usim)?;
-        self.writes += 1;
-        self.pending_live = 0;
+        self.saves.saved();
         Ok(())
     }
 
     /// Writes batched live STKM advances, if any.
     pub fn flush(&mut self) -> Result<(), CardFileError> {
-        if self.pending_live > 0 { self.save() } else { Ok(()) }
+        if self.saves.pending_live() > 0 { self.save() } else { Ok(()) }
     }
 
     /// Changes the state by hand (test labs, provisioning) and saves it.
@@ -1052,20 +1158,13 @@ impl PersistentCard {
     /// [`Usim::mtk_generation`]: saved before the TEK is returned when the STKM changed rights or
     /// counters; a live STKM that only advanced TS and TEK ID is batched.
     pub fn mtk_generation(&mut self, stkm: &[u8]) -> Result<MtkAnswer, PersistentCardError> {
-        let slot = Stkm::decode(stkm).ok().map(|s| (s.key_domain_id(), s.sek_pek_id()));
-        let view = |u: &Usim| slot.and_then(|(kd, id)| u.mbms.msk(kd, id)).map(|e| rights_view(&e.rights));
-        let before = (view(&self.usim), self.usim.mbms.sac.as_ref().map(|s| s.used));
+        let slot = stkm_slot(stkm);
+        let before = stkm_view(&self.usim.mbms, slot);
         let answer = self.usim.mtk_generation(stkm)?;
-        let after = (view(&self.usim), self.usim.mbms.sac.as_ref().map(|s| s.used));
-        if before != after || before.0.is_none() {
+        let after = stkm_view(&self.usim.mbms, slot);
+        if self.saves.after_stkm(&before, &after, answer.play_back) {
             self.save()?;
-        } else if !answer.play_back {
-            self.pending_live += 1;
-            if self.pending_live >= self.live_batch {
-                self.save()?;
-            }
         }
-        // A play-back STKM inside a running session changes nothing and needs no save.
         Ok(answer)
     }
 }
@@ -1077,11 +1176,18 @@ impl Drop for PersistentCard {
     }
 }
 
-fn card_op(e: PersistentCardError) -> CardOpError {
-    match e {
-        PersistentCardError::Card(c) => CardOpError::Card(c),
-        PersistentCardError::Save(s) => CardOpError::Transport(TransportError::Reader(s.to_string())),
+/// A failed save is reported as a reader failure: the card's answer was withheld.
+impl From<PersistentCardError> for CardOpError {
+    fn from(e: PersistentCardError) -> Self {
+        match e {
+            PersistentCardError::Card(c) => CardOpError::Card(c),
+            PersistentCardError::Save(s) => CardOpError::Transport(TransportError::Reader(s.to_string())),
+        }
     }
+}
+
+fn card_op(e: PersistentCardError) -> CardOpError {
+    e.into()
 }
 
 /// A persistent card is driven like any other; a failed save is reported as a reader failure.

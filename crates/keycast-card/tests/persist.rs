@@ -1,4 +1,4 @@
-//! The card file: round trips, typed refusals of bad files, atomic saves under SIGKILL, the
+//! The card file and the GBA_ME key store file: round trips, typed refusals of bad files, atomic saves under SIGKILL, the
 //! durability policy of `PersistentCard`, and the cost of one save.
 
 use std::os::unix::fs::PermissionsExt as _;
@@ -7,7 +7,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use keycast_card::CardError;
+use keycast_card::gba_me::GbaMeStore;
 use keycast_card::mbms::Capacity;
+use keycast_card::persist::gba_me::{self as gba_me_file, GbaMeFile, PersistentGbaMeStore};
 use keycast_card::persist::{
     self, CHECKSUM_KEY, CHECKSUM_LEN, CardFile, CardFileError, FORMAT_VERSION, HEADER_LEN, MAGIC, PersistError,
     PersistentCard, PersistentCardError,
@@ -15,7 +17,7 @@ use keycast_card::persist::{
 use keycast_card::sac::SecureChannel;
 use keycast_card::usim::{GbaContext, NafKeyRecord, Usim, UsimIdentity};
 use keycast_crypto::hmac::hmac_sha256;
-use keycast_crypto::keys::{Ks, KsIntNaf, Opc, SekPek, Smk, SubscriberKey, Tek, TekSalt};
+use keycast_crypto::keys::{Ck, Ik, Ks, KsIntNaf, Opc, SekPek, Smk, SubscriberKey, Tek, TekSalt};
 use keycast_mikey::*;
 use proptest::prelude::*;
 
@@ -177,8 +179,9 @@ fn populated_card_round_trips() {
 fn rejects_wrong_magic() {
     let mut f = persist::encode(&blank()).to_vec();
     f[0] = b'X';
-    assert_eq!(persist::decode(&f), Err(PersistError::WrongMagic));
-    assert_eq!(persist::decode(b"PK\x03\x04 a zip file"), Err(PersistError::WrongMagic));
+    let wrong = Err(PersistError::WrongMagic { expected: "card file" });
+    assert_eq!(persist::decode(&f), wrong);
+    assert_eq!(persist::decode(b"PK\x03\x04 a zip file"), wrong);
     assert_eq!(persist::decode(b""), Err(PersistError::Truncated { len: 0, needed: HEADER_LEN + CHECKSUM_LEN }));
 }
 
@@ -190,7 +193,7 @@ fn rejects_file_from_another_version() {
     assert_eq!(e, PersistError::UnsupportedVersion { found: 3, supported: 2 });
     assert_eq!(
         e.to_string(),
-        "card file from another Keycast version: format version 3, this Keycast reads version 1 to 2"
+        "key file from another Keycast version: format version 3, this Keycast reads version 1 to 2"
     );
 }
 
@@ -201,7 +204,7 @@ fn rejects_corrupted_file_with_checksum_mismatch() {
     f[mid] ^= 0x01;
     let e = persist::decode(&f).unwrap_err();
     assert_eq!(e, PersistError::ChecksumMismatch);
-    assert_eq!(e.to_string(), "card file corrupted: checksum mismatch");
+    assert_eq!(e.to_string(), "key file corrupted: checksum mismatch");
 }
 
 #[test]
@@ -209,7 +212,7 @@ fn rejects_truncated_file() {
     let f = persist::encode(&populated());
     let e = persist::decode(&f[..f.len() - 1]).unwrap_err();
     assert!(matches!(e, PersistError::Truncated { len, needed } if len + 1 == needed), "{e:?}");
-    assert!(e.to_string().starts_with("card file truncated"));
+    assert!(e.to_string().starts_with("key file truncated"));
 }
 
 #[test]
@@ -232,7 +235,7 @@ fn rejects_resealed_structural_corruption_with_offset() {
     reseal(&mut f);
     let e = persist::decode(&f).unwrap_err();
     assert_eq!(e, PersistError::Corrupted { offset: HEADER_LEN, what: "identity section" });
-    assert_eq!(e.to_string(), "card file corrupted at byte 19: bad identity section");
+    assert_eq!(e.to_string(), "key file corrupted at byte 19: bad identity section");
 }
 
 proptest! {
@@ -587,6 +590,157 @@ fn live_batch_of_one_saves_every_stkm() {
         card.mtk_generation(&stkm(1, 1, i, T0 + u32::from(i), None)).unwrap();
     }
     assert_eq!(card.writes(), 6);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The GBA_ME key store file
+
+/// A GBA_ME store with a bootstrap, two MUKs, keys of every validity form and spent rights.
+fn populated_me_store() -> GbaMeStore {
+    let mut s = GbaMeStore::default();
+    s.bootstrap(&Ck::from_bytes([0x31; 16]), &Ik::from_bytes([0x32; 16]), [0x66; 16], BTID);
+    s.mbms.install_muk(IDI, BTID, smk()).unwrap();
+    s.mbms.install_muk("other.example.org", "b-tid-2@bsf", Smk::from_bytes([3; 32])).unwrap();
+    s.msk_update(&ltkm(1, 1, 1, policy(SecurityPolicy::PayPerTimeWithPlayBack, 3, 0))).unwrap();
+    s.msk_update(&ltkm(2, 1, 2, policy(SecurityPolicy::UserPayPerView, 0, 5))).unwrap();
+    s.msk_update(&ltkm(3, 2, 5, None)).unwrap();
+    s.mtk_generation(&stkm(1, 1, 1, T0 + 10, None)).unwrap();
+    s.mtk_generation(&stkm(1, 2, 1, T0 + 10, Some(42))).unwrap();
+    s.mtk_generation(&stkm(2, 5, 3, T0 + 1, None)).unwrap();
+    s
+}
+
+fn me_key(s: &GbaMeStore, group: u16, n: u16) -> &keycast_card::mbms::MskEntry {
+    s.mbms.msk(kd(), SekPekId { key_group: group, key_number: n }).expect("key present")
+}
+
+#[test]
+fn gba_me_store_round_trips_canonically() {
+    let s = populated_me_store();
+    let bytes = gba_me_file::encode(&s);
+    assert_eq!(&bytes[..13], gba_me_file::MAGIC);
+    let back = gba_me_file::decode(&bytes).unwrap();
+    assert_eq!(back, s);
+    assert_eq!(back.b_tid(), Some(BTID));
+    assert_eq!(*gba_me_file::encode(&back), *bytes);
+    // The bootstrap itself survives: the same NAF keys come out of the copy.
+    let (mut a, mut b) = (s.clone(), back);
+    assert_eq!(
+        a.mbms_naf_keys(IDI, "impi@ims").unwrap().expose_secret(),
+        b.mbms_naf_keys(IDI, "impi@ims").unwrap().expose_secret()
+    );
+    let empty = gba_me_file::decode(&gba_me_file::encode(&GbaMeStore::default())).unwrap();
+    assert_eq!(empty, GbaMeStore::default());
+}
+
+#[test]
+fn card_file_and_gba_me_store_refuse_each_other() {
+    let card = persist::encode(&populated());
+    let me = gba_me_file::encode(&populated_me_store());
+    let e = gba_me_file::decode(&card).unwrap_err();
+    assert_eq!(e.to_string(), "not a Keycast GBA_ME key store (wrong magic)");
+    let e = persist::decode(&me).unwrap_err();
+    assert_eq!(e, PersistError::WrongMagic { expected: "card file" });
+    assert_eq!(e.to_string(), "not a Keycast card file (wrong magic)");
+}
+
+#[test]
+fn gba_me_store_refuses_other_versions_damage_and_truncation() {
+    let good = gba_me_file::encode(&populated_me_store()).to_vec();
+    let mut f = good.clone();
+    f[13..15].copy_from_slice(&2u16.to_be_bytes());
+    assert!(matches!(gba_me_file::decode(&f), Err(PersistError::UnsupportedVersion { found: 2, supported: 1 })));
+    let mut f = good.clone();
+    let mid = f.len() / 2;
+    f[mid] ^= 0x10;
+    assert_eq!(gba_me_file::decode(&f), Err(PersistError::ChecksumMismatch));
+    assert!(matches!(gba_me_file::decode(&good[..good.len() - 1]), Err(PersistError::Truncated { .. })));
+    // A valid checksum over a wrong section tag: the structure error names the field.
+    let mut f = good;
+    f[HEADER_LEN] = 7;
+    let n = f.len() - CHECKSUM_LEN;
+    let sum = hmac_sha256(gba_me_file::CHECKSUM_KEY, &[&f[..n]]);
+    f[n..].copy_from_slice(&sum);
+    assert_eq!(gba_me_file::decode(&f), Err(PersistError::Corrupted { offset: HEADER_LEN, what: "bootstrap section" }));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn gba_me_store_decoder_never_panics(data in proptest::collection::vec(any::<u8>(), 0..512)) {
+        let _ = gba_me_file::decode(&data);
+        let mut framed = gba_me_file::MAGIC.to_vec();
+        framed.extend_from_slice(&data);
+        let _ = gba_me_file::decode(&framed);
+    }
+
+    #[test]
+    fn gba_me_store_single_byte_corruption_is_refused(pos in any::<prop::sample::Index>(), flip in 1u8..=255) {
+        let mut f = gba_me_file::encode(&populated_me_store()).to_vec();
+        let i = pos.index(f.len());
+        f[i] ^= flip;
+        prop_assert!(gba_me_file::decode(&f).is_err());
+    }
+}
+
+#[test]
+fn persistent_gba_me_store_keeps_keys_and_counters_across_restarts() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("terminal.me");
+    let mut s = PersistentGbaMeStore::open_or_create(&path).unwrap();
+    assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(s.store(), &GbaMeStore::default());
+    // Bootstrapping and NAF derivation go through the plain store, then one save.
+    s.store_mut().bootstrap(&Ck::from_bytes([0x31; 16]), &Ik::from_bytes([0x32; 16]), [0x66; 16], BTID);
+    s.store_mut().mbms.install_muk(IDI, BTID, smk()).unwrap();
+    s.save().unwrap();
+    s.msk_update(&ltkm(1, 1, 1, policy(SecurityPolicy::PayPerTimeWithPlayBack, 3, 0))).unwrap();
+    assert_eq!(s.writes(), 2, "an accepted LTKM is saved before its verification message leaves");
+    s.mtk_generation(&stkm(1, 1, 4, T0 + 100, None)).unwrap(); // live advance: batched
+    assert_eq!((s.writes(), s.pending_live()), (2, 1));
+    s.mtk_generation(&stkm(1, 1, 3, T0 + 50, None)).unwrap(); // a play-back session: saved at once
+    assert_eq!((s.writes(), s.pending_live()), (3, 0));
+    s.mtk_generation(&stkm(1, 1, 5, T0 + 101, None)).unwrap(); // ends the session: saved
+    s.mtk_generation(&stkm(1, 1, 5, T0 + 102, None)).unwrap(); // live advance: batched
+    assert_eq!((s.writes(), s.pending_live()), (4, 1));
+    let before = s.store().clone();
+    drop(s); // flushes the batched advance
+
+    let mut s = PersistentGbaMeStore::open_or_create(&path).unwrap();
+    assert_eq!(s.store(), &before);
+    let e = me_key(s.store(), 1, 1);
+    assert_eq!((e.ts, e.last_tek_id, e.rights.play_backs_left), (Some(T0 + 102), Some(5), 2));
+    // Replays stay refused after the restart: the MUK's TS and the key's TS survived.
+    assert!(matches!(
+        s.msk_update(&ltkm(1, 1, 1, policy(SecurityPolicy::PayPerTimeWithPlayBack, 3, 0))),
+        Err(PersistentCardError::Card(CardError::Freshness(_)))
+    ));
+    assert_eq!(s.writes(), 0, "a refusal writes nothing");
+    s.msk_deletion(kd(), 1).unwrap();
+    drop(s);
+    let s = GbaMeFile::new(&path).load().unwrap();
+    assert!(s.mbms.msk(kd(), SekPekId { key_group: 1, key_number: 1 }).is_none());
+    assert_eq!(s.b_tid(), Some(BTID));
+}
+
+#[test]
+fn a_damaged_gba_me_store_is_reported_and_left_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("terminal.me");
+    GbaMeFile::create(&path, &populated_me_store()).unwrap();
+    assert!(matches!(GbaMeFile::create(&path, &GbaMeStore::default()), Err(CardFileError::AlreadyExists { .. })));
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[40] ^= 1;
+    std::fs::write(&path, &bytes).unwrap();
+    let e = PersistentGbaMeStore::open_or_create(&path).unwrap_err();
+    assert!(matches!(e, CardFileError::Format { error: PersistError::ChecksumMismatch, .. }), "{e:?}");
+    assert!(e.to_string().contains("terminal.me: key file corrupted: checksum mismatch"), "{e}");
+    assert_eq!(std::fs::read(&path).unwrap(), bytes, "never replaced");
+    // A card file where the store should be is refused by its magic.
+    CardFile::create(dir.path().join("card.kc"), &blank()).unwrap();
+    let e = GbaMeFile::new(dir.path().join("card.kc")).load().unwrap_err();
+    assert!(matches!(e, CardFileError::Format { error: PersistError::WrongMagic { .. }, .. }), "{e:?}");
 }
 
 // ---------------------------------------------------------------------------------------------

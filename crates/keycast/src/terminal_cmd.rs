@@ -20,7 +20,8 @@
 //! |---|---|---|
 //! | `card` | — | the card file (`--card`) |
 //! | `state` | `<card>.state` | the terminal state file (`--state`) \[chosen\] |
-//! | `gba` | `"gba-u"` | GBA mode; `"gba-me"` is refused for now (its key store has no file form) |
+//! | `gba` | `"gba-u"` | GBA mode: `"gba-u"` (the card holds Ks and the keys) or `"gba-me"` (the card runs AKA only; Ks, SMKs and SEK/PEKs are in the ME's key store) |
+//! | `me_store` | `<card>.me` | the GBA_ME key store file (`gba = "gba-me"` only; created on first use, mode 0600) \[chosen\] |
 //! | `[bsf] url` | — | the BSF, `http://host:port` (`--bsf`); `[bsf]` and `[bsm]` go together |
 //! | `[bsf] host` | host of `url` | the BSF's name (`--bsf-host`) |
 //! | `[bsm] url` | — | the BSM's provisioning URL, `http://` or `https://` (`--bsm`) |
@@ -84,11 +85,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Subcommand, ValueEnum};
-use keycast_card::card::{Card, CardOpError};
-use keycast_card::gba_me::GbaMeStore;
-use keycast_card::mbms::TekOut;
-use keycast_card::persist::{CardFile, PersistentCard};
-use keycast_crypto::gba::GbaType;
+use keycast_card::mbms::MbmsStore;
+use keycast_card::persist::gba_me::GbaMeFile;
+use keycast_card::persist::{CardFile, CardFileError};
 use keycast_gba::bsf::RandomSource as _;
 use keycast_gba::client::{BootstrapConfig, GbaMode};
 use keycast_mikey::KeyValidity;
@@ -102,13 +101,16 @@ use keycast_terminal::media::sdp::ClearStream;
 use keycast_terminal::media::shell::{Keys, STKM_PORT, WatchOptions, WatchSockets, WatchSummary, watch};
 use keycast_terminal::media::srtp::{RccMode, SrtpPolicy};
 use keycast_terminal::media::{DEFAULT_CARD_RECHECK, MediaTap, NoTap, WatchConfig};
-use keycast_terminal::protection::{ProtectionState, SacIdentity, stkm_tbk_id, usable_tek, usable_tek_for};
+use keycast_terminal::protection::{ProtectionState, SacIdentity};
 use keycast_terminal::provisioning::ClientConfig;
 use keycast_terminal::provisioning::{Answer, ProvisioningError, Purchase};
 use keycast_terminal::shell::{OsRandom, ShellConfig, TerminalShell, system_clock};
 use keycast_terminal::state::{Registration, StateFile, TerminalState};
 use keycast_traffic::pdcf::MediaTrack;
 use serde::Deserialize;
+
+mod keys;
+use keys::{KeysHolder, ProtectedCard, TerminalKeys, protected_card};
 
 /// `keycast terminal`.
 #[derive(Debug, Args)]
@@ -181,6 +183,9 @@ pub struct OpenArgs {
     /// Where the content goes.
     #[arg(long, value_name = "PATH")]
     pub out: PathBuf,
+    /// The GBA_ME key store (from the configuration only: `gba = "gba-me"`).
+    #[arg(skip)]
+    pub me_store: Option<PathBuf>,
 }
 
 /// Options of `terminal record`.
@@ -235,6 +240,9 @@ pub struct PlayArgs {
     /// `<card>.state`).
     #[arg(skip)]
     pub state: Option<PathBuf>,
+    /// The GBA_ME key store (from the configuration only: `gba = "gba-me"`).
+    #[arg(skip)]
+    pub me_store: Option<PathBuf>,
     /// TLS toward an https:// BSM (from the configuration's `[bsm]`).
     #[arg(skip)]
     pub bsm_tls: BsmTlsFiles,
@@ -356,6 +364,9 @@ pub struct WatchArgs {
     /// TEKs (default `<card>.state`).
     #[arg(skip)]
     pub state: Option<PathBuf>,
+    /// The GBA_ME key store (from the configuration only: `gba = "gba-me"`).
+    #[arg(skip)]
+    pub me_store: Option<PathBuf>,
     /// TLS toward an https:// BSM (from the configuration's `[bsm]`).
     #[arg(skip)]
     pub bsm_tls: BsmTlsFiles,
@@ -418,7 +429,10 @@ pub fn run(args: &TerminalArgs) -> Result<ExitCode> {
             run_record(&a)
         }
         TerminalCommand::Play(a) => run_play(&cfg.resolve_play(a)?),
-        TerminalCommand::Open(a) => run_open(&OpenArgs { card: Some(cfg.card_path(a.card.as_ref())?), ..a.clone() }),
+        TerminalCommand::Open(a) => {
+            let card = cfg.card_path(a.card.as_ref())?;
+            run_open(&OpenArgs { me_store: cfg.me_store_path(&card), card: Some(card), ..a.clone() })
+        }
         TerminalCommand::Status(a) => run_status(&cfg, a),
         TerminalCommand::Services(a) => run_services(&cfg, a),
         TerminalCommand::Subscribe(a) => run_account(&cfg, &a.account, Action::Subscribe(a)),
@@ -503,7 +517,7 @@ fn watch_with(a: &WatchArgs, tap: &mut dyn MediaTap) -> Result<WatchSummary> {
         duration,
         key_interface: if a.mbms { Interface::Mbms } else { Interface::OmaBcast },
     };
-    let card = protected_card(a.card.as_ref(), a.state.as_ref())?;
+    let card = protected_card(a.card.as_ref(), a.state.as_ref(), a.me_store.as_deref())?;
     if let Some(path) = &a.sdp {
         let sdp = ClearStream {
             rtp_out,
@@ -541,7 +555,7 @@ fn watch_with(a: &WatchArgs, tap: &mut dyn MediaTap) -> Result<WatchSummary> {
                 };
                 let result = watch(sockets, Keys::Shell(&mut shell), &options, shutdown, tap).await;
                 if let (Some(path), Some(mut state)) = (&a.state, state) {
-                    capture_state(&shell, &mut state);
+                    capture_state(&mut shell, &mut state)?;
                     StateFile::new(path).save(&state).context("saving the terminal state")?;
                 }
                 result.map_err(anyhow::Error::from)
@@ -573,13 +587,13 @@ async fn bsm_shell(card: ProtectedCard, o: &BsmOptions<'_>, tls: &BsmTlsFiles) -
     let plain_url = https.map(|rest| format!("http://{rest}"));
     let (bsm_address, bsm_host) = http_host(plain_url.as_deref().unwrap_or(o.bsm), "--bsm")?;
     let (bsf_address, bsf_host) = http_host(o.bsf, "--bsf")?;
-    let impi = card.card.usim().identity.impi.clone();
+    let impi = card.keys.usim().identity.impi.clone();
     let user_agent = format!("Keycast-terminal/{}", env!("CARGO_PKG_VERSION"));
     let bootstrap = BootstrapConfig {
         bsf_host: o.bsf_host.map_or(bsf_host, str::to_owned),
         impi,
         user_agent: user_agent.clone(),
-        mode: GbaMode::GbaU,
+        mode: card.keys.mode(),
     };
     let fqdn = o.bsm_fqdn.unwrap_or(&bsm_host).to_owned();
     let client = ClientConfig::new(&fqdn, &user_agent);
@@ -635,151 +649,6 @@ fn media_track(a: &RecordArgs) -> Result<MediaTrack> {
         // Width and height are not known from the RTP stream: 0 [chosen].
         _ => MediaTrack::video(format, clock_rate, 0, 0),
     })
-}
-
-/// The card file at `path` (resolved with the configuration before).
-fn open_card(path: Option<&PathBuf>) -> Result<PersistentCard> {
-    let path = path.context("give --card or a configuration with `card`")?;
-    PersistentCard::open(CardFile::new(path)).with_context(|| format!("opening the card file {}", path.display()))
-}
-
-/// The card file at `path` with the content protection of the state file (module docs): the
-/// TBKs of `state` (default `<card>.state`; none when it does not exist).
-fn protected_card(path: Option<&PathBuf>, state: Option<&PathBuf>) -> Result<ProtectedCard> {
-    let card = open_card(path)?;
-    let state_path = state.cloned().unwrap_or_else(|| TerminalConfig::default().state_path(None, card.file().path()));
-    let saved = StateFile::new(&state_path).load_or_default().context("reading the terminal state")?;
-    let mut protection = ProtectionState::new();
-    for (id, tbk) in saved.tbks {
-        protection.insert_tbk(id, tbk);
-    }
-    if let Some(sac) = saved.sac {
-        protection.restore_sac(sac);
-    }
-    Ok(ProtectedCard { card, protection, told_channel: false, told_tbk: false })
-}
-
-/// The card file with the terminal's content protection (module docs): the key holder the media
-/// path calls. TEKs the card releases channel-wrapped (protection_after_reception 0, 1; P-10)
-/// are unwrapped with the terminal's K_sac (state file), TBK-wrapped ones (2; P-11.5) with the TBK
-/// the STKM names; what cannot be unwrapped is passed on as it came (the watcher or player then
-/// reports it unusable), with a hint on standard error once.
-struct ProtectedCard {
-    card: PersistentCard,
-    protection: ProtectionState,
-    told_channel: bool,
-    told_tbk: bool,
-}
-
-impl ProtectedCard {
-    /// Says once that the stream needs `protect` (`what`: why).
-    fn tell(told: &mut bool, what: &str) {
-        if !*told {
-            *told = true;
-            eprintln!("{what}: run `keycast terminal protect`");
-        }
-    }
-
-    /// Whether `stkm` asks for content protection over the channel (protection_after_reception
-    /// 0 or 1).
-    fn needs_channel(stkm: &[u8]) -> bool {
-        use keycast_mikey::ProtectionAfterReception as P;
-        keycast_mikey::Stkm::decode(stkm)
-            .ok()
-            .and_then(|s| s.ext().map(|e| e.protection_after_reception))
-            .is_some_and(|p| matches!(p, P::MayRecord | P::MustNotRecord))
-    }
-}
-
-impl MbmsKeyHolder for ProtectedCard {
-    type Card = PersistentCard;
-
-    fn gba_type(&self) -> GbaType {
-        GbaType::GbaU
-    }
-
-    fn gba_parts(&mut self) -> (&mut PersistentCard, Option<&mut GbaMeStore>) {
-        (&mut self.card, None)
-    }
-
-    fn msk_update(&mut self, ltkm: &[u8]) -> Result<Option<Vec<u8>>, CardOpError> {
-        Card::msk_update(&mut self.card, ltkm)
-    }
-
-    fn mtk_generation(&mut self, stkm: &[u8]) -> Result<TekOut, CardOpError> {
-        let out = match Card::mtk_generation(&mut self.card, stkm) {
-            Ok(out) => out,
-            Err(e) => {
-                // 6982 for a content-protected STKM: no channel, or its Counter Limit is used up
-                // (TS 31.102 §7.1.1.7 with P-10).
-                if matches!(&e, CardOpError::Card(c) if c.status_word() == 0x6982) && Self::needs_channel(stkm) {
-                    let why = match &self.card.usim().mbms.sac {
-                        Some(s) if s.used >= s.counter_limit => {
-                            "the secure authenticated channel's Counter Limit is used up".to_owned()
-                        }
-                        _ => "this stream's TEKs are released only over the secure authenticated channel \
-                              (protection_after_reception 0 or 1), and none is set up with the card"
-                            .to_owned(),
-                    };
-                    Self::tell(&mut self.told_channel, &why);
-                }
-                return Err(e);
-            }
-        };
-        Ok(match out {
-            TekOut::ChannelWrapped(wrapped) => {
-                // The terminal's own K_sac (from the key center, kept in its state file), never
-                // the card's.
-                match usable_tek(&self.protection, TekOut::ChannelWrapped(wrapped.clone())) {
-                    Ok((tek, salt)) => TekOut::Clear { tek, salt },
-                    Err(_) => {
-                        Self::tell(
-                            &mut self.told_channel,
-                            "the card released a TEK for a channel this terminal does not hold",
-                        );
-                        TekOut::ChannelWrapped(wrapped)
-                    }
-                }
-            }
-            out @ TekOut::TbkWrapped { .. } => {
-                let id = stkm_tbk_id(stkm);
-                match usable_tek_for(&self.protection, out.clone(), id) {
-                    Ok((tek, salt)) => TekOut::Clear { tek, salt },
-                    Err(_) => {
-                        let id = id.map_or_else(|| "unnamed".to_owned(), |i| i.to_string());
-                        let why = format!(
-                            "this stream's TEKs are bound to terminal binding key {id}, which this terminal does not hold"
-                        );
-                        Self::tell(&mut self.told_tbk, &why);
-                        out
-                    }
-                }
-            }
-            clear => clear,
-        })
-    }
-
-    fn msk_deletion(&mut self, key_domain_id: keycast_mikey::KeyDomainId, key_group: u16) -> Result<(), CardOpError> {
-        Card::msk_deletion(&mut self.card, key_domain_id, key_group)
-    }
-}
-
-/// A key holder backed by the card file (the account commands' bare card, the media path's
-/// [`ProtectedCard`]).
-trait CardFileHolder: MbmsKeyHolder<Card = PersistentCard> + Send {
-    fn card_file(&self) -> &PersistentCard;
-}
-
-impl CardFileHolder for PersistentCard {
-    fn card_file(&self) -> &PersistentCard {
-        self
-    }
-}
-
-impl CardFileHolder for ProtectedCard {
-    fn card_file(&self) -> &PersistentCard {
-        &self.card
-    }
 }
 
 /// Exit code of a recording or play-back the content rules refused.
@@ -856,7 +725,7 @@ fn run_play(a: &PlayArgs) -> Result<ExitCode> {
     init_logging();
     let data = std::fs::read(&a.file).with_context(|| format!("reading {}", a.file.display()))?;
     let mut player = Player::open(&data).with_context(|| format!("opening the recording {}", a.file.display()))?;
-    let card = protected_card(a.card.as_ref(), a.state.as_ref())?;
+    let card = protected_card(a.card.as_ref(), a.state.as_ref(), a.me_store.as_deref())?;
     let es = match &a.es {
         Some(p) => Some(std::io::BufWriter::new(
             std::fs::File::create(p).with_context(|| format!("creating {}", p.display()))?,
@@ -973,7 +842,7 @@ fn run_services(cfg: &TerminalConfig, a: &ServicesArgs) -> Result<ExitCode> {
 fn run_open(a: &OpenArgs) -> Result<ExitCode> {
     let dcf = std::fs::read(&a.file).with_context(|| format!("reading {}", a.file.display()))?;
     let stkm = std::fs::read(&a.stkm).with_context(|| format!("reading {}", a.stkm.display()))?;
-    let mut card = open_card(a.card.as_ref())?;
+    let mut card = TerminalKeys::open(a.card.as_ref(), a.me_store.as_deref())?;
     match keycast_terminal::download::open_download(&mut card, &stkm, &dcf) {
         Ok((headers, content)) => {
             std::fs::write(&a.out, &content).with_context(|| format!("writing {}", a.out.display()))?;
@@ -1007,6 +876,7 @@ pub struct TerminalConfig {
     card: Option<PathBuf>,
     state: Option<PathBuf>,
     gba: Option<String>,
+    me_store: Option<PathBuf>,
     bsf: Option<BsfSection>,
     bsm: Option<BsmSection>,
     #[serde(default)]
@@ -1063,6 +933,7 @@ impl TerminalConfig {
         };
         abs(&mut c.card);
         abs(&mut c.state);
+        abs(&mut c.me_store);
         abs(&mut c.media.sdp);
         if let Some(b) = c.bsm.as_mut() {
             abs(&mut b.ca_file);
@@ -1070,10 +941,10 @@ impl TerminalConfig {
             abs(&mut b.client_key_file);
         }
         match c.gba.as_deref() {
-            None | Some("gba-u") => {}
-            // The GBA_ME key holder's store has no file form yet: its keys would not survive a
-            // restart, so a GBA_ME terminal is not offered here.
-            Some("gba-me") => bail!("{}: gba = \"gba-me\" is not supported by `keycast terminal` yet", path.display()),
+            None | Some("gba-u") if c.me_store.is_some() => {
+                bail!("{}: me_store is the key store of gba = \"gba-me\"", path.display())
+            }
+            None | Some("gba-u" | "gba-me") => {}
             Some(other) => bail!("{}: gba must be \"gba-u\" or \"gba-me\", got {other:?}", path.display()),
         }
         if let Some(i) = c.bsm.as_ref().and_then(|b| b.interface.as_deref())
@@ -1093,6 +964,18 @@ impl TerminalConfig {
     /// Neither names one.
     pub fn card_path(&self, cli: Option<&PathBuf>) -> Result<PathBuf> {
         cli.or(self.card.as_ref()).cloned().context("give --card or a configuration with `card`")
+    }
+
+    /// The GBA_ME key store (`gba = "gba-me"` only): the configuration's `me_store`, or
+    /// `<card>.me` \[chosen\].
+    fn me_store_path(&self, card: &std::path::Path) -> Option<PathBuf> {
+        (self.gba.as_deref() == Some("gba-me")).then(|| {
+            self.me_store.clone().unwrap_or_else(|| {
+                let mut name = card.as_os_str().to_owned();
+                name.push(".me");
+                PathBuf::from(name)
+            })
+        })
     }
 
     /// The state file: `--state`, the configuration's `state`, or `<card>.state` \[chosen\].
@@ -1131,6 +1014,7 @@ impl TerminalConfig {
             let card = w.card.clone().unwrap_or_default();
             w.state = Some(self.state_path(None, &card));
         }
+        w.me_store = w.card.as_deref().and_then(|c| self.me_store_path(c));
         Ok(w)
     }
 
@@ -1150,6 +1034,7 @@ impl TerminalConfig {
             let card = p.card.clone().unwrap_or_default();
             p.state = Some(self.state_path(None, &card));
         }
+        p.me_store = p.card.as_deref().and_then(|c| self.me_store_path(c));
         Ok(p)
     }
 }
@@ -1314,14 +1199,8 @@ pub struct ProtectArgs {
 const DEFAULT_TERMINAL_ID: &str = "keycast-terminal";
 
 /// The TBK IDs the LTKMs of the keys in `card` name (their tbk_flag, profile P-4).
-fn card_tbk_ids(card: &PersistentCard) -> std::collections::BTreeSet<u32> {
-    card.usim()
-        .mbms
-        .msks
-        .iter()
-        .flat_map(|r| r.keys.iter())
-        .filter_map(|k| k.ext.as_ref().and_then(|e| e.tbk_id))
-        .collect()
+fn card_tbk_ids(mbms: &MbmsStore) -> std::collections::BTreeSet<u32> {
+    mbms.msks.iter().flat_map(|r| r.keys.iter()).filter_map(|k| k.ext.as_ref().and_then(|e| e.tbk_id)).collect()
 }
 
 fn run_protect(cfg: &TerminalConfig, a: &ProtectArgs) -> Result<ExitCode> {
@@ -1330,7 +1209,15 @@ fn run_protect(cfg: &TerminalConfig, a: &ProtectArgs) -> Result<ExitCode> {
     let card_path = cfg.card_path(acc.card.as_ref())?;
     let state_file = StateFile::new(cfg.state_path(acc.state.as_ref(), &card_path));
     let mut state = state_file.load_or_default().context("reading the terminal state")?;
-    let card = open_card(Some(&card_path))?;
+    let card = TerminalKeys::open(Some(&card_path), cfg.me_store_path(&card_path).as_deref())?;
+    if card.mode() == GbaMode::GbaMe && !a.no_channel {
+        // TS 33.110 derives Ks_local from the card's Ks_int_NAF: GBA_U only. A GBA_ME terminal
+        // holds its keys in the ME, so there is no card channel to set up.
+        bail!(
+            "gba = \"gba-me\": the secure channel with the card needs GBA_U (Ks_local comes from the card's \
+             Ks_int_NAF); give --no-channel to fetch terminal binding keys only"
+        );
+    }
     let bsm_url = acc.bsm.clone().or_else(|| cfg.bsm.as_ref().map(|b| b.url.clone())).context("give --bsm or [bsm]")?;
     let bsf_url = acc.bsf.clone().or_else(|| cfg.bsf.as_ref().map(|b| b.url.clone())).context("give --bsf or [bsf]")?;
     let Some(rest) = bsm_url.strip_prefix("https://") else {
@@ -1352,7 +1239,7 @@ fn run_protect(cfg: &TerminalConfig, a: &ProtectArgs) -> Result<ExitCode> {
         bsf_host: acc.bsf_host.as_deref().or_else(|| cfg.bsf.as_ref().and_then(|b| b.host.as_deref())),
     };
     let tbk_ids: std::collections::BTreeSet<u32> =
-        if a.tbk_id.is_empty() { card_tbk_ids(&card) } else { a.tbk_id.iter().copied().collect() };
+        if a.tbk_id.is_empty() { card_tbk_ids(card.mbms()) } else { a.tbk_id.iter().copied().collect() };
     let tls = BsmTlsFiles::of(section).client_config()?;
     let server =
         rustls_pki_types::ServerName::try_from(fqdn.clone()).with_context(|| format!("{fqdn:?} is no server name"))?;
@@ -1381,7 +1268,7 @@ fn run_protect(cfg: &TerminalConfig, a: &ProtectArgs) -> Result<ExitCode> {
                 OsRandom.fill(&mut cnonce);
                 let ids = SacIdentity::platform(a.terminal_id.as_bytes(), identity.iccid.as_bytes());
                 let sac = protection
-                    .establish_sac(&mut https, &creds, &user_agent, shell.card_mut(), &ids, randx, &cnonce)
+                    .establish_sac(&mut https, &creds, &user_agent, &mut shell.card_mut().card, &ids, randx, &cnonce)
                     .await
                     .context("establishing the secure authenticated channel")?;
                 let until =
@@ -1413,7 +1300,7 @@ fn run_protect(cfg: &TerminalConfig, a: &ProtectArgs) -> Result<ExitCode> {
             Ok::<_, anyhow::Error>(())
         }
         .await;
-        capture_state(&shell, &mut state);
+        capture_state(&mut shell, &mut state)?;
         // Saved whatever the outcome: a bootstrap made here must not be lost.
         state_file.save(&state).context("saving the terminal state")?;
         result
@@ -1449,20 +1336,25 @@ fn now() -> UtcTime {
     (system_clock())()
 }
 
-/// Copies what the shell holds into `state`.
-fn capture_state<K: CardFileHolder>(shell: &TerminalShell<K>, state: &mut TerminalState) {
+/// Copies what the shell holds into `state`, after saving what a bootstrap put in a GBA_ME key
+/// store (the state file then never names a B-TID whose Ks is not saved).
+fn capture_state<K: KeysHolder>(shell: &mut TerminalShell<K>, state: &mut TerminalState) -> Result<()> {
+    shell.card_mut().keys_mut().save().context("saving the GBA_ME key store")?;
     state.bootstrap = shell.bootstrap_state().current().cloned();
     state.next_request_id = shell.client().next_request_id();
     state.purchases = shell.client().purchases().clone();
+    Ok(())
 }
 
 /// Loads `file` into `shell`: the bootstrap (when the card still holds that B-TID), the request
 /// ID counter, the purchases.
-fn restore_state<K: CardFileHolder>(shell: &mut TerminalShell<K>, state: &TerminalState) {
-    let card_btid = shell.card().card_file().usim().gba.as_ref().and_then(|g| g.b_tid.clone());
+fn restore_state<K: KeysHolder>(shell: &mut TerminalShell<K>, state: &TerminalState) {
+    let keys = shell.card().keys();
+    let held = keys.b_tid().map(str::to_owned);
+    let mode = keys.mode();
     if let Some(b) = &state.bootstrap
-        && card_btid.as_deref() == Some(b.b_tid.as_str())
-        && b.mode == GbaMode::GbaU
+        && held.as_deref() == Some(b.b_tid.as_str())
+        && b.mode == mode
     {
         shell.restore_bootstrap(b.clone());
     }
@@ -1472,7 +1364,7 @@ fn restore_state<K: CardFileHolder>(shell: &mut TerminalShell<K>, state: &Termin
 }
 
 /// Registration at start of `watch`/`record` when the state names purchases; the state.
-async fn register_at_start<K: CardFileHolder>(shell: &mut TerminalShell<K>, file: &StateFile) -> Result<TerminalState> {
+async fn register_at_start<K: KeysHolder>(shell: &mut TerminalShell<K>, file: &StateFile) -> Result<TerminalState> {
     let state = file.load_or_default().context("reading the terminal state")?;
     restore_state(shell, &state);
     if !state.purchases.is_empty() {
@@ -1509,14 +1401,12 @@ fn answer_json(a: &Answer) -> serde_json::Value {
 }
 
 /// The Key Domain ID of `--key-domain`, else of the card's record for `group`.
-fn key_domain(hex_text: Option<&str>, card: &PersistentCard, group: u16) -> Result<[u8; 3]> {
+fn key_domain(hex_text: Option<&str>, mbms: &MbmsStore, group: u16) -> Result<[u8; 3]> {
     if let Some(h) = hex_text {
         let b = hex::decode(h).with_context(|| format!("--key-domain {h:?} is not hex"))?;
         return b.try_into().map_err(|_| anyhow::anyhow!("--key-domain must be 3 octets (6 hex digits)"));
     }
-    card.usim()
-        .mbms
-        .msks
+    mbms.msks
         .iter()
         .find(|r| r.key_group == group)
         .map(|r| r.key_domain_id.0)
@@ -1534,7 +1424,7 @@ fn run_account(cfg: &TerminalConfig, a: &AccountArgs, action: Action<'_>) -> Res
     let card_path = cfg.card_path(a.card.as_ref())?;
     let state_file = StateFile::new(cfg.state_path(a.state.as_ref(), &card_path));
     let mut state = state_file.load_or_default().context("reading the terminal state")?;
-    let card = open_card(Some(&card_path))?;
+    let card = TerminalKeys::open(Some(&card_path), cfg.me_store_path(&card_path).as_deref())?;
     let bsm_url = a.bsm.clone().or_else(|| cfg.bsm.as_ref().map(|b| b.url.clone())).context("give --bsm or [bsm]")?;
     let bsf_url = a.bsf.clone().or_else(|| cfg.bsf.as_ref().map(|b| b.url.clone())).context("give --bsf or [bsf]")?;
     let section = cfg.bsm.as_ref();
@@ -1586,7 +1476,7 @@ fn run_account(cfg: &TerminalConfig, a: &AccountArgs, action: Action<'_>) -> Res
         }
         let btid_after = shell.bootstrap_state().b_tid().map(str::to_owned);
         let bootstrapped = btid_after.is_some() && btid_after != btid_before;
-        capture_state(&shell, &mut state);
+        capture_state(&mut shell, &mut state)?;
         match (&action, &result) {
             (Action::Register, Ok(Some(_))) => {
                 state.registration = Some(Registration {
@@ -1629,13 +1519,13 @@ fn run_account(cfg: &TerminalConfig, a: &AccountArgs, action: Action<'_>) -> Res
 
 /// A shell for an account command: the card, the push listener when configured, TLS.
 async fn account_shell(
-    card: PersistentCard,
+    card: TerminalKeys,
     o: &BsmOptions<'_>,
     section: Option<&BsmSection>,
     interface: Interface,
     listen: Option<SocketAddr>,
     first_request_id: u32,
-) -> Result<TerminalShell<PersistentCard>> {
+) -> Result<TerminalShell<TerminalKeys>> {
     let https = o.bsm.strip_prefix("https://");
     let plain_url = https.map(|rest| format!("http://{rest}"));
     let (bsm_address, bsm_host) = http_host(plain_url.as_deref().unwrap_or(o.bsm), "--bsm")?;
@@ -1646,7 +1536,7 @@ async fn account_shell(
         bsf_host: o.bsf_host.map_or(bsf_host, str::to_owned),
         impi,
         user_agent: user_agent.clone(),
-        mode: GbaMode::GbaU,
+        mode: card.mode(),
     };
     let fqdn = o.bsm_fqdn.unwrap_or(&bsm_host).to_owned();
     let mut client = ClientConfig::new(&fqdn, &user_agent);
@@ -1672,7 +1562,7 @@ async fn account_shell(
 
 /// Sends the request of `action`; `Ok(None)` when there was nothing to send.
 async fn account_action(
-    shell: &mut TerminalShell<PersistentCard>,
+    shell: &mut TerminalShell<TerminalKeys>,
     action: &Action<'_>,
     interface: Interface,
 ) -> Result<Option<Answer>> {
@@ -1685,7 +1575,7 @@ async fn account_action(
         Action::Buy(b) => match b.group {
             None => Some(shell.subscribe(vec![(item(&b.item, b.offer.as_ref()), None)]).await?),
             Some(group) => {
-                let domain = key_domain(b.key_domain.as_deref(), shell.card(), group)?;
+                let domain = key_domain(b.key_domain.as_deref(), shell.card().mbms(), group)?;
                 let request = shell.client_mut().token_purchase(vec![TokenPurchaseItem {
                     key_id: key_id(domain, group, b.number),
                     global_id_ref: Some(b.item.clone()),
@@ -1714,7 +1604,7 @@ async fn account_action(
             }
         }
         Action::Keys(k) => {
-            let domain = key_domain(k.key_domain.as_deref(), shell.card(), k.group)?;
+            let domain = key_domain(k.key_domain.as_deref(), shell.card().mbms(), k.group)?;
             Some(shell.request_keys(interface, &[key_id(domain, k.group, k.number)]).await?)
         }
     })
@@ -1738,6 +1628,18 @@ fn run_status(cfg: &TerminalConfig, a: &StatusArgs) -> Result<ExitCode> {
     let state_path = cfg.state_path(a.state.as_ref(), &card_path);
     let state = StateFile::new(&state_path).load_or_default().context("reading the terminal state")?;
     let usim = CardFile::new(&card_path).load().with_context(|| format!("reading {}", card_path.display()))?;
+    // A GBA_ME terminal's keys are in the ME's key store; nothing there yet is an empty store.
+    let me_path = cfg.me_store_path(&card_path);
+    let mbms = match &me_path {
+        Some(p) => match GbaMeFile::new(p).load() {
+            Ok(store) => store.mbms,
+            Err(CardFileError::Io { error, .. }) if error.kind() == std::io::ErrorKind::NotFound => {
+                MbmsStore::default()
+            }
+            Err(e) => return Err(anyhow::Error::from(e).context("reading the GBA_ME key store")),
+        },
+        None => usim.mbms.clone(),
+    };
     let t = now();
     let bootstrap = state.bootstrap.as_ref().map(|b| {
         serde_json::json!({
@@ -1747,7 +1649,7 @@ fn run_status(cfg: &TerminalConfig, a: &StatusArgs) -> Result<ExitCode> {
         })
     });
     let mut groups = Vec::new();
-    for r in &usim.mbms.msks {
+    for r in &mbms.msks {
         let keys: Vec<serde_json::Value> = r
             .keys
             .iter()
@@ -1779,6 +1681,8 @@ fn run_status(cfg: &TerminalConfig, a: &StatusArgs) -> Result<ExitCode> {
             "iccid": usim.identity.iccid,
         },
         "state_file": state_path.display().to_string(),
+        "gba": if me_path.is_some() { "gba-me" } else { "gba-u" },
+        "me_store": me_path.as_ref().map(|p| p.display().to_string()),
         "bootstrap": bootstrap,
         "next_request_id": state.next_request_id,
         "purchases": state.purchases.iter().map(purchase_json).collect::<Vec<_>>(),
@@ -1824,7 +1728,10 @@ fn run_status(cfg: &TerminalConfig, a: &StatusArgs) -> Result<ExitCode> {
         let until = p.valid_until.map_or_else(|| "no end known".to_owned(), |u| format!("until {}", time_text(u)));
         println!("  {} offer {} {until}", p.item.global_id_ref, p.item.purchase_data_id_ref.as_deref().unwrap_or("-"));
     }
-    for r in &usim.mbms.msks {
+    if let Some(p) = &me_path {
+        println!("GBA_ME: the keys are in the ME's key store {}", p.display());
+    }
+    for r in &mbms.msks {
         println!("Key Domain {} / Key Group {}:", hex::encode(r.key_domain_id.0), r.key_group);
         for e in &r.keys {
             let window = match e.validity {
@@ -1901,6 +1808,7 @@ mod tests {
             packets: None,
             duration: None,
             state: None,
+            me_store: None,
             bsm_tls: BsmTlsFiles::default(),
         };
         let r = c.resolve_watch(&w).unwrap();
@@ -1909,9 +1817,18 @@ mod tests {
         assert_eq!(r.bsm.as_deref(), Some("http://127.0.0.1:2"));
         assert_eq!(r.bsm_fqdn.as_deref(), Some("bmsc.example.org"));
         assert!(r.state.is_some());
+        assert!(r.me_store.is_none(), "GBA_U: no ME key store");
 
         assert!(config("card = \"c\"\nbogus = 1\n").is_err(), "unknown keys are refused");
-        assert!(config("gba = \"gba-me\"\n").unwrap_err().to_string().contains("not supported"));
+        // GBA_ME: the ME's key store defaults to <card>.me; `me_store` is for GBA_ME only.
+        let me = config("card = \"card.kc\"\ngba = \"gba-me\"\n").unwrap();
+        assert!(me.me_store_path(&card).unwrap().to_string_lossy().ends_with("card.kc.me"));
+        assert!(me.resolve_watch(&w).unwrap().me_store.is_some());
+        let me = config("gba = \"gba-me\"\nme_store = \"keys/me.ks\"\n").unwrap();
+        let p = me.me_store_path(&card).unwrap();
+        assert!(p.is_absolute() && p.ends_with("keys/me.ks"), "{p:?}");
+        assert!(config("me_store = \"x\"\n").unwrap_err().to_string().contains("gba-me"));
+        assert!(config("gba = \"gba-2\"\n").is_err());
         assert!(config("[bsm]\nurl = \"http://a:1\"\n").unwrap_err().to_string().contains("go together"));
         assert!(config("[bsf]\nurl = \"http://a:1\"\n[bsm]\nurl = \"http://b:1\"\ninterface = \"x\"\n").is_err());
         assert!(TerminalConfig::default().card_path(None).is_err());

@@ -283,9 +283,11 @@ fn show_reports_bad_files_clearly() {
     let mut bytes = std::fs::read(&path).unwrap();
     bytes[14] = 9;
     std::fs::write(&path, &bytes).unwrap();
-    keycast().args(["card", "show", "--file", file]).assert().failure().stderr(contains(
-        "card file from another Keycast version: format version 9, this Keycast reads version 1 to 2",
-    ));
+    keycast()
+        .args(["card", "show", "--file", file])
+        .assert()
+        .failure()
+        .stderr(contains("key file from another Keycast version: format version 9, this Keycast reads version 1 to 2"));
     bytes[14] = 1;
     bytes[40] ^= 0x40;
     std::fs::write(&path, &bytes).unwrap();

@@ -16,7 +16,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 use serde_json::Value;
-use served::stack::{ADMIN, BSF_HOST, FQDN, IMPI, IMSI, SET1_K, SET1_OP, bsf_with_set1, http, write_secret};
+use served::stack::{ADMIN, BSF_HOST, FQDN, IMPI, IMSI, SET1_K, SET1_OP, bsf_with_set1_as, http, write_secret};
 use served::{Served, free_port};
 
 fn keycast(args: &[&str]) -> (bool, String, String) {
@@ -71,16 +71,23 @@ fn group1_keys(status: &Value) -> Vec<Value> {
         .collect()
 }
 
-#[test]
-fn subscribe_status_restart_unsubscribe_buy_deregister() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
+/// The BSF (test set 1's subscriber with `gba_type`), a BSM with a catalogue (a monthly
+/// subscription and view tokens on the news service, Key Group 1 with a live key) pushing to
+/// the terminal's LTKM port, a card file from `keycast card new`, and a terminal configuration
+/// (`extra` appended to its top-level keys).
+struct Stack {
+    bsf: Served,
+    bsf_metrics: u16,
+    bsm: Served,
+    bsm_port: u16,
+    config: std::path::PathBuf,
+}
 
-    // The BSF, with set 1's subscriber.
-    let (mut bsf, bsf_port, bsf_metrics) = bsf_with_set1(d);
+fn stack(d: &Path, gba_type: &str, extra: &str) -> Stack {
+    let (bsf, bsf_port, bsf_metrics) = bsf_with_set1_as(d, gba_type);
 
     // The BSM, with a catalogue and a live key in Key Group 1.
-    let (bsm_port, admin_port) = (free_port(), free_port());
+    let (bsm_port, admin_port, bsm_metrics) = (free_port(), free_port(), free_port());
     // The terminal's LTKM socket: a free port, which the BSM pushes to (`[push] oma_bcast_port`).
     let ltkm_port = std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     write_secret(&d.join("storage.key"), "000102030405060708090a0b0c0d0e0f\n");
@@ -93,14 +100,14 @@ fn subscribe_status_restart_unsubscribe_buy_deregister() {
             "fqdn = \"{FQDN}\"\nlisten = \"127.0.0.1:{bsm_port}\"\nstorage_key_file = \"storage.key\"\n\
              ua_secret_file = \"ua.secret\"\n[bsf]\naddress = \"127.0.0.1:{bsf_port}\"\nhost = \"{BSF_HOST}\"\n\
              token_file = \"zn.token\"\n[admin]\nlisten = \"127.0.0.1:{admin_port}\"\ntoken_file = \"admin.token\"\n\
-             [push]\noma_bcast_port = {ltkm_port}\n"
+             [push]\noma_bcast_port = {ltkm_port}\n[metrics]\nlisten = \"127.0.0.1:{bsm_metrics}\"\n"
         ),
     )
     .unwrap();
-    let mut bsm = Served::start(
+    let bsm = Served::start(
         &["serve", "bsm", "--config", bsm_config.to_str().unwrap()],
         d.join("bsm.log"),
-        &[bsm_port, admin_port],
+        &[bsm_port, admin_port, bsm_metrics],
     );
     let catalogue = d.join("catalogue.toml");
     fs::write(
@@ -159,11 +166,20 @@ fn subscribe_status_restart_unsubscribe_buy_deregister() {
     fs::write(
         &config,
         format!(
-            "card = \"card.kc\"\nstate = \"terminal.state\"\n[bsf]\nurl = \"http://127.0.0.1:{bsf_port}\"\nhost = \"{BSF_HOST}\"\n\
-             [bsm]\nurl = \"http://127.0.0.1:{bsm_port}\"\nfqdn = \"{FQDN}\"\nltkm_listen = \"127.0.0.1:{ltkm_port}\"\n"
+            "card = \"card.kc\"\nstate = \"terminal.state\"\n{extra}[bsf]\nurl = \"http://127.0.0.1:{bsf_port}\"\n\
+             host = \"{BSF_HOST}\"\n[bsm]\nurl = \"http://127.0.0.1:{bsm_port}\"\nfqdn = \"{FQDN}\"\n\
+             ltkm_listen = \"127.0.0.1:{ltkm_port}\"\n"
         ),
     )
     .unwrap();
+    Stack { bsf, bsf_metrics, bsm, bsm_port, config }
+}
+
+#[test]
+fn subscribe_status_restart_unsubscribe_buy_deregister() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let Stack { mut bsf, bsf_metrics, mut bsm, bsm_port, config } = stack(d, "gba-u", "");
 
     // The Service Guide the BSM publishes from its catalogue: the offer to subscribe to, with its
     // price, and that it is bought from the terminal (no portal).
@@ -238,6 +254,66 @@ fn subscribe_status_restart_unsubscribe_buy_deregister() {
     fs::write(&state_file, &bytes).unwrap();
     let (ok, _, err) = keycast(&["terminal", "--config", config.to_str().unwrap(), "status"]);
     assert!(!ok && err.contains("checksum"), "{err}");
+
+    assert!(bsm.terminate().success());
+    assert!(bsf.terminate().success());
+}
+
+/// A GBA_ME terminal (`gba = "gba-me"`): the card runs AKA in its 3G context only; Ks, the SMK
+/// and the SEK/PEKs live in the ME's key store file, which carries them from one process to the
+/// next like the card file does for GBA_U.
+#[test]
+fn gba_me_terminal_keeps_its_keys_in_the_me_key_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let Stack { mut bsf, bsf_metrics, mut bsm, config, .. } = stack(d, "gba-me", "gba = \"gba-me\"\n");
+    let me_store = d.join("card.kc.me");
+
+    let sub = terminal(&config, &["subscribe", "--item", "all", "--offer", "all-month"]);
+    assert_eq!(sub["bootstrapped"], true, "{sub:#}");
+    assert_eq!(sub["answer"]["status"], 0, "{sub:#}\n{}", bsm.log_text());
+    assert!(sub["answer"]["ltkms_taken"].as_u64().unwrap() >= 1, "{sub:#}");
+    let b_tid = sub["b_tid"].as_str().unwrap().to_owned();
+    let boots = metric(bsf_metrics, "keycast_bsf_bootstraps_total");
+    assert!(boots.contains("keycast_bsf_bootstraps_total{gba_type=\"gba-me\"} 1"), "{boots}");
+    assert_eq!(fs::metadata(&me_store).unwrap().permissions().mode() & 0o777, 0o600);
+
+    // The key is in the ME's store, not in the card.
+    let status = terminal(&config, &["status"]);
+    assert_eq!(status["gba"], "gba-me", "{status:#}");
+    assert!(status["me_store"].as_str().unwrap().ends_with("card.kc.me"), "{status:#}");
+    assert!(group1_keys(&status).iter().any(|k| k["invalidated"] == false), "{status:#}");
+    let (ok, shown, err) = keycast(&["card", "show", "--file", d.join("card.kc").to_str().unwrap()]);
+    assert!(ok, "{err}");
+    assert!(!shown.contains("Key Group 1") && !shown.contains(&b_tid), "the card holds no MBMS key:\n{shown}");
+
+    // A second process: the B-TID is reused, because the ME's store kept Ks for it.
+    let reg = terminal(&config, &["register"]);
+    assert_eq!((reg["bootstrapped"].clone(), reg["b_tid"].clone()), (Value::Bool(false), Value::from(b_tid.as_str())));
+    assert_eq!(reg["answer"]["status"], 0, "{reg:#}");
+    let boots = metric(bsf_metrics, "keycast_bsf_bootstraps_total");
+    assert!(boots.contains("keycast_bsf_bootstraps_total{gba_type=\"gba-me\"} 1"), "{boots}");
+
+    // The pushed invalidation reaches the store of a later process.
+    let unsub = terminal(&config, &["unsubscribe", "--item", "all", "--wait", "5"]);
+    assert_eq!(unsub["answer"]["status"], 0, "{unsub:#}");
+    assert!(unsub["pushed_ltkms"].as_u64().unwrap() >= 1, "{unsub:#}\n{}", bsm.log_text());
+    let status = terminal(&config, &["status"]);
+    assert!(group1_keys(&status).iter().any(|k| k["invalidated"] == true), "{status:#}");
+
+    // The card's secure channel is a GBA_U matter: refused with the reason, nothing changed.
+    let before = fs::read(&me_store).unwrap();
+    let (ok, _, err) = keycast(&["terminal", "--config", config.to_str().unwrap(), "protect"]);
+    assert!(!ok && err.contains("needs GBA_U") && err.contains("--no-channel"), "{err}");
+    assert_eq!(fs::read(&me_store).unwrap(), before);
+
+    // A damaged store is refused, never replaced by an empty one.
+    let mut bytes = before;
+    bytes[30] ^= 1;
+    fs::write(&me_store, &bytes).unwrap();
+    let (ok, _, err) = keycast(&["terminal", "--config", config.to_str().unwrap(), "register"]);
+    assert!(!ok && err.contains("GBA_ME key store") && err.contains("checksum"), "{err}");
+    assert_eq!(fs::read(&me_store).unwrap(), bytes);
 
     assert!(bsm.terminate().success());
     assert!(bsf.terminate().success());

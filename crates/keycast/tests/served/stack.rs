@@ -304,6 +304,11 @@ pub const ZN_TOKEN: &str = "bsm-zn-token-8c1f0e5d2b7a4936";
 /// takes SQN1) and [`ZN_TOKEN`] for the NAF [`FQDN`]: the process, its Ub/Zn port and its metrics
 /// port.
 pub fn bsf_with_set1(d: &Path) -> (Served, u16, u16) {
+    bsf_with_set1_as(d, "gba-u")
+}
+
+/// [`bsf_with_set1`] with the subscriber's GBA type (`--gba-type`: `gba-u` or `gba-me`).
+pub fn bsf_with_set1_as(d: &Path, gba_type: &str) -> (Served, u16, u16) {
     let (bsf_port, bsf_metrics) = (free_port(), free_port());
     write_secret(&d.join("bsf-storage.key"), "5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a\n");
     write_secret(&d.join("bsf-server.secret"), &format!("{}\n", "c0ffee".repeat(10) + "c0ff"));
@@ -322,7 +327,7 @@ pub fn bsf_with_set1(d: &Path) -> (Served, u16, u16) {
     write_secret(&d.join("set1.keys"), &format!("K={SET1_K}\nOP={SET1_OP}\n"));
     let sqn = format!("{:x}", SET1_SQN - 32);
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_keycast"))
-        .args(["bsf", "subscriber", "add", "--impi", IMPI, "--imsi", IMSI, "--amf", "b9b9", "--gba-type", "gba-u"])
+        .args(["bsf", "subscriber", "add", "--impi", IMPI, "--imsi", IMSI, "--amf", "b9b9", "--gba-type", gba_type])
         .args(["--sqn", &sqn, "--keys-file"])
         .arg(d.join("set1.keys"))
         .arg("--config")
