@@ -274,7 +274,7 @@ async fn fill(store: &SqliteStore, now: u64) {
         ("all-month", "all", PurchaseKind::Subscription, 30 * DAY),
         ("final-ppv", "events", PurchaseKind::PayPerView(ProgramId("final".into())), 0),
     ] {
-        let data = PurchaseData { id: id.into(), item: item.into(), price: price.clone(), kind, period };
+        let data = PurchaseData { id: id.into(), item: item.into(), price: price.clone(), kind, period, play_backs: 0 };
         store.put_purchase_data(&data).await.expect("offer");
     }
     let keys = [

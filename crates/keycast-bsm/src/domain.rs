@@ -148,6 +148,11 @@ pub struct PurchaseData {
     /// Subscription period or bought time, seconds (ignored for pay-per-view: the program's
     /// window counts).
     pub period: u64,
+    /// Play-backs of a recording the bought key allows (profile P-4 play_back_counter): with a
+    /// pay-per-time offer the key's policy becomes 0x01, with a pay-per-view offer 0x03; 0 for
+    /// live use only. Subscriptions (0x05) play back within their window anyway, and tokens have
+    /// no play-back code, so those offers carry 0.
+    pub play_backs: u16,
 }
 
 /// How a key group rolls over.

@@ -397,7 +397,7 @@ pub fn build(catalogue: &CatalogueSnapshot, config: &GuideConfig, version: u32) 
     }
 
     for o in &catalogue.offers {
-        let (validity, descriptions) = match &o.kind {
+        let (validity, mut descriptions) = match &o.kind {
             PurchaseKind::PayPerView(program) => (
                 catalogue
                     .programs
@@ -408,6 +408,10 @@ pub fn build(catalogue: &CatalogueSnapshot, config: &GuideConfig, version: u32) 
             ),
             _ => (Validity::default(), Vec::new()),
         };
+        // What the user gets beyond live viewing: recordings play back this many times.
+        if o.play_backs > 0 {
+            descriptions.push(format!("recordings play back {} times", o.play_backs));
+        }
         guide.insert(keycast_guide::Fragment::PurchaseData(SgPurchaseData {
             id: o.id.clone(),
             version,

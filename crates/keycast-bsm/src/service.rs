@@ -306,12 +306,15 @@ pub(crate) struct Grant {
     rank: u8,
 }
 
-/// The P-4 policy and its precedence for a purchase kind (see the module docs;
-/// `profile: P-4`).
-fn policy_of(kind: &PurchaseKind) -> (SecurityPolicyExt, u8) {
+/// The P-4 policy and its precedence for a purchase kind and its offer's play-backs (see the
+/// module docs; `profile: P-4`): pay-per-time and pay-per-view with play-backs take codes 0x01
+/// and 0x03 with that play_back_counter.
+fn policy_of(kind: &PurchaseKind, play_backs: u16) -> (SecurityPolicyExt, u8) {
     let plain = |policy| SecurityPolicyExt { policy, play_back_counter: 0, view_counter: 0 };
+    let replay = |policy| SecurityPolicyExt { policy, play_back_counter: play_backs, view_counter: 0 };
     match kind {
         PurchaseKind::Subscription => (plain(SecurityPolicy::UnlimitedWithinWindow), 3),
+        PurchaseKind::PayPerTime if play_backs > 0 => (replay(SecurityPolicy::PayPerTimeWithPlayBack), 2),
         PurchaseKind::PayPerTime => (plain(SecurityPolicy::PayPerTime), 2),
         PurchaseKind::Tokens(n) => (
             SecurityPolicyExt {
@@ -321,6 +324,7 @@ fn policy_of(kind: &PurchaseKind) -> (SecurityPolicyExt, u8) {
             },
             1,
         ),
+        PurchaseKind::PayPerView(_) if play_backs > 0 => (replay(SecurityPolicy::PayPerViewWithPlayBack), 0),
         PurchaseKind::PayPerView(_) => (plain(SecurityPolicy::PayPerView), 0),
     }
 }
@@ -334,7 +338,10 @@ pub(crate) fn ext_of(policy: SecurityPolicyExt) -> LtkmExt {
 pub(crate) fn entitlements(view: &View, purchases: &[Purchase], now: u64) -> BTreeMap<SekPekId, Grant> {
     let mut out: BTreeMap<SekPekId, Grant> = BTreeMap::new();
     for p in purchases {
-        let (policy, rank) = policy_of(&p.kind);
+        // The offer's play-backs as the catalogue says now [chosen]: a purchase keeps its
+        // kind and window, and its key's play-back right follows the offer.
+        let play_backs = view.offers.get(&p.purchase_data).map_or(0, |o| o.play_backs);
+        let (policy, rank) = policy_of(&p.kind, play_backs);
         for id in keys_to_deliver(&view.catalogue, std::slice::from_ref(p), now) {
             let Some(entry) = view.live_entry(id, now) else { continue };
             let Some(window) =
@@ -853,7 +860,7 @@ impl<S: BsmStore + Sync> Provisioning<S> {
                     // The card keeps one form per key: the invalidation carries an extension with
                     // a policy like every LTKM from here, so its window is in TS form
                     // (`profile: P-11.8, P-11.14`).
-                    ext: Some(ext_of(policy_of(&PurchaseKind::Subscription).0)),
+                    ext: Some(ext_of(policy_of(&PurchaseKind::Subscription, 0).0)),
                     streaming: self.streaming_of(&view, id.key_group),
                     to,
                 })
@@ -1072,7 +1079,7 @@ impl<S: BsmStore + Sync> Provisioning<S> {
         let Some(window) = window else { return Ok(Err(StatusCode::RequestUnavailable)) };
         let stored = self.store.keys_covering(id.key_group, entry.window).await?.into_iter().find(|k| k.entry == entry);
         let Some(stored) = stored else { return Ok(Err(StatusCode::WrongKeyInfo)) };
-        let (policy, rank) = policy_of(&offer.kind);
+        let (policy, rank) = policy_of(&offer.kind, offer.play_backs);
         let purchase = if purchases.iter().any(|p| p.item == item && active(p, now)) {
             None
         } else {

@@ -108,6 +108,16 @@ async fn catalogue_edits_and_refusals() {
     assert_eq!(put("/admin/v1/offers/o", ppv_without_program).await.0, StatusCode::BAD_REQUEST);
     let unknown_item = r#"{"item":"none","amount":"1","currency":"EUR","kind":"ppt","period_secs":60}"#;
     assert_eq!(put("/admin/v1/offers/o", unknown_item).await.0, StatusCode::NOT_FOUND);
+    // Play-backs (P-4 codes 0x01, 0x03) on pay-per-time and pay-per-view only.
+    let ppt_rec = r#"{"item":"basic","amount":"2","currency":"EUR","kind":"ppt","period_secs":3600,"play_backs":2}"#;
+    assert_eq!(put("/admin/v1/offers/basic-2h-rec", ppt_rec).await.0, StatusCode::NO_CONTENT);
+    let sub_rec =
+        r#"{"item":"basic","amount":"2","currency":"EUR","kind":"subscription","period_secs":60,"play_backs":2}"#;
+    let (status, why) = put("/admin/v1/offers/o", sub_rec).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(why.contains("play_backs is for ppt and ppv"), "{why}");
+    let too_many = r#"{"item":"basic","amount":"2","currency":"EUR","kind":"ppt","period_secs":60,"play_backs":70000}"#;
+    assert_eq!(put("/admin/v1/offers/o", too_many).await.0, StatusCode::BAD_REQUEST);
     let program = r#"{"service":"news","key_group":100,"from":1767225600,"until":1767232800}"#;
     assert_eq!(put("/admin/v1/programs/final", program).await.0, StatusCode::NO_CONTENT);
     assert_eq!(
@@ -117,6 +127,8 @@ async fn catalogue_edits_and_refusals() {
 
     let (_, offers) = call(&a.local, "GET", "/admin/v1/offers", Some(TOKEN), "").await;
     assert!(offers.contains(r#""id":"basic-month""#) && offers.contains(r#""kind":"subscription""#), "{offers}");
+    assert!(offers.contains(r#""period_secs":3600,"play_backs":2"#), "{offers}");
+    assert_eq!(offers.matches("play_backs").count(), 1, "shown only where not 0: {offers}");
     assert_eq!(a.store.purchase_items().await.unwrap()[0].services[0].0, "news");
     assert_eq!(call(&a.local, "GET", "/admin/v1/terminals/nobody", Some(TOKEN), "").await.0, StatusCode::NOT_FOUND);
 }

@@ -64,11 +64,15 @@ async fn store(dir: &tempfile::TempDir) -> SqliteStore {
         price: Price { amount: amount.into(), currency: "EUR".into() },
         kind,
         period,
+        play_backs: 0,
     };
     store.put_purchase_data(&offer("month", "4.99", PurchaseKind::Subscription, 30 * DAY)).await.unwrap();
     store.put_purchase_data(&offer("tokens", "2.50", PurchaseKind::Tokens(10), 90 * DAY)).await.unwrap();
     store
-        .put_purchase_data(&offer("final-ppv", "1.00", PurchaseKind::PayPerView(ProgramId("final".into())), 0))
+        .put_purchase_data(&PurchaseData {
+            play_backs: 2,
+            ..offer("final-ppv", "1.00", PurchaseKind::PayPerView(ProgramId("final".into())), 0)
+        })
         .await
         .unwrap();
     store
@@ -144,7 +148,8 @@ async fn catalogue_to_a_consistent_guide() {
     let ppv = &g.purchase_data["final-ppv"];
     assert_eq!(ppv.validity.valid_from, ntp_seconds(T0));
     assert_eq!(ppv.validity.valid_to, ntp_seconds(T0 + 7200));
-    assert_eq!(ppv.descriptions, ["pay-per-view final"]);
+    assert_eq!(ppv.descriptions, ["pay-per-view final", "recordings play back 2 times"]);
+    assert!(g.purchase_data["month"].descriptions.is_empty(), "no play-backs, no description");
     let ch = &g.purchase_channels[PURCHASE_CHANNEL_ID];
     assert_eq!(ch.purchase_urls, ["http://bmsc.example.org:8081/sprov"]);
     assert!(ch.portal_urls.is_empty());
@@ -306,6 +311,7 @@ async fn http_routes_serve_the_guide_and_versions_rise() {
             price: Price { amount: "5.49".into(), currency: "EUR".into() },
             kind: PurchaseKind::Subscription,
             period: 30 * DAY,
+            play_backs: 0,
         })
         .await
         .unwrap();

@@ -293,6 +293,48 @@ async fn policy_codes_follow_the_purchase_kind() {
 }
 
 #[tokio::test]
+async fn offers_with_play_backs_give_codes_1_and_3() {
+    let bsm = Bsm::new().await;
+    let store = bsm.store();
+    for (id, item, kind, period, play_backs) in [
+        ("all-2h-rec", "all", PurchaseKind::PayPerTime, 7200, 2),
+        ("final-rec", "events", PurchaseKind::PayPerView(ProgramId("final".into())), 0, 3),
+    ] {
+        let offer = keycast_bsm::domain::PurchaseData {
+            id: id.into(),
+            item: item.into(),
+            price: price("5.99"),
+            kind,
+            period,
+            play_backs,
+        };
+        store.put_purchase_data(&offer).await.unwrap();
+    }
+    let t = caller(19);
+    let request = service_request(&[("all", Some("all-2h-rec")), ("events", Some("final-rec"))]);
+    let o = bsm.svc.service_request(&t, &request, source(19), T0).await.unwrap();
+    assert!(o.response.items.iter().all(|i| i.status == StatusCode::Success), "{:?}", o.response.items);
+    let mut card = card(&t);
+    let mut seen = Vec::new();
+    for bytes in &o.response.ltkms {
+        let c = open(bytes, &t);
+        let p = c.ext.unwrap().security_policy.unwrap();
+        seen.push((c.sek_pek_id.key_group, p.policy, p.play_back_counter, p.view_counter));
+        card.msk_update(bytes).expect("the card takes the play-back policies");
+    }
+    seen.sort_by_key(|s| s.0);
+    assert_eq!(
+        seen,
+        [
+            (1, SecurityPolicy::PayPerTimeWithPlayBack, 2, 0),
+            (2, SecurityPolicy::PayPerTimeWithPlayBack, 2, 0),
+            (100, SecurityPolicy::PayPerViewWithPlayBack, 3, 0),
+        ],
+        "profile P-4: PPT with play-backs → 0x01, PPV with play-backs → 0x03, with the offer's counter"
+    );
+}
+
+#[tokio::test]
 async fn tokens_bought_by_service_request_carry_the_view_counter() {
     let bsm = Bsm::new().await;
     let t = caller(9);
@@ -496,6 +538,7 @@ async fn token_purchase_gives_live_keys_and_history_keys_for_recordings() {
             price: price("1.00"),
             kind: PurchaseKind::Tokens(2),
             period: DAY,
+            play_backs: 0,
         })
         .await
         .unwrap();

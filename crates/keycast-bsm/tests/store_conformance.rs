@@ -89,6 +89,7 @@ async fn catalogue<S: BsmStore>(s: &S) {
         price: Price { amount: "4.99".into(), currency: "EUR".into() },
         kind,
         period: 30 * DAY,
+        play_backs: 0,
     };
     s.put_purchase_data(&offer("basic-month", "basic", PurchaseKind::Subscription)).await.unwrap();
     s.put_purchase_data(&offer("final-ppv", "all", PurchaseKind::PayPerView(ProgramId("final".into())))).await.unwrap();
@@ -148,6 +149,15 @@ mod suite {
         assert_eq!(data.len(), 3);
         assert_eq!(data[0].kind, PurchaseKind::Tokens(10));
         assert_eq!(data[2].kind, PurchaseKind::PayPerView(ProgramId("final".into())));
+        assert_eq!(data[2].play_backs, 0);
+        // An offer's play-backs (P-4 codes 0x01/0x03) come back, and replace.
+        let mut rec = data[2].clone();
+        rec.play_backs = 65_535;
+        s.put_purchase_data(&rec).await.unwrap();
+        assert_eq!(s.purchase_data().await.unwrap()[2], rec);
+        rec.play_backs = 3;
+        s.put_purchase_data(&rec).await.unwrap();
+        assert_eq!(s.purchase_data().await.unwrap()[2].play_backs, 3);
         // Replacing.
         let mut news = service("news", 1);
         news.name = "News 24".into();
@@ -170,6 +180,7 @@ mod suite {
             price: Price { amount: "1".into(), currency: "EUR".into() },
             kind: PurchaseKind::PayPerTime,
             period: 1,
+            play_backs: 0,
         };
         assert!(matches!(s.put_purchase_data(&offer).await, Err(StoreError::Missing(_))));
     }

@@ -161,6 +161,7 @@ async fn fill(store: &SqliteStore) {
         price,
         kind: PurchaseKind::Subscription,
         period: 30 * DAY,
+        play_backs: 0,
     };
     store.put_purchase_data(&offer).await.unwrap();
     let id = SekPekId { key_group: 1, key_number: 2 };

@@ -80,6 +80,7 @@ async fn fill(store: &SqliteStore) {
         price: Price { amount: "4.99".into(), currency: "EUR".into() },
         kind: PurchaseKind::Subscription,
         period: 30 * DAY,
+        play_backs: 0,
     };
     store.put_purchase_data(&data).await.unwrap();
     let id = SekPekId { key_group: 1, key_number: 2 };

@@ -530,6 +530,7 @@ async fn a_key_past_its_window_comes_from_the_bsm_history_by_token_purchase() {
                 price: Price { amount: "1.00".into(), currency: "EUR".into() },
                 kind: PurchaseKind::Tokens(3),
                 period: 30 * DAY,
+                play_backs: 0,
             })
             .await
             .unwrap();

@@ -179,6 +179,7 @@ async fn rollover<S: BsmStore + Clone + Send + Sync + 'static>(store: &S, n: u32
         price: Price { amount: "4.99".into(), currency: "EUR".into() },
         kind: PurchaseKind::Subscription,
         period: 30 * DAY,
+        play_backs: 0,
     };
     store.put_purchase_data(&offer).await.map_err(e)?;
     let current = Window { from: now - DAY, until: now + DAY };

@@ -90,7 +90,7 @@ fn demo_holds_every_expectation() {
         .stdout(predicate::str::contains("program ID 2001: TEK ‖ salt match the broadcaster's; the same program: no unit taken"))
         .stdout(predicate::str::contains("ok      terminal A's card refuses the token key: STKM TEK ID 4 for program ID 2003: refused as expected — SW 6985"))
         // (k) Record and play back within the play-back counter, then refused.
-        .stdout(predicate::str::contains("ok      terminal A's card takes SEK 00080001 with pay-per-view and 2 play-backs (P-4 code 3)"))
+        .stdout(predicate::str::contains("ok      terminal A's card holds SEK 00080001 with 2 play-backs: the BSM made the offer's play-backs the key's P-4 policy: pay-per-time with play-back (0x01)"))
         .stdout(predicate::str::contains("ok      terminal A records the stream (keycast-terminal's watcher and Recorder, adapted PDCF): 2 STKMs and 10 samples"))
         .stdout(predicate::str::contains("ok      play-back 1 of 2 through the card: 10 samples equal the RTP payloads sent; the card counts 1 play-back(s) left"))
         .stdout(predicate::str::contains("ok      play-back 2 of 2 through the card: 10 samples equal the RTP payloads sent; the card counts 0 play-back(s) left"))

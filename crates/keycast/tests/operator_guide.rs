@@ -52,7 +52,16 @@ fn the_catalogue_example_applies_to_a_running_bsm() {
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
-    assert!(text.contains("applied 3 catalogue entries"), "{text}");
+    assert!(text.contains("applied 4 catalogue entries"), "{text}");
+    // The pay-per-time offer keeps its play-backs (P-4 code 1 for its buyers' keys).
+    let out = Command::new(env!("CARGO_BIN_EXE_keycast"))
+        .args(["bsm", "--config"])
+        .arg(d.join("bsm.toml"))
+        .args(["show", "offers", "--json"])
+        .output()
+        .unwrap();
+    let offers = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && offers.contains(r#""kind":"ppt","period_secs":3600,"play_backs":2"#), "{offers}");
     let mut bsm = stack.bsm;
     assert!(bsm.terminate().success());
 }

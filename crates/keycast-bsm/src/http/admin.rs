@@ -16,7 +16,7 @@
 //! | `GET /admin/v1/purchase-items` | — | `[PurchaseItem]` |
 //! | `PUT /admin/v1/purchase-items/{id}` | `{name, services}` | 204; 404 for an unknown service |
 //! | `GET /admin/v1/offers` | — | `[Offer]` |
-//! | `PUT /admin/v1/offers/{id}` | `{item, amount, currency, kind, program?, tokens?, period_secs}` | 204; 404 for an unknown item or program |
+//! | `PUT /admin/v1/offers/{id}` | `{item, amount, currency, kind, program?, tokens?, period_secs, play_backs?}` | 204; 404 for an unknown item or program; 400 for play_backs on a subscription or tokens offer |
 //! | `GET /admin/v1/key-groups/{group}` | — | `[KeyEntry]` without key bytes |
 //! | `POST /admin/v1/key-groups/{group}/rollover` | `{mcc, mnc, key_lifetime_secs, lead_secs}` | 201 with the new key's entry and the id of the campaign that pushes it (`campaign`), or 200 `{"due": false}` |
 //! | `PUT /admin/v1/key-groups/{group}/keys/{number}/until` | `{until}` | 200 with the key's entry and the id of the campaign that pushes the new window; 404, 409 (overlaps the next key, revoked, not after now) |
@@ -256,6 +256,14 @@ pub struct OfferJson {
     pub tokens: Option<u32>,
     /// Subscription period or bought time, seconds.
     pub period_secs: u64,
+    /// Play-backs of a recording the key allows, for `ppt` and `ppv` (profile P-4 codes 0x01
+    /// and 0x03); absent or 0 for live use only.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub play_backs: u16,
+}
+
+fn is_zero(n: &u16) -> bool {
+    *n == 0
 }
 
 /// A key as the API shows it (no key bytes, no RAND).
@@ -447,6 +455,10 @@ pub struct RolloverJson {
 }
 
 fn kind_of(o: &OfferJson) -> Result<PurchaseKind, &'static str> {
+    if o.play_backs > 0 && !matches!(o.kind.as_str(), "ppt" | "ppv") {
+        return Err("play_backs is for ppt and ppv offers (P-4 codes 0x01 and 0x03); a subscription plays back \
+                    within its window, tokens have no play-back");
+    }
     match (o.kind.as_str(), &o.program, o.tokens) {
         ("subscription", None, None) => Ok(PurchaseKind::Subscription),
         ("ppt", None, None) => Ok(PurchaseKind::PayPerTime),
@@ -472,6 +484,7 @@ fn offer_json(d: &PurchaseData) -> OfferJson {
         program,
         tokens,
         period_secs: d.period,
+        play_backs: d.play_backs,
     }
 }
 
@@ -673,6 +686,7 @@ async fn put_offer<S: BsmStore + Send + Sync + 'static>(
         price: Price { amount: j.amount, currency: j.currency },
         kind,
         period: j.period_secs,
+        play_backs: j.play_backs,
     };
     match state.store.put_purchase_data(&offer).await {
         Ok(()) => StatusCode::NO_CONTENT.into_response(),

@@ -58,11 +58,13 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "init", include_str!("../../migrations/sqlite/0001_init.sql")),
     (2, "campaigns", include_str!("../../migrations/sqlite/0002_campaigns.sql")),
     (3, "catalogue_version", include_str!("../../migrations/sqlite/0003_catalogue_version.sql")),
+    (4, "play_backs", include_str!("../../migrations/sqlite/0004_play_backs.sql")),
 ];
 const POSTGRES_MIGRATIONS: &[(i64, &str, &str)] = &[
     (1, "init", include_str!("../../migrations/postgres/0001_init.sql")),
     (2, "campaigns", include_str!("../../migrations/postgres/0002_campaigns.sql")),
     (3, "catalogue_version", include_str!("../../migrations/postgres/0003_catalogue_version.sql")),
+    (4, "play_backs", include_str!("../../migrations/postgres/0004_play_backs.sql")),
 ];
 
 fn migrator(steps: &[(i64, &'static str, &'static str)]) -> Migrator {
@@ -181,12 +183,13 @@ const SQL_CLEAR_ITEM_SERVICES: &str = "DELETE FROM purchase_item_services WHERE 
 const SQL_ADD_ITEM_SERVICE: &str = "INSERT INTO purchase_item_services (item, position, service) VALUES ($1, $2, $3)";
 const SQL_ITEMS: &str = "SELECT i.global_id, i.name, s.service FROM purchase_items i \
      LEFT JOIN purchase_item_services s ON s.item = i.global_id ORDER BY i.global_id, s.position";
-const SQL_PUT_DATA: &str = "INSERT INTO purchase_data (id, item, amount, currency, kind, program, tokens, period) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (id) DO UPDATE SET item = excluded.item, \
+const SQL_PUT_DATA: &str = "INSERT INTO purchase_data \
+     (id, item, amount, currency, kind, program, tokens, period, play_backs) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (id) DO UPDATE SET item = excluded.item, \
      amount = excluded.amount, currency = excluded.currency, kind = excluded.kind, program = excluded.program, \
-     tokens = excluded.tokens, period = excluded.period";
+     tokens = excluded.tokens, period = excluded.period, play_backs = excluded.play_backs";
 const SQL_DATA: &str =
-    "SELECT id, item, amount, currency, kind, program, tokens, period FROM purchase_data ORDER BY id";
+    "SELECT id, item, amount, currency, kind, program, tokens, period, play_backs FROM purchase_data ORDER BY id";
 const SQL_KEY_LATEST_END: &str = "SELECT max(window_until) AS latest FROM keys WHERE key_group = $1";
 const SQL_ADD_KEY: &str = "INSERT INTO keys \
      (key_group, key_number, window_from, window_until, key_domain, wrapped_key, rand, csb_id, revoked_at) \
@@ -995,6 +998,7 @@ macro_rules! sql_store {
                         .bind(program)
                         .bind(tokens)
                         .bind(to_db(d.period))
+                        .bind(i64::from(d.play_backs))
                         .execute(&self.pool)
                         .await
                         .map_err(missing_or_backend(|| format!("purchase item {} (or its program)", d.item)))?;
@@ -1025,6 +1029,7 @@ macro_rules! sql_store {
                                         row.try_get("tokens").map_err(backend)?,
                                     )?,
                                     period: from_db(row.try_get("period").map_err(backend)?, "period")?,
+                                    play_backs: u16_from_db(row.try_get("play_backs").map_err(backend)?, "play_backs")?,
                                 })
                             })
                             .collect()

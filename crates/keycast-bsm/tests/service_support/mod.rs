@@ -143,6 +143,7 @@ pub async fn fill<S: BsmStore>(s: &S) {
         price: price("4.99"),
         kind,
         period,
+        play_backs: 0,
     };
     s.put_purchase_data(&offer("basic-month", "basic", PurchaseKind::Subscription, 30 * DAY)).await.unwrap();
     s.put_purchase_data(&offer("all-month", "all", PurchaseKind::Subscription, 30 * DAY)).await.unwrap();

@@ -172,6 +172,7 @@ async fn fill(store: &SqliteStore) {
             price: Price { amount: "4.99".into(), currency: "EUR".into() },
             kind: PurchaseKind::Subscription,
             period: 30 * DAY,
+            play_backs: 0,
         })
         .await
         .unwrap();

@@ -800,17 +800,7 @@ async fn catalogue(n: &mut Narrator, bsm: &Bsm, sek1: SekPekId) -> bool {
             ),
         ),
     ];
-    let mut r = Ok(());
-    for (path, body) in &calls {
-        match bsm.admin("PUT", path, body).await {
-            Ok((204, _)) => {}
-            Ok((status, body)) => r = Err(format!("PUT {path}: {status} {body}")),
-            Err(e) => r = Err(e),
-        }
-        if r.is_err() {
-            break;
-        }
-    }
+    let r = admin_puts(bsm, &calls).await;
     let ok = r.is_ok();
     n.check(
         "operator: catalogue through the admin API (bearer token, from loopback)",
@@ -823,6 +813,18 @@ async fn catalogue(n: &mut Narrator, bsm: &Bsm, sek1: SekPekId) -> bool {
     let ok = r.is_ok();
     n.check("operator: rollover of the empty Key Group 3 makes its first SEK (admin API)", r);
     ok
+}
+
+/// `PUT`s each `(path, body)` through the admin API in order; stops at the first answer other
+/// than 204.
+pub(super) async fn admin_puts(bsm: &Bsm, calls: &[(&str, String)]) -> Result<(), String> {
+    for (path, body) in calls {
+        match bsm.admin("PUT", path, body).await? {
+            (204, _) => {}
+            (status, body) => return Err(format!("PUT {path}: {status} {body}")),
+        }
+    }
+    Ok(())
 }
 
 /// `POST …/rollover`; expects 201 for `want`, valid from `from` for KEY_LIFETIME.

@@ -47,9 +47,10 @@
 //!     under the PEK and refuses another program's; A buys tokens for the service's SEK
 //!     (TokenPurchaseRequest) and its card takes one view unit per new program ID (P-4 code 4),
 //!     none for a program already paid, and refuses a new program once the units are spent.
-//! (k) record and play back (module `playback`): terminal A's card takes a key with P-4 code 3
-//!     and play_back_counter 2 (sealed on the BSM's side under A's SMK from Zn: the real BSM
-//!     sells no play-back policy); keycast-terminal's watcher and Recorder record a short stream
+//! (k) record and play back (module `playback`): the operator sells an hour of an archive
+//!     service whose recordings play back twice (a pay-per-time offer with `play_backs`); terminal
+//!     A buys it and its card takes the SEK with P-4 code 1 and play_back_counter 2 from the real
+//!     BSM's answer; keycast-terminal's watcher and Recorder record a short stream
 //!     of its own into the adapted PDCF, its Player plays it back through the card twice (a live
 //!     STKM ends each play-back session), and the third play-back is refused with 9865.
 //! (l) a reboot (module `reboot`): terminal B writes its state (keycast-terminal's state file

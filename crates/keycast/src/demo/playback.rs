@@ -1,36 +1,41 @@
 //! (k) of `keycast demo`: record a protected stream and play it back within the card's
 //! play-back counter, then the card refuses.
 //!
-//! The real BSM sells no offer whose key allows play-back (its P-4 codes are 5, 0, 4 and 2 for
-//! subscription, pay-per-time, tokens and pay-per-view), so the key of this section is sealed by
-//! the demo on the BSM's side, as in (b)–(e): under terminal A's SMK as the BSM gets it from the
-//! BSF over Zn (its own Zn client), with P-4 code 3 (pay-per-view with play-back) and
-//! play_back_counter 2, and the LTKM TS one above the card's EF_MUK counter. Everything else is
-//! the real terminal: keycast-terminal's sans-IO watcher opens the stream with the card, its
-//! `Recorder` writes the adapted PDCF (in memory), and its `Player` plays the file back through
-//! the card, which alone applies the counter.
+//! The operator sells an archive service by the hour with recordings that play back
+//! [`PLAY_BACKS`] times: an offer of kind pay-per-time with `play_backs` through the admin API,
+//! which the real BSM turns into the key's P-4 policy 0x01 (pay-per-time with play-back) and
+//! play_back_counter. Terminal A buys it with a ServiceRequest and its card takes the SEK from the
+//! answer. Everything else is the real terminal too: keycast-terminal's sans-IO watcher opens the
+//! stream with the card, its `Recorder` writes the adapted PDCF (in memory), and its `Player`
+//! plays the file back through the card, which alone applies the counter.
 
 use std::time::{Duration, Instant};
 
 use keycast_card::Card as _;
-use keycast_crypto::keys::{SekPek, Tek, TekSalt};
+use keycast_crypto::keys::{Tek, TekSalt};
 use keycast_mikey::{
-    KeyDomainId, KeyValidity, LtkmContent, LtkmExt, ProtectionAfterReception, SecurityPolicy, SecurityPolicyExt,
-    SekPekId, StkmContent, StkmExt, TekField, TrafficProtectionProtocol,
+    KeyDomainId, ProtectionAfterReception, SekPekId, StkmContent, StkmExt, TekField, TrafficProtectionProtocol,
 };
+use keycast_provisioning::sprov::{PurchaseItemRef, PurchaseRequestItem, StatusCode};
 use keycast_terminal::media::play::{Output, PlayError, Player};
 use keycast_terminal::media::record::{RecordConfig, Recorder};
 use keycast_terminal::media::srtp::{Mki, SrtpMasterKey, SrtpPolicy, SrtpSender};
 use keycast_terminal::media::{MediaTap as _, Packet, WatchConfig, Watcher};
+use keycast_terminal::provisioning::Response;
 use keycast_traffic::pdcf::MediaTrack;
 
-use super::bsm::{Bsm, Shell, ntp, shell_apdus};
-use super::{BSM_FQDN, DemoRng, Narrator, bsm_verifies, id_hex, op_failed, refused};
+use super::bsm::{Bsm, Shell, admin_puts, answer_ltkms, broadcaster_key, ntp, shell_apdus, status_of};
+use super::ppv::first_key;
+use super::{BSM_FQDN, DemoRng, Narrator, id_hex, op_failed, refused};
 
-/// Key Group of the recorded service's SEK (groups 3–7 are (h)–(j)'s).
+/// Key Group of the archive service's SEK (groups 3–7 are (h)–(j)'s).
 const KEY_GROUP: u16 = 8;
-/// Play-backs the key allows (P-4 play_back_counter).
+/// Play-backs the offer allows (P-4 play_back_counter).
 const PLAY_BACKS: u16 = 2;
+/// Time sold by the offer, seconds.
+const PERIOD_SECS: u64 = 3_600;
+/// Lifetime of the archive's keys, seconds (above the rollover lead of one hour).
+const KEY_LIFETIME_SECS: u64 = 7_200;
 /// RTP packets per TEK in the recorded stream.
 const PACKETS: u16 = 5;
 
@@ -39,88 +44,68 @@ pub(super) async fn run_playback(n: &mut Narrator, rng: &mut DemoRng, bsm: &Bsm,
     n.heading("(k) Record and play back: the card counts the play-backs its key allows, then refuses");
     let kd = KeyDomainId::from_mcc_mnc("001", "01").expect("constant MCC/MNC");
     let sek_id = SekPekId { key_group: KEY_GROUP, key_number: 1 };
-    let Some(b_tid) = a.client().b_tid().map(str::to_owned) else {
-        n.check("terminal A holds a B-TID", Err("none".to_owned()));
-        return;
-    };
-    let record = match bsm.keys.fetch(&b_tid).await {
-        Ok(r) => r,
-        Err(e) => {
-            n.check("BSM fetches terminal A's keys over Zn", Err(e.to_string()));
-            return;
-        }
-    };
-    let muk = a.card_mut().read_muk_records();
-    shell_apdus(n, a);
-    let last_ts = match muk {
-        Ok(records) => records.iter().find(|r| r.idr == b_tid && r.idi == BSM_FQDN).map(|r| r.ts),
-        Err(e) => {
-            n.check("terminal reads EF_MUK", Err(op_failed(&e)));
-            return;
-        }
-    };
-    let Some(last_ts) = last_ts else {
-        n.check("EF_MUK holds the MUK of terminal A's B-TID", Err("no record".to_owned()));
-        return;
-    };
-    let ts0 = ntp(bsm.clock.now());
-    let sek = SekPek::from_bytes(rng.bytes("play-back SEK"));
-    let rand: [u8; 16] = rng.bytes("play-back RAND");
-    let ltkm = LtkmContent {
-        csb_id: rng.u32("play-back CSB ID"),
-        verification_requested: true,
-        srtp_cs: None,
-        key_domain_id: kd,
-        sek_pek_id: sek_id,
-        ts: last_ts + 1,
-        rand,
-        idi: BSM_FQDN.to_owned(),
-        idr: b_tid.clone(),
-        srtp_policy: None,
-        ext: Some(LtkmExt {
-            security_policy: Some(SecurityPolicyExt {
-                policy: SecurityPolicy::PayPerViewWithPlayBack,
-                play_back_counter: PLAY_BACKS,
-                view_counter: 0,
-            }),
-            tbk_id: None,
-            consumption_reporting: false,
-        }),
-        key: Some(sek.clone()),
-        validity: KeyValidity::TsWindow { ts_low: ts0, ts_high: ts0 + 3600 },
-    };
-    n.demo_key(&format!("SEK {} (recorded service)", id_hex(sek_id)), sek.expose_secret());
-    let bytes = match ltkm.seal(record.smk()) {
-        Ok(b) => b,
-        Err(e) => {
-            n.check("BSM seals the play-back LTKM", Err(e.to_string()));
-            return;
-        }
-    };
-    n.wire(&format!("LTKM for SEK {} (P-4 code 3, play_back_counter {PLAY_BACKS})", id_hex(sek_id)), &bytes);
-    let r = a.card_mut().msk_update(&bytes);
-    shell_apdus(n, a);
-    let r = match r {
-        Ok(Some(v)) => bsm_verifies(&bytes, &v, record.smk()).map(|_| {
-            format!(
-                "SMK of A's B-TID from the BSF over Zn, LTKM TS {} (EF_MUK counted {last_ts}); the card stores it, the BSM verifies the answer",
-                last_ts + 1
-            )
-        }),
-        Ok(None) => Err("no verification message although V = 1".to_owned()),
-        Err(e) => Err(op_failed(&e)),
-    };
-    let ok = r.is_ok();
-    n.check(
-        &format!(
-            "terminal A's card takes SEK {} with pay-per-view and {PLAY_BACKS} play-backs (P-4 code 3)",
-            id_hex(sek_id)
+    let calls = [
+        (
+            "/admin/v1/services/archive",
+            format!(r#"{{"name":"Archive","mcc":"001","mnc":"01","key_group":{KEY_GROUP},"streaming":true}}"#),
         ),
-        r,
-    );
+        ("/admin/v1/purchase-items/archive", r#"{"name":"Archive","services":["archive"]}"#.to_owned()),
+        (
+            "/admin/v1/offers/archive-hour",
+            format!(
+                r#"{{"item":"archive","amount":"0.99","currency":"EUR","kind":"ppt","period_secs":{PERIOD_SECS},"play_backs":{PLAY_BACKS}}}"#
+            ),
+        ),
+    ];
+    let r = admin_puts(bsm, &calls).await.map(|()| {
+        format!(
+            "service archive (Key Group {KEY_GROUP}), item archive, offer archive-hour (pay-per-time, {PERIOD_SECS} s, {PLAY_BACKS} play-backs, 0.99 EUR): 204 each"
+        )
+    });
+    let ok = r.is_ok();
+    n.check("operator: an offer whose recordings play back, through the admin API", r);
     if !ok {
         return;
     }
+    let r = first_key(bsm, sek_id, KEY_LIFETIME_SECS, "SEK").await;
+    let ok = r.is_ok();
+    n.check(&format!("operator: rollover of Key Group {KEY_GROUP} makes the archive's first SEK"), r);
+    if !ok {
+        return;
+    }
+
+    // The purchase: a ServiceRequest; the SEK comes in the answer with the offer's play-backs.
+    let item = PurchaseItemRef::new("archive", Some("archive-hour"));
+    let answer = a.subscribe(vec![(PurchaseRequestItem { item, price: None }, None)]).await;
+    shell_apdus(n, a);
+    let r = status_of(&answer).and_then(|answer| match &answer.response {
+        Response::Service(s) if s.status == StatusCode::Success => {
+            answer_ltkms(n, "ServiceResponse", answer, &[sek_id], kd)
+        }
+        other => Err(format!("answer {other:?}")),
+    });
+    let ok = r.is_ok();
+    n.check("terminal A buys an hour of the archive (ServiceRequest archive / archive-hour): the SEK in the answer", r);
+    if !ok {
+        return;
+    }
+    let audit = a.card_mut().audit(kd, sek_id);
+    shell_apdus(n, a);
+    let r = match audit {
+        Ok(audit) if audit.play_backs_left == PLAY_BACKS => Ok(format!(
+            "the BSM made the offer's play-backs the key's P-4 policy: pay-per-time with play-back (0x01), play_back_counter {PLAY_BACKS}"
+        )),
+        Ok(audit) => Err(format!("{} play-backs left, {PLAY_BACKS} expected", audit.play_backs_left)),
+        Err(e) => Err(op_failed(&e)),
+    };
+    let ok = r.is_ok();
+    n.check(&format!("terminal A's card holds SEK {} with {PLAY_BACKS} play-backs", id_hex(sek_id)), r);
+    if !ok {
+        return;
+    }
+    let Ok(stored) = broadcaster_key(n, bsm, sek_id).await else { return };
+    let (sek, rand) = (stored.key, stored.rand);
+    let ts0 = ntp(bsm.clock.now());
 
     // The stream: STKM TEK 1, packets, STKM TEK 2, packets; the watcher opens it with the card and
     // the recorder writes it.

@@ -18,7 +18,7 @@ use keycast_provisioning::time::UtcTime;
 use keycast_terminal::ltkm_intake::bcast_key;
 use keycast_terminal::provisioning::Response;
 
-use super::bsm::{Bsm, Shell, answer_ltkms, broadcaster_key, ntp, shell_apdus, status_of};
+use super::bsm::{Bsm, Shell, admin_puts, answer_ltkms, broadcaster_key, ntp, shell_apdus, status_of};
 use super::{Broadcaster, DemoRng, Narrator, SealedStkm, clear_tek, id_hex, op_failed, refused};
 use keycast_bsm::store::StoredKey;
 use keycast_crypto::keys::{Tek, TekSalt};
@@ -47,7 +47,8 @@ pub(super) async fn run_ppv(n: &mut Narrator, rng: &mut DemoRng, bsm: &Bsm, a: &
         return;
     }
     for (id, what) in [(sek, "service events"), (pek, "program final")] {
-        let r = rollover(bsm, id).await;
+        let kind = if id.key_group == PROGRAM_GROUP { "PEK" } else { "SEK" };
+        let r = first_key(bsm, id, PROGRAM_SECS, kind).await;
         let ok = r.is_ok();
         n.check(&format!("operator: rollover of Key Group {} makes the first key of the {what}", id.key_group), r);
         if !ok {
@@ -169,17 +170,7 @@ async fn catalogue(n: &mut Narrator, bsm: &Bsm, from: u64, until: u64) -> bool {
             ),
         ),
     ];
-    let mut r = Ok(());
-    for (path, body) in &calls {
-        match bsm.admin("PUT", path, body).await {
-            Ok((204, _)) => {}
-            Ok((status, body)) => r = Err(format!("PUT {path}: {status} {body}")),
-            Err(e) => r = Err(e),
-        }
-        if r.is_err() {
-            break;
-        }
-    }
+    let r = admin_puts(bsm, &calls).await;
     let ok = r.is_ok();
     n.check(
         "operator: service events, program final and their offers through the admin API",
@@ -192,15 +183,16 @@ async fn catalogue(n: &mut Narrator, bsm: &Bsm, from: u64, until: u64) -> bool {
     ok
 }
 
-/// `POST …/rollover` of `want`'s empty group; expects 201 for `want`.
-async fn rollover(bsm: &Bsm, want: SekPekId) -> Result<String, String> {
-    let body = format!(r#"{{"mcc":"001","mnc":"01","key_lifetime_secs":{PROGRAM_SECS},"lead_secs":3600}}"#);
+/// `POST …/rollover` of `want`'s empty group with keys of `lifetime_secs`; expects 201 for
+/// `want` (`what`: SEK or PEK).
+pub(super) async fn first_key(bsm: &Bsm, want: SekPekId, lifetime_secs: u64, what: &str) -> Result<String, String> {
+    let body = format!(r#"{{"mcc":"001","mnc":"01","key_lifetime_secs":{lifetime_secs},"lead_secs":3600}}"#);
     let path = format!("/admin/v1/key-groups/{}/rollover", want.key_group);
     let (status, answer) = bsm.admin("POST", &path, &body).await?;
     let json: serde_json::Value = serde_json::from_str(&answer).map_err(|e| format!("{status}: {e}"))?;
     let made = (json["key_group"].as_u64(), json["key_number"].as_u64());
     if status == 201 && made == (Some(want.key_group.into()), Some(want.key_number.into())) {
-        Ok(format!("201: {} {}", if want.key_group == PROGRAM_GROUP { "PEK" } else { "SEK" }, id_hex(want)))
+        Ok(format!("201: {what} {}", id_hex(want)))
     } else {
         Err(format!("{status} {answer}"))
     }
