@@ -1,7 +1,8 @@
 //! File mode end to end with real processes: `keycast serve bsm` holds the SEK, `keycast
 //! broadcast package` fetches it over the broadcaster API and protects a file as an OMA DRM DCF
 //! with the download-form STKM that carries its TEK (sent over UDP too), and a terminal whose card
-//! holds the SEK opens the file; a card without the key, or a tampered file, opens nothing.
+//! holds the SEK opens the file, as does a GBA_ME terminal whose ME key store holds it; a card
+//! without the key, or a tampered file, opens nothing.
 
 mod served;
 
@@ -15,7 +16,7 @@ use keycast_card::{ApduCard, Emulator};
 use keycast_mikey::{Stkm, TrafficProtectionProtocol};
 use keycast_terminal::download::{DownloadError, open_download};
 use keycast_traffic::dcf::Dcf;
-use served::stack::{BsmWithKey, FQDN, card_with_key, free_rtp_port};
+use served::stack::{BsmWithKey, FQDN, card_with_key, free_rtp_port, me_store_with_key};
 
 #[test]
 fn broadcast_package_then_the_card_opens_the_file() {
@@ -117,6 +118,55 @@ fn broadcast_package_then_the_card_opens_the_file() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("card refused"), "{}", String::from_utf8_lossy(&out.stderr));
     let mut bare = ApduCard::new(Emulator::new(CardFile::new(&bare).load().unwrap()));
     assert!(matches!(open_download(&mut bare, &stkm, &dcf), Err(DownloadError::Card(_))));
+
+    // A GBA_ME terminal: its card (here one without the key) runs AKA only, the SEK is in the
+    // ME's key store the configuration names (`gba = "gba-me"`, `me_store`).
+    let me = d.join("me");
+    std::fs::create_dir(&me).unwrap();
+    card_with_key(
+        &me.join("card.kc"),
+        FQDN,
+        "btid-1@bsf.example.org",
+        keycast_mikey::SekPekId { key_group: 7, key_number: 1 },
+        &k.sek,
+        k.rand,
+        k.ts_low,
+        k.ts_high,
+    );
+    me_store_with_key(
+        &me.join("keys.me"),
+        FQDN,
+        "btid-2@bsf.example.org",
+        k.sek_id,
+        &k.sek,
+        k.rand,
+        k.ts_low,
+        k.ts_high,
+    );
+    std::fs::write(me.join("terminal.toml"), "card = \"card.kc\"\ngba = \"gba-me\"\nme_store = \"keys.me\"\n").unwrap();
+    let open_me = || {
+        Command::new(env!("CARGO_BIN_EXE_keycast"))
+            .arg("terminal")
+            .arg("--config")
+            .arg(me.join("terminal.toml"))
+            .arg("open")
+            .arg(d.join("episode.dcf"))
+            .arg("--stkm")
+            .arg(d.join("episode.stkm"))
+            .arg("--out")
+            .arg(me.join("episode.out"))
+            .output()
+            .unwrap()
+    };
+    let out = open_me();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(std::fs::read(me.join("episode.out")).unwrap() == content, "the opened file differs");
+    // The store kept the STKM's TS across processes: a second opening is a play-back, refused.
+    let again = open_me();
+    assert_eq!(again.status.code(), Some(3), "{}", String::from_utf8_lossy(&again.stderr));
+    // The same card without the store holds no such key.
+    let out = open(&me.join("card.kc"));
+    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
 
     let mut bsm = stack.bsm;
     assert!(bsm.terminate().success());

@@ -257,8 +257,25 @@ pub fn card_with_policy(
 
     let file = CardFile::new(path);
     let mut usim = file.load().unwrap();
+    let (smk, ltkm) = sealed_key(bsm, btid, sek_id, sek, rand, ts_low, ts_high, policy);
+    usim.mbms.install_muk(bsm, btid, smk).unwrap();
+    usim.mbms.msk_update(&ltkm).unwrap();
+    file.save(&usim).unwrap();
+}
+
+/// The SMK of the cards and stores made here, and an LTKM under it carrying `sek` (TS 1).
+#[allow(clippy::too_many_arguments)]
+fn sealed_key(
+    bsm: &str,
+    btid: &str,
+    sek_id: SekPekId,
+    sek: &SekPek,
+    rand: [u8; 16],
+    ts_low: u32,
+    ts_high: u32,
+    policy: SecurityPolicy,
+) -> (Smk, Vec<u8>) {
     let smk = Smk::from_bytes([0x11; 32]);
-    usim.mbms.install_muk(bsm, btid, smk.clone()).unwrap();
     let ltkm = LtkmContent {
         csb_id: 0x0300_0001,
         verification_requested: false,
@@ -280,8 +297,27 @@ pub fn card_with_policy(
     }
     .seal(&smk)
     .unwrap();
-    usim.mbms.msk_update(&ltkm).unwrap();
-    file.save(&usim).unwrap();
+    (smk, ltkm)
+}
+
+/// A GBA_ME terminal's key store file (`keycast_card::persist::gba_me`) holding `sek` with
+/// pay-per-time, as [`card_with_key`] puts it in a card.
+#[allow(clippy::too_many_arguments)]
+pub fn me_store_with_key(
+    path: &Path,
+    bsm: &str,
+    btid: &str,
+    sek_id: SekPekId,
+    sek: &SekPek,
+    rand: [u8; 16],
+    ts_low: u32,
+    ts_high: u32,
+) {
+    let mut store = keycast_card::gba_me::GbaMeStore::default();
+    let (smk, ltkm) = sealed_key(bsm, btid, sek_id, sek, rand, ts_low, ts_high, SecurityPolicy::PayPerTime);
+    store.mbms.install_muk(bsm, btid, smk).unwrap();
+    store.msk_update(&ltkm).unwrap();
+    keycast_card::persist::gba_me::GbaMeFile::create(path, &store).unwrap();
 }
 
 /// The identities of the cards `card_with_key` makes.
