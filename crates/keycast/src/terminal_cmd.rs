@@ -792,10 +792,23 @@ fn run_play(a: &PlayArgs) -> Result<ExitCode> {
 
 fn run_services(cfg: &TerminalConfig, a: &ServicesArgs) -> Result<ExitCode> {
     let url = a.bsm.clone().or_else(|| cfg.bsm.as_ref().map(|b| b.url.clone())).context("give --bsm or [bsm]")?;
-    let (address, host) = http_host(&url, "--bsm")?;
+    let https = url.strip_prefix("https://").map(|rest| format!("http://{rest}"));
+    let (address, host) = http_host(https.as_deref().unwrap_or(&url), "--bsm")?;
+    let section = cfg.bsm.as_ref();
+    let http = if https.is_some() {
+        // The guide comes over the BSM's TLS listener like everything else: its name is
+        // `[bsm] fqdn` (else the URL's host), its roots `[bsm] ca_file`, and the client
+        // certificate is shown when one is configured (mutual TLS).
+        let fqdn = section.and_then(|b| b.fqdn.clone()).unwrap_or_else(|| host.clone());
+        let name = rustls_pki_types::ServerName::try_from(fqdn.clone())
+            .with_context(|| format!("{fqdn:?} is no server name"))?;
+        keycast_gba::client::http::HttpClient::tls(address, name, BsmTlsFiles::of(section).client_config()?)
+    } else {
+        keycast_gba::client::http::HttpClient::plain(address)
+    };
     let runtime =
         tokio::runtime::Builder::new_current_thread().enable_all().build().context("starting the tokio runtime")?;
-    let mut client = GuideClient::new(keycast_gba::client::http::HttpClient::plain(address), &host);
+    let mut client = GuideClient::new(http, &host);
     let guide = runtime.block_on(client.load()).with_context(|| format!("loading the Service Guide from {url}"))?;
     let services = guide.offers();
     if a.json {

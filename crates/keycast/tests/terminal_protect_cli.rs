@@ -359,6 +359,10 @@ fn protect_sets_up_the_channel_and_tbks_that_watch_then_uses() {
         keycast(&all)
     };
 
+    // The Service Guide over the same TLS listener: the offer is listed.
+    let (ok, out, err) = terminal(&["services", "--json"]);
+    assert!(ok && out.contains(r#""offer":"all-month""#), "{out}\n{err}");
+
     // Subscribe over mutual TLS: the LTKM of Key Group 1 (with tbk_flag) goes into the card.
     let (ok, out, err) = terminal(&["subscribe", "--item", "all", "--offer", "all-month"]);
     assert!(ok && out.contains("1 of 1 LTKMs taken"), "{out}\n{err}");
