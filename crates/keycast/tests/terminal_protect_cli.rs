@@ -14,7 +14,7 @@
 mod served;
 
 use std::fs;
-use std::io::{Read as _, Write as _};
+use std::io::Read as _;
 use std::net::{SocketAddr, UdpSocket};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -27,7 +27,9 @@ use keycast_mikey::{
 };
 use keycast_terminal::media::srtp::{Mki, SrtpMasterKey, SrtpPolicy, SrtpSender};
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair};
-use served::stack::{ADMIN, BROADCAST, BSF_HOST, FQDN, IMPI, IMSI, SET1_K, SET1_OP, bsf_with_set1, live, write_secret};
+use served::stack::{
+    ADMIN, BROADCAST, BSF_HOST, FQDN, apply_catalogue_with_group1, bsf_with_set1, live, set1_card, write_secret,
+};
 use served::{Served, free_port};
 
 /// The TBK the BSM binds Key Group 1 to (`[key_center] tbk_bindings`).
@@ -298,51 +300,18 @@ fn protect_sets_up_the_channel_and_tbks_that_watch_then_uses() {
         d.join("bsm.log"),
         &[bsm_port, admin_port],
     );
-    let catalogue = d.join("catalogue.toml");
-    fs::write(
-        &catalogue,
+    apply_catalogue_with_group1(
+        d,
+        &bsm_config,
         "[[service]]\nid = \"news\"\nname = \"News\"\nmcc = \"001\"\nmnc = \"01\"\nkey_group = 1\nstreaming = true\n\
          [[purchase_item]]\nid = \"all\"\nname = \"All\"\nservices = [\"news\"]\n\
          [[offer]]\nid = \"all-month\"\nitem = \"all\"\namount = \"9.99\"\ncurrency = \"EUR\"\nkind = \"subscription\"\n\
          period_secs = 2592000\n",
-    )
-    .unwrap();
-    let bsm_cli = |args: &[&str]| {
-        let mut all = vec!["bsm", "--config", bsm_config.to_str().unwrap()];
-        all.extend_from_slice(args);
-        keycast(&all)
-    };
-    let (ok, out, err) = bsm_cli(&["apply", catalogue.to_str().unwrap()]);
-    assert!(ok, "{out}{err}");
-    let rollover = [
-        "rollover",
-        "--group",
-        "1",
-        "--mcc",
-        "001",
-        "--mnc",
-        "01",
-        "--key-lifetime-secs",
-        "86400",
-        "--lead-secs",
-        "3600",
-    ];
-    let (ok, out, err) = bsm_cli(&rollover);
-    assert!(ok, "{out}{err}");
+    );
 
     // The card, and a terminal configuration with mutual TLS toward the BSM.
     let card = d.join("card.kc");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_keycast"))
-        .args(["card", "new", "--file", card.to_str().unwrap(), "--imsi", IMSI, "--impi", IMPI])
-        .args(["--iccid", "8900100000000000001"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(format!("K={SET1_K}\nOP={SET1_OP}\n").as_bytes()).unwrap();
-    let made = child.wait_with_output().unwrap();
-    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    set1_card(&card);
     let config = d.join("terminal.toml");
     fs::write(
         &config,

@@ -10,34 +10,18 @@
 mod served;
 
 use std::fs;
-use std::io::Write as _;
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use serde_json::Value;
-use served::stack::{ADMIN, BSF_HOST, FQDN, IMPI, IMSI, SET1_K, SET1_OP, bsf_with_set1_as, http, write_secret};
+use served::stack::{
+    ADMIN, BSF_HOST, FQDN, IMPI, apply_catalogue_with_group1, bsf_with_set1_as, http, set1_card, write_secret,
+};
 use served::{Served, free_port};
 
 fn keycast(args: &[&str]) -> (bool, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_keycast")).args(args).env("RUST_LOG", "info").output().unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn keycast_stdin(args: &[&str], stdin: &str) -> (bool, String, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_keycast"))
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
-    let out = child.wait_with_output().unwrap();
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -109,9 +93,9 @@ fn stack(d: &Path, gba_type: &str, extra: &str) -> Stack {
         d.join("bsm.log"),
         &[bsm_port, admin_port, bsm_metrics],
     );
-    let catalogue = d.join("catalogue.toml");
-    fs::write(
-        &catalogue,
+    apply_catalogue_with_group1(
+        d,
+        &bsm_config,
         "[[service]]\nid = \"news\"\nname = \"News\"\nmcc = \"001\"\nmnc = \"01\"\nkey_group = 1\nstreaming = true\n\
          [[purchase_item]]\nid = \"all\"\nname = \"All\"\nservices = [\"news\"]\n\
          [[purchase_item]]\nid = \"news-tokens\"\nname = \"News by the view\"\nservices = [\"news\"]\n\
@@ -119,49 +103,10 @@ fn stack(d: &Path, gba_type: &str, extra: &str) -> Stack {
          period_secs = 2592000\n\
          [[offer]]\nid = \"five-views\"\nitem = \"news-tokens\"\namount = \"1.00\"\ncurrency = \"EUR\"\nkind = \"tokens\"\n\
          tokens = 5\nperiod_secs = 86400\n",
-    )
-    .unwrap();
-    let bsm_cli = |args: &[&str]| {
-        let mut all = vec!["bsm", "--config", bsm_config.to_str().unwrap()];
-        all.extend_from_slice(args);
-        keycast(&all)
-    };
-    let (ok, out, err) = bsm_cli(&["apply", catalogue.to_str().unwrap()]);
-    assert!(ok, "{out}{err}");
-    let rollover = [
-        "rollover",
-        "--group",
-        "1",
-        "--mcc",
-        "001",
-        "--mnc",
-        "01",
-        "--key-lifetime-secs",
-        "86400",
-        "--lead-secs",
-        "3600",
-    ];
-    let (ok, out, err) = bsm_cli(&rollover);
-    assert!(ok, "{out}{err}");
+    );
 
     // The card and the terminal configuration.
-    let card = d.join("card.kc");
-    let (ok, out, err) = keycast_stdin(
-        &[
-            "card",
-            "new",
-            "--file",
-            card.to_str().unwrap(),
-            "--imsi",
-            IMSI,
-            "--impi",
-            IMPI,
-            "--iccid",
-            "8900100000000000001",
-        ],
-        &format!("K={SET1_K}\nOP={SET1_OP}\n"),
-    );
-    assert!(ok, "{out}{err}");
+    set1_card(&d.join("card.kc"));
     let config = d.join("terminal.toml");
     fs::write(
         &config,

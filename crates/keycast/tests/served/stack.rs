@@ -378,3 +378,53 @@ pub fn bsf_with_set1_as(d: &Path, gba_type: &str) -> (Served, u16, u16) {
     );
     (bsf, bsf_port, bsf_metrics)
 }
+
+/// `keycast card new` at `path` for test set 1's subscriber ([`IMSI`], [`IMPI`], [`ICCID`]; K and
+/// OP on standard input).
+pub fn set1_card(path: &Path) {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_keycast"))
+        .args(["card", "new", "--file", path.to_str().unwrap(), "--imsi", IMSI, "--impi", IMPI, "--iccid", ICCID])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(format!("K={SET1_K}\nOP={SET1_OP}\n").as_bytes()).unwrap();
+    let made = child.wait_with_output().unwrap();
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+}
+
+/// `keycast bsm apply` of `catalogue` (TOML, written to `d/catalogue.toml`) against the BSM of
+/// `bsm_config`, then `keycast bsm rollover` of Key Group 1 (Key Domain 001/01, keys of a day,
+/// an hour's lead): the catalogue's first SEK.
+pub fn apply_catalogue_with_group1(d: &Path, bsm_config: &Path, catalogue: &str) {
+    let path = d.join("catalogue.toml");
+    fs::write(&path, catalogue).unwrap();
+    let bsm_cli = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_keycast"))
+            .args(["bsm", "--config", bsm_config.to_str().unwrap()])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "bsm {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    bsm_cli(&["apply", path.to_str().unwrap()]);
+    bsm_cli(&[
+        "rollover",
+        "--group",
+        "1",
+        "--mcc",
+        "001",
+        "--mnc",
+        "01",
+        "--key-lifetime-secs",
+        "86400",
+        "--lead-secs",
+        "3600",
+    ]);
+}
