@@ -241,20 +241,7 @@ pub fn card_with_policy(
     ts_high: u32,
     policy: SecurityPolicy,
 ) {
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_keycast"))
-        .args(["card", "new", "--file", path.to_str().unwrap(), "--imsi", IMSI, "--impi", IMPI, "--iccid", ICCID])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"K=465b5ce8b199b49faa5f0a2ee238a6bc\nOPC=cd63cb71954a9f4e48a5994e37a02baf\n")
-        .unwrap();
-    assert!(child.wait().unwrap().success());
-
+    set1_card(path);
     let file = CardFile::new(path);
     let mut usim = file.load().unwrap();
     let (smk, ltkm) = sealed_key(bsm, btid, sek_id, sek, rand, ts_low, ts_high, policy);
