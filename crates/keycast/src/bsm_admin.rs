@@ -21,8 +21,10 @@
 //!   bar; stops at the first refused batch, naming its first line.
 //! - `terminal --impi …`: the terminal, its registration and purchases (JSON).
 //! - `guide export DIR`: the published Service Guide, read from the public routes of the
-//!   provisioning listener (`listen`, plain HTTP; no admin token needed), written as
-//!   `DIR/index.json`, `DIR/fragments/<id>.xml`, `DIR/usd/<service>.xml`, `DIR/spd/<service>.xml`.
+//!   provisioning listener (`listen`; no admin token needed), written as `DIR/index.json`,
+//!   `DIR/fragments/<id>.xml`, `DIR/usd/<service>.xml`, `DIR/spd/<service>.xml`. When the BSM
+//!   listens with TLS (`[tls]`), over HTTPS to its `fqdn`, trusting `--ca-file`, and showing
+//!   `--client-cert`/`--client-key` where the listener requires client certificates.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -154,6 +156,15 @@ pub enum GuideCommand {
     Export {
         /// The directory (made if missing).
         dir: PathBuf,
+        /// PEM roots the BSM's certificate chains to (a BSM with `[tls]`).
+        #[arg(long, value_name = "PEM")]
+        ca_file: Option<PathBuf>,
+        /// PEM client certificate chain, for a listener that requires client certificates.
+        #[arg(long, value_name = "PEM", requires = "client_key")]
+        client_cert: Option<PathBuf>,
+        /// PEM private key of --client-cert.
+        #[arg(long, value_name = "PEM", requires = "client_cert")]
+        client_key: Option<PathBuf>,
     },
 }
 
@@ -251,8 +262,22 @@ impl Admin {
 /// Configuration, connection and refusal errors.
 pub fn run_bsm(args: &BsmArgs) -> Result<ExitCode> {
     let settings = BsmSettings::load(&args.config)?;
-    if let BsmCommand::Guide { command: GuideCommand::Export { dir } } = &args.command {
-        current_thread_runtime()?.block_on(export_guide(&settings, dir))?;
+    if let BsmCommand::Guide { command: GuideCommand::Export { dir, ca_file, client_cert, client_key } } = &args.command
+    {
+        let client = match (&settings.tls, ca_file) {
+            (None, _) => HttpClient::plain(settings.listen.clone()),
+            (Some(_), None) => bail!(
+                "the BSM listens with TLS ([tls] in {}): give --ca-file, the PEM roots its certificate chains to",
+                args.config.display()
+            ),
+            (Some(_), Some(ca)) => {
+                let tls = crate::terminal_cmd::BsmTlsFiles::new(ca.clone(), client_cert.clone(), client_key.clone());
+                let name = rustls_pki_types::ServerName::try_from(settings.fqdn.clone())
+                    .with_context(|| format!("fqdn {:?} is no server name", settings.fqdn))?;
+                HttpClient::tls(settings.listen.clone(), name, tls.client_config()?)
+            }
+        };
+        current_thread_runtime()?.block_on(export_guide(&settings, client, dir))?;
         return Ok(ExitCode::SUCCESS);
     }
     let mut admin = Admin::new(&settings)?;
@@ -312,8 +337,7 @@ pub fn run_bsm(args: &BsmArgs) -> Result<ExitCode> {
 }
 
 /// `guide export DIR`: the index, then every document it lists, as files.
-async fn export_guide(settings: &BsmSettings, dir: &std::path::Path) -> Result<()> {
-    let mut client = HttpClient::plain(settings.listen.clone());
+async fn export_guide(settings: &BsmSettings, mut client: HttpClient, dir: &std::path::Path) -> Result<()> {
     let mut get = async |path: &str| -> Result<Vec<u8>> {
         let request = HttpRequest {
             method: "GET".into(),

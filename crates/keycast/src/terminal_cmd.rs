@@ -381,6 +381,11 @@ pub struct BsmTlsFiles {
 }
 
 impl BsmTlsFiles {
+    /// PEM roots, and a client certificate chain and key for mutual TLS.
+    pub(crate) fn new(ca_file: PathBuf, client_cert_file: Option<PathBuf>, client_key_file: Option<PathBuf>) -> Self {
+        BsmTlsFiles { ca_file: Some(ca_file), client_cert_file, client_key_file }
+    }
+
     fn of(section: Option<&BsmSection>) -> Self {
         section.map_or_else(BsmTlsFiles::default, |s| BsmTlsFiles {
             ca_file: s.ca_file.clone(),
@@ -390,7 +395,7 @@ impl BsmTlsFiles {
     }
 
     /// The TLS client configuration: the roots of `ca_file`, the client certificate when given.
-    fn client_config(&self) -> Result<std::sync::Arc<rustls::ClientConfig>> {
+    pub(crate) fn client_config(&self) -> Result<std::sync::Arc<rustls::ClientConfig>> {
         use rustls_pki_types::pem::PemObject as _;
         let ca = self.ca_file.as_ref().context("an https:// BSM needs [bsm] ca_file")?;
         let mut roots = rustls::RootCertStore::empty();

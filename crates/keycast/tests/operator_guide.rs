@@ -62,6 +62,33 @@ fn the_catalogue_example_applies_to_a_running_bsm() {
         .unwrap();
     let offers = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success() && offers.contains(r#""kind":"ppt","period_secs":3600,"play_backs":2"#), "{offers}");
+    // The guide it publishes, exported as files (plain HTTP: this BSM has no [tls]).
+    let out = Command::new(env!("CARGO_BIN_EXE_keycast"))
+        .args(["bsm", "--config"])
+        .arg(d.join("bsm.toml"))
+        .args(["guide", "export"])
+        .arg(d.join("guide"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_exported_guide(&d.join("guide"), "basic-hour");
     let mut bsm = stack.bsm;
     assert!(bsm.terminate().success());
+}
+
+/// `dir` holds what `keycast bsm guide export` writes: the index, every fragment it lists (among
+/// them the PurchaseData `offer`), and the USD and SPD of the streaming service `news`.
+fn assert_exported_guide(dir: &Path, offer: &str) {
+    let index: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("index.json")).unwrap()).unwrap();
+    let fragments = index["fragments"].as_array().unwrap();
+    assert!(!fragments.is_empty(), "{index:#}");
+    for f in fragments {
+        let id = f["id"].as_str().unwrap();
+        let xml = std::fs::read_to_string(dir.join("fragments").join(format!("{id}.xml"))).unwrap();
+        assert!(xml.contains(id), "fragment {id}: {xml}");
+    }
+    let offer_xml = std::fs::read_to_string(dir.join("fragments").join(format!("{offer}.xml"))).unwrap();
+    assert!(offer_xml.contains("PurchaseData"), "{offer_xml}");
+    assert!(std::fs::read_to_string(dir.join("usd/news.xml")).unwrap().contains("userServiceDescription"));
+    assert!(std::fs::read_to_string(dir.join("spd/news.xml")).unwrap().contains("securityDescription"));
 }

@@ -309,6 +309,33 @@ fn protect_sets_up_the_channel_and_tbks_that_watch_then_uses() {
          period_secs = 2592000\n",
     );
 
+    // The published guide exported as files over the BSM's mutual-TLS listener: the roots are
+    // needed, and so is a client certificate.
+    let export = |extra: &[&str]| {
+        let mut all = vec!["bsm", "--config", bsm_config.to_str().unwrap(), "guide", "export"];
+        let dir = d.join("guide");
+        all.push(dir.to_str().unwrap());
+        all.extend_from_slice(extra);
+        keycast(&all)
+    };
+    let (ok, _, err) = export(&[]);
+    assert!(!ok && err.contains("listens with TLS") && err.contains("--ca-file"), "{err}");
+    let ca = d.join("ca.pem");
+    let (ok, _, err) = export(&["--ca-file", ca.to_str().unwrap()]);
+    assert!(!ok, "no client certificate, no guide: {err}");
+    let (cert, key) = (d.join("terminal.pem"), d.join("terminal.key"));
+    let (ok, out, err) = export(&[
+        "--ca-file",
+        ca.to_str().unwrap(),
+        "--client-cert",
+        cert.to_str().unwrap(),
+        "--client-key",
+        key.to_str().unwrap(),
+    ]);
+    assert!(ok && out.contains("documents written"), "{out}\n{err}");
+    let purchase_data = fs::read_to_string(d.join("guide/fragments/all-month.xml")).unwrap();
+    assert!(purchase_data.contains("PurchaseData"), "{purchase_data}");
+
     // The card, and a terminal configuration with mutual TLS toward the BSM.
     let card = d.join("card.kc");
     set1_card(&card);
